@@ -1,0 +1,100 @@
+"""Run folders, the per-note status ledger and reading pairs back.
+
+Layout under ``synth.output_dir``::
+
+    runs/<run_id>/pairs/*.parquet    pairs of the run (PAIR_SCHEMA)
+    runs/<run_id>/ledger/*.parquet   one row per note processed by the run (LEDGER_SCHEMA)
+    runs/<run_id>/_SUCCESS.json      written last: the run's counts; marks the run complete
+
+Only complete runs count: a crashed run's files are ignored (and its notes redone), which makes
+reruns idempotent. A note is done for a generator key once a complete run has it ``ok``; done
+notes are skipped, so a note's pairs come from exactly one run and are never duplicated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medembed.config import S3Config
+from medembed.storage import filesystem, join
+from medembed.synth import columns as C
+
+log = logging.getLogger("medembed.synth")
+
+RUNS = "runs"
+PAIRS_DIR = "pairs"
+LEDGER_DIR = "ledger"
+SUCCESS = "_SUCCESS.json"
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_dir(output_dir: str, run_id: str) -> str:
+    return join(output_dir, RUNS, run_id)
+
+
+def complete_runs(output_dir: str, s3: S3Config | None = None) -> list[str]:
+    """Run ids with a success marker, oldest first."""
+    fs, path = filesystem(join(output_dir, RUNS), s3)
+    if not fs.exists(path):
+        return []
+    out = []
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if fs.exists(f"{entry.rstrip('/')}/{SUCCESS}"):
+            out.append(name)
+    return sorted(out)
+
+
+def _read_dir(uri: str, schema: pa.Schema, s3: S3Config | None) -> pa.Table:
+    fs, path = filesystem(uri, s3)
+    if not fs.exists(path):
+        return schema.empty_table()
+    tables = []
+    for f in sorted(fs.find(path)):
+        if f.endswith(".parquet"):
+            with fs.open(f, "rb") as fh:
+                tables.append(pq.read_table(io.BytesIO(fh.read())).select(schema.names).cast(schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def read_ledger(output_dir: str, s3: S3Config | None = None) -> pa.Table:
+    """Ledger rows of all complete runs, oldest run first."""
+    tabs = [_read_dir(join(run_dir(output_dir, r), LEDGER_DIR), C.LEDGER_SCHEMA, s3) for r in complete_runs(output_dir, s3)]
+    return pa.concat_tables(tabs) if tabs else C.LEDGER_SCHEMA.empty_table()
+
+
+def read_pairs(output_dir: str, s3: S3Config | None = None, gen_key: str | None = None) -> pa.Table:
+    """Pairs of all complete runs (optionally of one generator key)."""
+    tabs = [_read_dir(join(run_dir(output_dir, r), PAIRS_DIR), C.PAIR_SCHEMA, s3) for r in complete_runs(output_dir, s3)]
+    t = pa.concat_tables(tabs) if tabs else C.PAIR_SCHEMA.empty_table()
+    if gen_key is not None:
+        gen, model, version = gen_key.split("|", 2)
+        keep = [g == gen and m == model and v == version for g, m, v in
+                zip(t[C.GENERATOR].to_pylist(), t[C.MODEL].to_pylist(), t[C.PROMPT_VERSION].to_pylist())]
+        t = t.filter(pa.array(keep, pa.bool_()))
+    return t
+
+
+def done_note_ids(output_dir: str, gen_key: str, s3: S3Config | None = None) -> set[str]:
+    """Notes that a complete run finished ``ok`` for ``gen_key``."""
+    led = read_ledger(output_dir, s3)
+    return {n for n, k, s in zip(led[C.NOTE_ID].to_pylist(), led[C.GENERATOR_KEY].to_pylist(),
+                                 led[C.STATUS].to_pylist()) if k == gen_key and s == C.S_OK}
+
+
+def mark_complete(output_dir: str, run_id: str, summary: dict[str, Any], s3: S3Config | None = None) -> None:
+    fs, path = filesystem(join(run_dir(output_dir, run_id), SUCCESS), s3)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,294 @@
+"""The distributed, resumable pair-generation job.
+
+documents (Ray Dataset, DOC_SCHEMA) -> skip notes already done -> split long notes into parts ->
+backend (batch backends: a pool of ``concurrency`` actors, each with its own backend instance;
+the vllm backend: ``ray.data.llm`` over per-part rows, then grouped by note) -> validation ->
+one result row per note (ledger columns + its pairs) -> materialized once -> pairs and ledger
+written as Parquet under ``<output_dir>/runs/<run_id>/`` -> ``_SUCCESS.json`` marks the run complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from medembed import schema as S
+from medembed.config import S3Config
+from medembed.storage import filesystem, is_remote, join
+from medembed.synth import columns as C
+from medembed.synth.backends import Request, backend_class, backend_identity, create_backend
+from medembed.synth.config import GeneratePairsJobConfig, SynthConfig
+from medembed.synth.ledger import LEDGER_DIR, PAIRS_DIR, done_note_ids, mark_complete, new_run_id, run_dir
+from medembed.synth.prompts import split_note
+from medembed.synth.validate import Generation, PartOutcome, assemble_note, outcome_of
+
+log = logging.getLogger("medembed.synth")
+
+_PAIR_JSON_FIELDS = (C.PAIR_ID, C.PART_INDEX, C.QUERY, C.QUERY_TYPE, C.PASSAGE, C.RELEVANCE)
+
+
+def _finish_note(note_id: str, parts: list[str], gens: list[Generation], cfg: SynthConfig,
+                 identity: tuple[str, str, str], run_id: str) -> dict:
+    """Validate a note's generations against their parts and build its result row."""
+    seen: set[str] = set()
+    outcomes: list[PartOutcome] = [
+        outcome_of(g, part, i, min_relevance=cfg.min_relevance, min_grounding=cfg.min_grounding, seen_queries=seen)
+        for i, (part, g) in enumerate(zip(parts, gens))
+    ]
+    gen, model, version = identity
+    row, pairs = assemble_note(note_id, outcomes, generator=gen, model=model, prompt_version=version,
+                               run_id=run_id, now=datetime.now(timezone.utc))
+    row[C.PAIRS_JSON] = json.dumps([{k: p[k] for k in _PAIR_JSON_FIELDS} for p in pairs])
+    return row
+
+
+def _skipped_row(note_id: str, gkey: str, run_id: str) -> dict:
+    return {C.NOTE_ID: note_id, C.GENERATOR_KEY: gkey, C.STATUS: C.S_SKIPPED, C.RUN_ID: run_id}
+
+
+class NoteGenerator:
+    """Ray Data callable class: a batch of documents -> one result row per document."""
+
+    def __init__(self, synth: str, done: list[str], run_id: str):
+        logging.getLogger("medembed").setLevel(logging.INFO)
+        self.cfg = SynthConfig.model_validate_json(synth)
+        self.backend = create_backend(self.cfg)
+        self.identity = (self.backend.generator, self.backend.model, self.backend.prompt_version)
+        self.gkey = C.generator_key(*self.identity)
+        self.done = frozenset(done)
+        self.run_id = run_id
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = [str(x) for x in batch[S.DOC_ID].to_pylist()]
+        titles = batch[S.TITLE].to_pylist() if S.TITLE in batch.column_names else [""] * len(ids)
+        texts = batch[S.TEXT].to_pylist()
+        plan: list[tuple[str, list[str], int] | None] = []
+        requests: list[Request] = []
+        for nid, title, text in zip(ids, titles, texts):
+            if nid in self.done:
+                plan.append(None)
+                continue
+            parts = split_note(text or "", self.cfg.max_note_chars)
+            plan.append((nid, parts, len(requests)))
+            requests.extend(Request(nid, i, len(parts), title or "", p) for i, p in enumerate(parts))
+        gens = self.backend.generate(requests) if requests else []
+        rows = []
+        for nid, p in zip(ids, plan):
+            if p is None:
+                rows.append(_skipped_row(nid, self.gkey, self.run_id))
+            else:
+                _, parts, start = p
+                rows.append(_finish_note(nid, parts, gens[start:start + len(parts)], self.cfg, self.identity,
+                                         self.run_id))
+        return pa.Table.from_pylist(rows, schema=C.RESULT_SCHEMA)
+
+    def __del__(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+# --- the vllm (dataset backend) path ----------------------------------------------------------
+_SKIP = "_skip"
+
+
+def _explode_requests(batch: pa.Table, done: frozenset, max_chars: int) -> pa.Table:
+    rows = []
+    titles = batch[S.TITLE].to_pylist() if S.TITLE in batch.column_names else [""] * batch.num_rows
+    for nid, title, text in zip(batch[S.DOC_ID].to_pylist(), titles, batch[S.TEXT].to_pylist()):
+        nid = str(nid)
+        if nid in done:
+            rows.append({C.NOTE_ID: nid, C.PART_INDEX: 0, "n_parts": 0, "title": "", "text": "", _SKIP: True})
+            continue
+        parts = split_note(text or "", max_chars) or [""]  # an empty note still gets a row (-> empty)
+        for i, part in enumerate(parts):
+            rows.append({C.NOTE_ID: nid, C.PART_INDEX: i, "n_parts": len(parts), "title": title or "", "text": part,
+                         _SKIP: False})
+    schema = pa.schema([(C.NOTE_ID, pa.string()), (C.PART_INDEX, pa.int32()), ("n_parts", pa.int32()),
+                        ("title", pa.string()), ("text", pa.string()), (_SKIP, pa.bool_())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _keep(batch: pa.Table, skip: bool) -> pa.Table:
+    return batch.filter(pc.equal(batch[_SKIP], skip))
+
+
+def _skipped_results(batch: pa.Table, gkey: str, run_id: str) -> pa.Table:
+    return pa.Table.from_pylist([_skipped_row(n, gkey, run_id) for n in batch[C.NOTE_ID].to_pylist()],
+                                schema=C.RESULT_SCHEMA)
+
+
+class _AssembleGroup:
+    """All engine rows of one note -> its result row."""
+
+    def __init__(self, synth: str, identity: tuple[str, str, str], run_id: str, max_tokens: int):
+        self.cfg = SynthConfig.model_validate_json(synth)
+        self.identity, self.run_id, self.max_tokens = tuple(identity), run_id, max_tokens
+
+    def __call__(self, group: dict[str, Any]) -> pa.Table:
+        from medembed.synth.vllm_backend import generation_of
+
+        rows = sorted((dict(zip(group, vals)) for vals in zip(*group.values())), key=lambda r: int(r[C.PART_INDEX]))
+        nid = str(rows[0][C.NOTE_ID])
+        parts = [r["text"] for r in rows if r["text"]]
+        gens = [generation_of(r, self.max_tokens) for r in rows if r["text"]]
+        return pa.Table.from_pylist([_finish_note(nid, parts, gens, self.cfg, self.identity, self.run_id)],
+                                    schema=C.RESULT_SCHEMA)
+
+
+def _dataset_backend_results(docs: ray.data.Dataset, cfg: SynthConfig, done: frozenset, gkey: str,
+                             identity: tuple[str, str, str], run_id: str) -> ray.data.Dataset:
+    reqs = docs.map_batches(_explode_requests, fn_kwargs={"done": done, "max_chars": cfg.max_note_chars},
+                            batch_format="pyarrow").materialize()
+    skipped = reqs.map_batches(_keep, fn_kwargs={"skip": True}, batch_format="pyarrow").map_batches(
+        _skipped_results, fn_kwargs={"gkey": gkey, "run_id": run_id}, batch_format="pyarrow")
+    todo = reqs.map_batches(_keep, fn_kwargs={"skip": False}, batch_format="pyarrow").drop_columns([_SKIP])
+    backend = create_backend(cfg)
+    generated = backend.transform(todo)
+    keep_cols = [C.NOTE_ID, C.PART_INDEX, "text", "generated_text", "num_generated_tokens"]
+    generated = generated.map_batches(_select_engine_columns, fn_kwargs={"cols": keep_cols}, batch_format="pandas")
+    results = generated.groupby(C.NOTE_ID).map_groups(
+        _AssembleGroup, fn_constructor_kwargs={"synth": cfg.model_dump_json(), "identity": list(identity),
+                                               "run_id": run_id, "max_tokens": cfg.vllm.max_tokens},
+        batch_format="numpy", concurrency=1)
+    return results.union(skipped)
+
+
+def _select_engine_columns(df: Any, cols: list[str]) -> Any:
+    from medembed.synth.vllm_backend import INFERENCE_ERROR
+
+    out = df[[c for c in cols if c in df.columns]].copy()
+    out[INFERENCE_ERROR] = df[INFERENCE_ERROR].astype(str) if INFERENCE_ERROR in df.columns else ""
+    if "generated_text" not in out.columns:
+        out["generated_text"] = ""
+    if "num_generated_tokens" not in out.columns:
+        out["num_generated_tokens"] = 0
+    return out
+
+
+# --- writing ----------------------------------------------------------------------------------
+def _ledger_only(batch: pa.Table) -> pa.Table:
+    batch = batch.filter(pc.not_equal(batch[C.STATUS], C.S_SKIPPED))
+    return batch.drop_columns([C.PAIRS_JSON]).cast(C.LEDGER_SCHEMA)
+
+
+def _explode_pairs(batch: pa.Table, generator: str, model: str, prompt_version: str) -> pa.Table:
+    rows = []
+    for nid, pj, at in zip(batch[C.NOTE_ID].to_pylist(), batch[C.PAIRS_JSON].to_pylist(),
+                           batch[C.FINISHED_AT].to_pylist()):
+        for p in json.loads(pj or "[]"):
+            rows.append({**p, C.NOTE_ID: nid, C.GENERATOR: generator, C.MODEL: model, C.PROMPT_VERSION: prompt_version,
+                         C.CREATED_AT: at})
+    return pa.Table.from_pylist(rows, schema=C.PAIR_SCHEMA)
+
+
+def _write(ds: ray.data.Dataset, uri: str, s3: S3Config | None) -> None:
+    if is_remote(uri):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fs, path = filesystem(uri, s3)
+        ds.write_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs)))
+    else:
+        ds.write_parquet(uri)
+
+
+def summarize(ledger_rows: pa.Table) -> dict[str, Any]:
+    """Counts of a run from its result rows (skipped rows included)."""
+    status = ledger_rows[C.STATUS].to_pylist()
+    reasons = Counter(r for s, r in zip(status, ledger_rows[C.REASON].to_pylist()) if s == C.S_FAILED)
+    dropped: Counter = Counter()
+    for d in ledger_rows[C.DROPPED].to_pylist():
+        if d:
+            dropped.update(json.loads(d))
+    return {
+        "notes_in": len(status),
+        "notes_skipped_done": status.count(C.S_SKIPPED),
+        "notes_ok": status.count(C.S_OK),
+        "notes_failed": status.count(C.S_FAILED),
+        "pairs_out": int(sum(n or 0 for n in ledger_rows[C.N_PAIRS].to_pylist())),
+        "requests": int(sum(n or 0 for n in ledger_rows[C.ATTEMPTS].to_pylist())),
+        "failures_by_reason": {r: reasons.get(r, 0) for r in C.FAILURE_REASONS},
+        "dropped_by_rule": {r: int(dropped.get(r, 0)) for r in C.DROP_RULES},
+    }
+
+
+def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3Config | None = None,
+                             run_id: str | None = None) -> dict[str, Any]:
+    """Generate pairs for a Dataset of documents (DOC_SCHEMA columns); return the run's counts.
+
+    Notes already ``ok`` for the same generator/model/prompt version in a complete earlier run are
+    skipped; failed notes are retried.
+    """
+    t0 = time.perf_counter()
+    identity = backend_identity(cfg)
+    gkey = C.generator_key(*identity)
+    run_id = run_id or new_run_id()
+    done = frozenset(done_note_ids(cfg.output_dir, gkey, s3))
+    log.info("synth: run %s, generator %s, %d notes already done", run_id, gkey, len(done))
+
+    if backend_class(cfg.backend).mode == "batch":
+        results = docs.map_batches(
+            NoteGenerator,
+            fn_constructor_kwargs={"synth": cfg.model_dump_json(), "done": sorted(done), "run_id": run_id},
+            batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.actor_num_cpus,
+            batch_format="pyarrow",
+        )
+    else:
+        results = _dataset_backend_results(docs, cfg, done, gkey, identity, run_id)
+    results = results.materialize()  # generation runs exactly once; both outputs read from here
+    t_gen = time.perf_counter()
+
+    out = run_dir(cfg.output_dir, run_id)
+    ledger_cols = [c for c in C.LEDGER_SCHEMA.names]
+    rows = pa.concat_tables([ray.get(r) for r in results.select_columns(ledger_cols).to_arrow_refs()]) \
+        if results.count() else C.LEDGER_SCHEMA.empty_table()
+    counts = summarize(rows)
+    if counts["pairs_out"]:
+        _write(results.map_batches(_explode_pairs, fn_kwargs=dict(zip(("generator", "model", "prompt_version"),
+                                                                     identity)), batch_format="pyarrow"),
+               join(out, PAIRS_DIR), s3)
+    if counts["notes_in"] - counts["notes_skipped_done"]:
+        _write(results.map_batches(_ledger_only, batch_format="pyarrow"), join(out, LEDGER_DIR), s3)
+    t_end = time.perf_counter()
+    summary = {"run_id": run_id, "generator_key": gkey, "generator": identity[0], "model": identity[1],
+               "prompt_version": identity[2], "output_dir": join(out),
+               **counts, "durations_s": {"generate": round(t_gen - t0, 3), "write": round(t_end - t_gen, 3),
+                                         "total": round(t_end - t0, 3)}}
+    mark_complete(cfg.output_dir, run_id, summary, s3)
+    log.info("synth: run %s done: %d notes in, %d skipped, %d ok, %d pairs, failures %s", run_id, counts["notes_in"],
+             counts["notes_skipped_done"], counts["notes_ok"], counts["pairs_out"],
+             {k: v for k, v in counts["failures_by_reason"].items() if v})
+    return summary
+
+
+def generate_pairs(cfg: GeneratePairsJobConfig) -> dict[str, Any]:
+    """The whole job: connect to Ray, read the corpus (lead's ingestion), generate, write, manifest."""
+    from medembed.ingest import read_documents, read_quarantine_counts
+    from medembed.manifest import RunManifest
+    from medembed.raysetup import init_ray
+
+    manifest = RunManifest("generate-pairs", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=cfg.output.run_name)
+    try:
+        manifest.set("ray", init_ray(cfg.ray))
+        qdir = manifest.path("quarantine")
+        docs = read_documents(cfg.input, qdir, cfg.s3)
+        with manifest.timed("generate_pairs"):
+            summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3)
+        manifest.set("synth", summary)
+        for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out", "failures_by_reason",
+                  "dropped_by_rule"):
+            manifest.count(k, summary[k])
+        manifest.count("quarantined", read_quarantine_counts(qdir, cfg.s3))
+    except Exception as e:
+        manifest.finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    summary["manifest"] = manifest.finish()
+    return summary

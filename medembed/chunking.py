@@ -1,0 +1,101 @@
+"""Token-aware chunking with the model's own tokenizer, as pure batch functions.
+
+A document's text is cut into windows of at most ``max_tokens`` tokens (title and prompt
+included) that overlap by ``overlap_tokens``; cuts fall on token boundaries and keep the
+original characters. ``chunk_id`` = document id + chunk index; ``content_hash`` covers what is
+embedded (title + chunk text), so unchanged chunks can be recognised on re-runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from medembed import schema as S
+
+# [CLS]/[SEP] or <s>/</s>: the tokenizer adds two special tokens around every input
+SPECIAL_TOKENS = 2
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    tokenizer_path: str
+    max_tokens: int  # total tokens the model sees per chunk (its max_seq_length)
+    overlap_tokens: int
+    prompt_tokens: int = 0  # document prompt length, counted against the budget
+
+
+def document_input(title: str, text: str) -> str:
+    """The string that is embedded for a chunk: title line, then the chunk text."""
+    return f"{title}\n{text}" if title else text
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, use_fast=True)
+
+
+def split_tokens(n_tokens: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) token windows covering ``n_tokens`` with the given overlap."""
+    if n_tokens <= window:
+        return [(0, n_tokens)]
+    stride = max(1, window - overlap)
+    spans = []
+    start = 0
+    while True:
+        end = min(start + window, n_tokens)
+        spans.append((start, end))
+        if end >= n_tokens:
+            return spans
+        start += stride
+
+
+def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Table:
+    """Ray Data UDF: documents -> chunks (columns ``schema.CHUNK_COLUMNS``)."""
+    cols = batch.to_pydict() if isinstance(batch, pa.Table) else {k: list(v) for k, v in batch.items()}
+    tok = load_tokenizer(params.tokenizer_path)
+    titles = [t or "" for t in cols[S.TITLE]]
+    texts = cols[S.TEXT]
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
+              return_token_type_ids=False, verbose=False)
+    title_lens = [len(ids) for ids in tok(titles, add_special_tokens=False)["input_ids"]] if any(titles) else [0] * len(titles)
+    out: dict[str, list[Any]] = {c: [] for c in S.CHUNK_COLUMNS}
+    for i, doc_id in enumerate(cols[S.DOC_ID]):
+        offsets = enc["offset_mapping"][i]
+        title = titles[i]
+        overhead = SPECIAL_TOKENS + params.prompt_tokens
+        # titles longer than a quarter of the window are cut so every chunk keeps real text
+        title_budget = params.max_tokens // 4
+        if title and title_lens[i] + 1 > title_budget:
+            t_off = tok(title, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            title = title[: t_off[max(0, title_budget - 2)][1]]
+            title_tokens = title_budget
+        else:
+            title_tokens = title_lens[i] + 1 if title else 0  # +1 for the newline joining title and text
+        window = max(8, params.max_tokens - overhead - title_tokens)
+        overlap = min(params.overlap_tokens, window // 2)
+        for k, (a, b) in enumerate(split_tokens(len(offsets), window, overlap)):
+            chunk_text = texts[i][offsets[a][0]: offsets[b - 1][1]] if offsets else texts[i]
+            out[S.CHUNK_ID].append(S.chunk_id(doc_id, k))
+            out[S.DOC_ID].append(doc_id)
+            out[S.CHUNK_INDEX].append(k)
+            out[S.TITLE].append(title)
+            out[S.TEXT].append(chunk_text)
+            out[S.METADATA].append(cols[S.METADATA][i])
+            out[S.CONTENT_HASH].append(S.content_hash(title, chunk_text))
+            out[S.N_TOKENS].append(min(params.max_tokens, overhead + title_tokens + (b - a)))
+    return pa.table({
+        S.CHUNK_ID: pa.array(out[S.CHUNK_ID], pa.string()),
+        S.DOC_ID: pa.array(out[S.DOC_ID], pa.string()),
+        S.CHUNK_INDEX: pa.array(out[S.CHUNK_INDEX], pa.int32()),
+        S.TITLE: pa.array(out[S.TITLE], pa.string()),
+        S.TEXT: pa.array(out[S.TEXT], pa.string()),
+        S.METADATA: pa.array(out[S.METADATA], pa.string()),
+        S.CONTENT_HASH: pa.array(out[S.CONTENT_HASH], pa.string()),
+        S.N_TOKENS: pa.array(out[S.N_TOKENS], pa.int32()),
+    })

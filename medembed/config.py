@@ -1,0 +1,185 @@
+"""Typed configuration: one pydantic model per stage, composed per job, loaded from YAML.
+
+Overrides are dotted ``key=value`` strings (``model.name=BAAI/bge-base-en-v1.5``); values are
+parsed as YAML scalars, so ``embed.num_actors=4`` is an int and ``store.fts=false`` a bool.
+An invalid config raises :class:`ConfigError` naming the field, before any work starts.
+
+This module imports no Ray, LanceDB or torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class S3Config(_Model):
+    """Non-secret S3 settings. Credentials come only from the environment (AWS_* variables)."""
+
+    endpoint_url: str | None = Field(None, description="S3 API endpoint; default: AWS_ENDPOINT_URL or AWS")
+    region: str | None = Field(None, description="default: AWS_REGION / AWS_DEFAULT_REGION")
+    allow_http: bool | None = Field(None, description="allow http:// endpoints (local S3 servers)")
+
+
+class InputConfig(_Model):
+    """Where the corpus is and how its fields map onto documents."""
+
+    uri: str | None = Field(None, description="file, directory, glob, s3:// URI, hf://datasets/NAME or a "
+                            "saved `datasets` folder; empty: the bundled synthetic sample corpus")
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
+    id_field: str = "id"
+    text_fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    title_field: str | None = "title"
+    metadata_fields: list[str] = Field(default_factory=list)
+    hf_split: str = "train"
+    max_chars: int = Field(200_000, gt=0, description="longer documents are quarantined as too_long")
+    rows_per_block: int = Field(2048, gt=0, description="rows per block emitted by the readers")
+    limit: int | None = Field(None, gt=0, description="read at most this many rows per source (debugging)")
+
+
+class ChunkConfig(_Model):
+    max_tokens: int | None = Field(None, gt=8, description="tokens per chunk; default: the model's max_seq_length")
+    overlap_tokens: int = Field(32, ge=0)
+    batch_size: int = Field(256, gt=0)
+    num_actors: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _overlap_lt_max(self) -> ChunkConfig:
+        if self.max_tokens is not None and self.overlap_tokens >= self.max_tokens:
+            raise ValueError("chunking.overlap_tokens must be smaller than chunking.max_tokens")
+        return self
+
+
+class ModelConfig(_Model):
+    name: str = Field(DEFAULT_MODEL, description="bundled:all-MiniLM-L6-v2, a local folder, a hub id or s3:// URI")
+    revision: str | None = None
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:0, mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA, float32 elsewhere; vectors are always float32")
+    max_seq_length: int | None = Field(None, gt=8)
+    query_prompt: str | None = Field(None, description="override the model family's query instruction")
+    document_prompt: str | None = Field(None, description="override the model family's document prefix")
+    cache_dir: str = Field(os.path.join("~", ".cache", "medembed", "models"))
+
+
+class EmbedConfig(_Model):
+    batch_size: int = Field(512, gt=0, description="rows handed to one embedder call (bucketed inside)")
+    token_budget: int = Field(16384, gt=0, description="max padded tokens per forward pass")
+    num_actors: int = Field(1, gt=0, description="embedder actor pool size")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per embedder actor (1 on GPU clusters)")
+    num_cpus: float = Field(1.0, gt=0)
+    torch_threads: int | None = Field(None, gt=0, description="intra-op threads per actor; default: all cores")
+
+
+class StoreConfig(_Model):
+    uri: str = Field("./lancedb", description="LanceDB database: a local folder or s3://bucket/prefix")
+    table: str | None = Field(None, description="default: <corpus_name>__<model slug>")
+    corpus_name: str = Field("corpus", pattern=r"^[A-Za-z0-9_.-]+$")
+    ann_min_rows: int = Field(100_000, ge=0, description="build an ANN index once the table has this many rows")
+    ann_metric: Literal["cosine", "dot", "l2"] = "cosine"
+    fts: bool = Field(True, description="build a full-text index on text (for fts and hybrid search)")
+    commit_every: int = Field(64, gt=0, description="commit written fragments in groups of this many")
+    compact: bool = Field(True, description="compact small fragments at the end of a run")
+
+
+class RayConfig(_Model):
+    address: str | None = Field(None, description="cluster address; default: RAY_ADDRESS, else a local instance")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local instance")
+
+
+class OutputConfig(_Model):
+    run_dir: str = Field("./runs", description="run manifests and quarantine files go under here")
+    run_name: str | None = None
+
+
+class EmbedJobConfig(_Model):
+    """Config of `jobs/embed_corpus.py` / `medembed embed`."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    chunking: ChunkConfig = Field(default_factory=ChunkConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty field name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> C:
+    """Load ``cls`` from a YAML file (optional) plus dotted overrides; raise ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded or {}
+        origin = str(p)
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_dotted(data, key, value)
+    if overrides:
+        origin += " + overrides"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
+

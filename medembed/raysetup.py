@@ -1,0 +1,41 @@
+"""Connecting to Ray: an existing cluster (``ray job submit``, RAY_ADDRESS) or a local instance."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from medembed.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+# Non-secret variables worth forwarding to workers of a local instance started here.
+_FORWARD_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_DATASETS_OFFLINE",
+                "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "TOKENIZERS_PARALLELISM")
+
+
+def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
+    """Connect to (or start) Ray once; return a short description for the run manifest."""
+    cfg = cfg or RayConfig()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+        kwargs: dict[str, object] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+        if address:
+            log.info("connecting to Ray at %s", address)
+            ray.init(address=address, **kwargs)
+        else:
+            log.info("starting a local Ray instance")
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+    ctx = ray.get_runtime_context()
+    res = ray.cluster_resources()
+    return {
+        "address": cfg.address or os.environ.get("RAY_ADDRESS") or "local",
+        "job_id": ctx.get_job_id(),
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+        "cpus": res.get("CPU", 0),
+        "gpus": res.get("GPU", 0),
+    }

@@ -1,0 +1,120 @@
+"""Column names, Arrow schemas and id/hash helpers shared by every stage.
+
+This module imports no Ray, LanceDB or torch: it is the contract between stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+# --- normalized documents (output of ingest) -------------------------------------------
+DOC_ID = "doc_id"
+TITLE = "title"
+TEXT = "text"
+METADATA = "metadata"  # JSON-encoded object (string) so heterogeneous corpora share a schema
+SOURCE = "source"  # where the record came from: "path:line" or "hf:name/split:row"
+
+DOC_COLUMNS = (DOC_ID, TITLE, TEXT, METADATA, SOURCE)
+
+DOC_SCHEMA = pa.schema(
+    [
+        pa.field(DOC_ID, pa.string(), nullable=False),
+        pa.field(TITLE, pa.string()),
+        pa.field(TEXT, pa.string(), nullable=False),
+        pa.field(METADATA, pa.string()),
+        pa.field(SOURCE, pa.string()),
+    ]
+)
+
+# --- chunks (output of chunking) ---------------------------------------------------------
+CHUNK_ID = "chunk_id"
+CHUNK_INDEX = "chunk_index"
+CONTENT_HASH = "content_hash"
+N_TOKENS = "n_tokens"
+
+CHUNK_COLUMNS = (CHUNK_ID, DOC_ID, CHUNK_INDEX, TITLE, TEXT, METADATA, CONTENT_HASH, N_TOKENS)
+
+# --- embedded chunks (rows of a LanceDB table) -------------------------------------------
+VECTOR = "vector"
+MODEL_ID = "model_id"
+EMBEDDED_AT = "embedded_at"
+
+# keys of the table-level metadata (Arrow schema metadata of the Lance dataset)
+META_MODEL_ID = "medembed.model_id"
+META_MODEL_REVISION = "medembed.model_revision"
+META_DIM = "medembed.dim"
+META_SCHEMA_VERSION = "medembed.schema_version"
+SCHEMA_VERSION = "1"
+
+
+def table_schema(dim: int, model_id: str = "", model_revision: str = "") -> pa.Schema:
+    """Arrow schema of an embedding table, with model id/revision/dim in its metadata."""
+    return pa.schema(
+        [
+            pa.field(CHUNK_ID, pa.string(), nullable=False),
+            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field(CHUNK_INDEX, pa.int32()),
+            pa.field(TITLE, pa.string()),
+            pa.field(TEXT, pa.string()),
+            pa.field(METADATA, pa.string()),
+            pa.field(VECTOR, pa.list_(pa.float32(), dim)),
+            pa.field(MODEL_ID, pa.string()),
+            pa.field(CONTENT_HASH, pa.string()),
+            pa.field(N_TOKENS, pa.int32()),
+            pa.field(EMBEDDED_AT, pa.timestamp("us", tz="UTC")),
+        ],
+        metadata={
+            META_MODEL_ID: model_id,
+            META_MODEL_REVISION: model_revision,
+            META_DIM: str(dim),
+            META_SCHEMA_VERSION: SCHEMA_VERSION,
+        },
+    )
+
+
+# --- quarantine ----------------------------------------------------------------------------
+Q_SOURCE = "source"  # file or dataset
+Q_LOCATION = "location"  # line / row number inside the source
+Q_REASON = "reason"
+Q_DETAIL = "detail"
+Q_RECORD = "record"  # the raw record, truncated
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field(Q_SOURCE, pa.string()),
+        pa.field(Q_LOCATION, pa.string()),
+        pa.field(Q_REASON, pa.string()),
+        pa.field(Q_DETAIL, pa.string()),
+        pa.field(Q_RECORD, pa.string()),
+    ]
+)
+
+# quarantine reasons (stable strings: they are counted in run manifests)
+R_MALFORMED_JSON = "malformed_json"
+R_MALFORMED_CSV = "malformed_csv"
+R_NOT_AN_OBJECT = "not_an_object"
+R_MISSING_ID = "missing_id"
+R_MISSING_TEXT = "missing_text"
+R_EMPTY_TEXT = "empty_text"
+R_UNDECODABLE = "undecodable_bytes"
+R_DUPLICATE_ID = "duplicate_id"
+R_TOO_LONG = "too_long"
+R_UNREADABLE_FILE = "unreadable_file"
+
+RECORD_PREVIEW_CHARS = 500
+
+
+def chunk_id(doc_id: str, index: int) -> str:
+    """Deterministic chunk id: the document id and the chunk's position in it."""
+    return f"{doc_id}#{index}"
+
+
+def content_hash(*parts: str) -> str:
+    """Stable hash of a chunk's content (title + text); changes iff the content changes."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update((p or "").encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]

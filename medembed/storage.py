@@ -1,0 +1,84 @@
+"""Filesystem and object-store options for local paths and ``s3://`` URIs.
+
+Credentials are never read from config: boto/s3fs and Lance pick them up from the environment
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE). Only non-secret
+settings (endpoint, region, allow_http) come from :class:`medembed.config.S3Config` or env.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fsspec
+
+from medembed.config import S3Config
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _endpoint(s3: S3Config | None) -> str | None:
+    return (s3.endpoint_url if s3 else None) or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+
+
+def _region(s3: S3Config | None) -> str | None:
+    return (s3.region if s3 else None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def lance_storage_options(uri: str, s3: S3Config | None = None) -> dict[str, str]:
+    """Storage options for Lance/LanceDB (object_store keys). Secrets are taken from the env."""
+    if not uri.startswith("s3://"):
+        return {}
+    opts: dict[str, str] = {}
+    endpoint = _endpoint(s3)
+    if endpoint:
+        opts["aws_endpoint"] = endpoint
+    region = _region(s3)
+    if region:
+        opts["aws_region"] = region
+    allow_http = s3.allow_http if s3 and s3.allow_http is not None else bool(endpoint and endpoint.startswith("http://"))
+    if allow_http:
+        opts["allow_http"] = "true"
+    for env, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+                     ("AWS_SESSION_TOKEN", "aws_session_token")):
+        if os.environ.get(env):
+            opts[key] = os.environ[env]
+    return opts
+
+
+def fsspec_options(uri: str, s3: S3Config | None = None) -> dict[str, Any]:
+    if not uri.startswith("s3://"):
+        return {}
+    opts: dict[str, Any] = {}
+    client_kwargs: dict[str, Any] = {}
+    endpoint = _endpoint(s3)
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    region = _region(s3)
+    if region:
+        client_kwargs["region_name"] = region
+    if client_kwargs:
+        opts["client_kwargs"] = client_kwargs
+    return opts
+
+
+def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without protocol) for ``uri``."""
+    fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(uri, s3))
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def redact(options: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to log or write: secret-looking values replaced."""
+    out = {}
+    for k, v in options.items():
+        secret = any(s in k.lower() for s in ("secret", "token", "key_id", "password", "api_key"))
+        out[k] = "***" if secret else v
+    return out

@@ -29,6 +29,24 @@ from medembed.synth.validate import Generation
 log = logging.getLogger("medembed.synth")
 
 
+class Secret:
+    """A value that never shows itself in repr/str (logs, tracebacks, Ray task specs printed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | None):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, name: str) -> Secret:
+        return cls(os.environ.get(name) or None)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds form); None if absent or not a number."""
     if value is None:
@@ -50,14 +68,16 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> fl
 class OpenAIBackend:
     mode = "batch"
 
-    def __init__(self, cfg: SynthConfig, *, sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+    def __init__(self, cfg: SynthConfig, *, api_key: Secret | str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
         self.cfg = cfg
         self.o = cfg.openai
         self.model = self.model_name(cfg)
         self.prompt_version = self.prompt_version_of(cfg)
         self.template = load_template(cfg.prompt_version)
         self.url = self.o.base_url.rstrip("/") + "/chat/completions"
-        self._key = os.environ.get(self.o.api_key_env) or None
+        key = api_key.value if isinstance(api_key, Secret) else api_key
+        self._key = key or os.environ.get(self.o.api_key_env) or None
         if self._key is None:
             log.info("synth.openai: %s is not set; sending requests without an API key", self.o.api_key_env)
         self._sleep = sleep

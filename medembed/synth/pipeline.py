@@ -26,6 +26,7 @@ from medembed.storage import filesystem, is_remote, join
 from medembed.synth import columns as C
 from medembed.synth.backends import Request, backend_class, backend_identity, create_backend
 from medembed.synth.config import GeneratePairsJobConfig, SynthConfig
+from medembed.synth.openai_backend import Secret
 from medembed.synth.ledger import LEDGER_DIR, PAIRS_DIR, done_note_ids, mark_complete, new_run_id, run_dir
 from medembed.synth.prompts import split_note
 from medembed.synth.validate import Generation, PartOutcome, assemble_note, outcome_of
@@ -57,10 +58,9 @@ def _skipped_row(note_id: str, gkey: str, run_id: str) -> dict:
 class NoteGenerator:
     """Ray Data callable class: a batch of documents -> one result row per document."""
 
-    def __init__(self, synth: str, done: list[str], run_id: str):
-        logging.getLogger("medembed").setLevel(logging.INFO)
+    def __init__(self, synth: str, done: list[str], run_id: str, backend_kwargs: dict | None = None):
         self.cfg = SynthConfig.model_validate_json(synth)
-        self.backend = create_backend(self.cfg)
+        self.backend = create_backend(self.cfg, **(backend_kwargs or {}))
         self.identity = (self.backend.generator, self.backend.model, self.backend.prompt_version)
         self.gkey = C.generator_key(*self.identity)
         self.done = frozenset(done)
@@ -235,9 +235,13 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
     log.info("synth: run %s, generator %s, %d notes already done", run_id, gkey, len(done))
 
     if backend_class(cfg.backend).mode == "batch":
+        # The driver's API key (if any) travels to the actors wrapped in a Secret; actors on nodes
+        # whose environment has the variable use their own.
+        backend_kwargs = {"api_key": Secret.from_env(cfg.openai.api_key_env)} if cfg.backend == "openai" else {}
         results = docs.map_batches(
             NoteGenerator,
-            fn_constructor_kwargs={"synth": cfg.model_dump_json(), "done": sorted(done), "run_id": run_id},
+            fn_constructor_kwargs={"synth": cfg.model_dump_json(), "done": sorted(done), "run_id": run_id,
+                                   "backend_kwargs": backend_kwargs},
             batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.actor_num_cpus,
             batch_format="pyarrow",
         )

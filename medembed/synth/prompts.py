@@ -17,9 +17,9 @@ from string import Template
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 _SECTION = re.compile(r"^<<<(system|user)>>>[ \t]*$", re.MULTILINE)
 
-# A sentence ends at . ! or ? followed by whitespace and then an upper-case letter, a digit or an
+# A sentence ends at . ! or ? (optionally closed by a bracket or quote) followed by whitespace and then an upper-case letter, a digit or an
 # opening bracket/quote. Deliberately simple and deterministic (no abbreviation dictionary).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][)\]\"']))\s+(?=[A-Z0-9(\[\"'])")
 
 
 def template_path(version: str) -> Path:

@@ -77,8 +77,8 @@ class OpenAIBackend:
         self.template = load_template(cfg.prompt_version)
         self.url = self.o.base_url.rstrip("/") + "/chat/completions"
         key = api_key.value if isinstance(api_key, Secret) else api_key
-        self._key = key or os.environ.get(self.o.api_key_env) or None
-        if self._key is None:
+        self._secret = Secret(key or os.environ.get(self.o.api_key_env) or None)  # never a plain attribute
+        if self._secret.value is None:
             log.info("synth.openai: %s is not set; sending requests without an API key", self.o.api_key_env)
         self._sleep = sleep
         self._rng = random.Random(seed)
@@ -112,8 +112,8 @@ class OpenAIBackend:
         """One request with retries; never raises for HTTP/network problems."""
         data = json.dumps(self.body(req)).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
+        if self._secret.value:
+            headers["Authorization"] = f"Bearer {self._secret.value}"
         reason, detail = C.F_HTTP_ERROR, ""
         for attempt in range(self.o.max_retries + 1):
             retry_after: float | None = None
@@ -161,8 +161,9 @@ class OpenAIBackend:
         return Generation(content=content, finish_reason=finish, attempts=attempts)
 
     def _redact(self, text: str) -> str:
-        if self._key and self._key in text:
-            text = text.replace(self._key, "***")
+        key = self._secret.value
+        if key and key in text:
+            text = text.replace(key, "***")
         return text
 
 

@@ -1,0 +1,139 @@
+"""Reading pairs and building the candidate table (positives + optional corpus chunks) in LanceDB.
+
+Positives are embedded with the foundation's ``ChunkEmbedder`` (document side) and written with
+its two-phase ``FragmentWriter``/``Committer``; corpus chunks come from a ``medembed embed`` table
+of the same model and are copied, not re-embedded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import ray
+
+from medembed import schema as S
+from medembed.config import S3Config
+from medembed.embed import ChunkEmbedder
+from medembed.mining import columns as M
+from medembed.mining.config import MineNegativesJobConfig
+from medembed.models import ResolvedModel
+from medembed.storage import filesystem, join, lance_storage_options
+from medembed.store import (CommitStats, Committer, FragmentWriter, check_model, connect, finalize_table, open_dataset,
+                            table_uri)
+from medembed.synth import columns as P
+
+log = logging.getLogger(__name__)
+
+PAIR_INPUT_COLUMNS = (P.PAIR_ID, P.NOTE_ID, P.QUERY, P.PASSAGE)
+
+
+def read_pairs(path: str, s3: S3Config | None = None, limit: int | None = None) -> pa.Table:
+    """Pairs (PAIR_INPUT_COLUMNS) from a Parquet file/folder or a synth output_dir, sorted by pair id."""
+    from medembed.synth.ledger import complete_runs
+    from medembed.synth.ledger import read_pairs as read_synth_pairs
+
+    if complete_runs(path, s3):
+        table = read_synth_pairs(path, s3)
+    else:
+        fs, p = filesystem(path, s3)
+        if not fs.exists(p):
+            raise FileNotFoundError(f"pairs not found: {path}")
+        files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
+        if not files:
+            raise FileNotFoundError(f"no .parquet files under {path}")
+        table = pads.dataset(files, format="parquet", filesystem=fs).to_table()
+    missing = [c for c in PAIR_INPUT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise KeyError(f"pairs at {path} lack columns {missing}; got {table.column_names}")
+    table = table.select(list(PAIR_INPUT_COLUMNS)).cast(pa.schema([(c, pa.string()) for c in PAIR_INPUT_COLUMNS]))
+    table = table.filter(pc.and_(pc.is_valid(table[P.QUERY]), pc.is_valid(table[P.PASSAGE])))
+    table = table.sort_by(P.PAIR_ID)
+    return table.slice(0, limit) if limit else table
+
+
+def positive_rows(pairs: pa.Table) -> pa.Table:
+    """Unique positive passages as chunk rows (CHUNK_COLUMNS); each keeps the note id of its first pair."""
+    seen: dict[str, tuple[str, str]] = {}
+    for note, passage in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
+        pid = M.positive_id(passage)
+        if pid not in seen:
+            seen[pid] = (note, passage)
+    ids = sorted(seen)
+    texts = [seen[i][1] for i in ids]
+    return pa.table({
+        S.CHUNK_ID: ids,
+        S.DOC_ID: [seen[i][0] for i in ids],
+        S.CHUNK_INDEX: pa.array([0] * len(ids), pa.int32()),
+        S.TITLE: [""] * len(ids),
+        S.TEXT: texts,
+        S.METADATA: [None] * len(ids),
+        S.CONTENT_HASH: [S.content_hash("", t) for t in texts],
+        S.N_TOKENS: pa.array([len(t) // 4 + 2 for t in texts], pa.int32()),  # rough: only orders batches
+    }, schema=pa.schema([(S.CHUNK_ID, pa.string()), (S.DOC_ID, pa.string()), (S.CHUNK_INDEX, pa.int32()),
+                         (S.TITLE, pa.string()), (S.TEXT, pa.string()), (S.METADATA, pa.string()),
+                         (S.CONTENT_HASH, pa.string()), (S.N_TOKENS, pa.int32())]))
+
+
+@dataclass(frozen=True)
+class CandidateTable:
+    db_uri: str
+    name: str
+    uri: str
+    rows: int
+    positives: int
+    corpus_chunks: int
+    index: dict[str, Any]
+
+
+def _split(table: pa.Table, rows: int) -> list[pa.Table]:
+    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
+
+
+def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim: int, pairs: pa.Table) -> CandidateTable:
+    """(Re)build the candidate table for this run; returns where it is and what it holds."""
+    from medembed.store import StoreConfig
+
+    s3, cc = cfg.s3, cfg.candidates
+    name = cc.store_table or f"mining_candidates__{model.slug}"
+    uri = table_uri(cc.store_uri, name)
+    schema = S.table_schema(dim, model.model_id, model.revision)
+    if open_dataset(uri, s3) is not None:  # derived data: rebuilt so stale candidates never leak in
+        log.info("dropping the previous candidate table %s", uri)
+        connect(cc.store_uri, s3).drop_table(name)
+
+    positives = positive_rows(pairs)
+    pos_ds = ray.data.from_arrow(_split(positives, cfg.embed.batch_size)).map_batches(
+        ChunkEmbedder,
+        fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
+                               "s3": s3.model_dump()},
+        batch_size=cfg.embed.batch_size, batch_format="pyarrow", concurrency=cfg.embed.num_actors,
+        num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+    sources = [pos_ds]
+    if cc.table:
+        corpus_uri = table_uri(cc.uri, cc.table)
+        corpus = open_dataset(corpus_uri, s3)
+        if corpus is None:
+            raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
+        check_model(corpus, model.model_id, dim, corpus_uri)
+        sources.append(ray.data.read_lance(corpus_uri, columns=schema.names,
+                                           storage_options=lance_storage_options(corpus_uri, s3) or None))
+    rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
+    written = rows_in.map_batches(FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema,
+                                                                          "s3": s3.model_dump()},
+                                  batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0.25)
+    committer = Committer(uri, schema, s3, {}, every=64)
+    for row in written.iter_rows():
+        committer.add(row["fragment"], int(row["rows"]), list(row["chunk_ids"]), int(row["tokens"]))
+    committer.flush()
+    st: CommitStats = committer.stats
+    store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)
+    index = finalize_table(cc.store_uri, name, store_cfg, s3) if st.rows else {"rows": 0, "ann_index": None}
+    log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, st.rows, positives.num_rows,
+             st.rows - positives.num_rows)
+    return CandidateTable(cc.store_uri, name, join(uri), st.rows, positives.num_rows, st.rows - positives.num_rows,
+                          index)

@@ -1,0 +1,87 @@
+"""Configuration of hard-negative mining (`jobs/mine_negatives.py`, `medembed mine-negatives`).
+
+Imports no Ray, LanceDB or torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
+
+
+class PairsConfig(_Model):
+    path: str = Field("./output/pairs", description="pairs Parquet file or folder, or a `generate-pairs` "
+                      "synth.output_dir (then the pairs of its complete runs)")
+    limit: int | None = Field(None, gt=0, description="mine at most this many pairs (debugging)")
+
+
+class CandidatesConfig(_Model):
+    """Candidate passages: the pairs' positives (deduplicated by text) plus, optionally, a corpus table."""
+
+    uri: str = Field("./lancedb", description="LanceDB database holding `table`")
+    table: str | None = Field(None, description="an existing table built by `medembed embed` with the same model; "
+                              "its chunks join the candidates (not re-embedded)")
+    store_uri: str = Field("./output/mining/lancedb", description="LanceDB database the candidate table is written to")
+    store_table: str | None = Field(None, description="default: mining_candidates__<model slug>; rebuilt every run")
+    retrieval: Literal["auto", "exact", "ann"] = Field(
+        "auto", description="exact: brute force in each actor (deterministic); ann: the table's vector index; "
+                            "auto: ann when the candidate table has a vector index")
+    ann_min_rows: int = Field(100_000, ge=0, description="build an IVF_PQ index once the candidate table has this many rows")
+    nprobes: int = Field(20, gt=0, description="IVF partitions probed per ANN query")
+    refine_factor: int | None = Field(10, gt=0, description="ANN: re-rank refine_factor*top_k hits with exact scores")
+
+
+class MiningConfig(_Model):
+    top_k: int | None = Field(None, gt=0, description="candidates retrieved per query; default max_rank + 32 "
+                              "(room for the positive and same-note passages)")
+    min_rank: int = Field(0, ge=0, description="skip this many hardest surviving candidates (ST range_min)")
+    max_rank: int = Field(100, gt=0, description="surviving candidates past this rank are not used (ST range_max)")
+    num_negatives: int = Field(5, gt=0)
+    relative_margin: float | None = Field(0.05, ge=0, description="drop candidates scoring above "
+                                          "pos - |pos| * relative_margin (ST; NV-Retriever recommends 0.05)")
+    absolute_margin: float | None = Field(None, description="drop candidates scoring above pos - absolute_margin")
+    exclude_same_note: bool = Field(True, description="never pick passages of the query's own note")
+    batch_size: int = Field(256, gt=0, description="queries per actor call")
+    num_actors: int = Field(1, gt=0, description="mining actor pool size")
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> MiningConfig:
+        if self.min_rank >= self.max_rank:
+            raise ValueError("mining.min_rank must be smaller than mining.max_rank")
+        if self.num_negatives > self.max_rank - self.min_rank:
+            raise ValueError(f"mining.num_negatives={self.num_negatives} does not fit the rank window "
+                             f"[{self.min_rank}, {self.max_rank})")
+        if self.top_k is not None and self.top_k <= self.max_rank:
+            raise ValueError("mining.top_k must exceed mining.max_rank (the positive takes a slot)")
+        return self
+
+    @property
+    def retrieve_k(self) -> int:
+        return self.top_k or self.max_rank + 32
+
+
+class MiningOutputConfig(OutputConfig):
+    dir: str = Field("./output/triplets", description="triplets go to <dir>/<run id>/triplets/*.parquet")
+    format: Literal["nested", "flat"] = Field("nested", description="nested: one row per query with a negatives "
+                                              "list; flat: one row per (query, positive, negative)")
+    hub_repo: str | None = Field(None, description="also push the triplets to this HF Hub dataset repo "
+                                 "(token from env HF_TOKEN only)")
+    hub_private: bool = True
+
+
+class MineNegativesJobConfig(_Model):
+    """Config of `jobs/mine_negatives.py` / `medembed mine-negatives`."""
+
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    output: MiningOutputConfig = Field(default_factory=MiningOutputConfig)

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import ray
 from tqdm import tqdm
 
@@ -22,8 +23,8 @@ from medembed.embed import ChunkEmbedder
 from medembed.ingest import documents_accepted, read_documents, read_quarantine_counts
 from medembed.manifest import RunManifest
 from medembed.models import ResolvedModel, max_seq_length, resolve_model
-from medembed.store import (Committer, FragmentWriter, check_model, existing_hashes, filter_unchanged, finalize_table, open_dataset,
-                            table_uri)
+from medembed.store import (Committer, FragmentWriter, check_model, existing_signatures, filter_unchanged_docs,
+                            finalize_table, open_dataset, table_uri)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def chunk_params(cfg: EmbedJobConfig, model: ResolvedModel) -> ChunkParams:
     return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens)
 
 
+def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
+    """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
+    return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
+
+
 def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Run the pipeline; returns the counts also recorded in ``manifest``."""
     s3 = cfg.s3
@@ -82,18 +88,16 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     existing = open_dataset(target.uri, s3)
     if existing is not None:
         check_model(existing, model.model_id, dim, target.uri)
-    known = existing_hashes(existing)
-    rows_before = len(known)
+    known = existing_signatures(existing)
+    rows_before = existing.count_rows() if existing is not None else 0
     params = chunk_params(cfg, model)
     log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
              model.model_id, dim, params.max_tokens, rows_before)
 
     docs = read_documents(cfg.input, quarantine_dir, s3)
-    chunks = docs.map_batches(chunk_batch, fn_kwargs={"params": params}, batch_format="pyarrow",
-                              batch_size=cfg.chunking.batch_size)
     counters = Counters.remote()
-    chunks = chunks.map_batches(filter_unchanged, fn_kwargs={"known": ray.put(known), "counters": counters},
-                                batch_format="pyarrow", batch_size=None)
+    chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                              fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
     embedded = chunks.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
@@ -111,13 +115,15 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         for row in written.iter_rows():
             if first_row_at is None:
                 first_row_at = time.perf_counter() - t0
-            committer.add(row["fragment"], int(row["rows"]), list(row["chunk_ids"]), int(row["tokens"]))
+            committer.add(row["fragment"], int(row["rows"]), list(row["doc_ids"]), int(row["tokens"]))
             bar.update(int(row["rows"]))
         committer.flush()
     elapsed = time.perf_counter() - t0
     with manifest.timed("indexes"):
-        index_info = finalize_table(target.db_uri, target.name, cfg.store, s3) if committer.stats.rows or existing \
-            is not None else {"rows": 0}
+        if committer.stats.rows:
+            index_info = finalize_table(target.db_uri, target.name, cfg.store, s3)
+        else:  # nothing new: the table (and its indexes) are as the last run left them
+            index_info = {"rows": rows_before, "unchanged": True}
     quarantine = read_quarantine_counts(quarantine_dir, s3)
     st = committer.stats
     counts = {
@@ -125,7 +131,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         "quarantined": sum(quarantine.values()),
         "quarantine_by_reason": quarantine,
         "chunks_written": st.rows,
-        "chunks_replaced": st.replaced,
+        "documents_replaced": st.documents_replaced,
         "rows_before": rows_before,
         "rows_after": index_info.get("rows", 0),
         "tokens_embedded": st.tokens,
@@ -135,6 +141,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     stage_counts = ray.get(counters.get.remote())
     counts["chunks_total"] = stage_counts.get("chunks_total", 0)
     counts["chunks_unchanged_skipped"] = stage_counts.get("chunks_unchanged", 0)
+    counts["documents_unchanged_skipped"] = stage_counts.get("documents_unchanged", 0)
     for k, v in counts.items():
         manifest.count(k, v)
     manifest.set("indexes", index_info)

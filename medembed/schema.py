@@ -118,3 +118,8 @@ def content_hash(*parts: str) -> str:
         h.update((p or "").encode("utf-8"))
         h.update(b"\x1f")
     return h.hexdigest()[:32]
+
+
+def doc_signature(chunk_hashes: list[str]) -> str:
+    """Signature of a whole chunked document: its chunk hashes in chunk order."""
+    return content_hash(*chunk_hashes)

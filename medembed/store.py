@@ -11,6 +11,7 @@ The store knows tables, not models: model identity arrives as schema metadata.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -67,12 +68,17 @@ def check_model(ds: Any, model_id: str, dim: int, uri: str) -> None:
             "write to another table (store.table=...) or re-embed it into a new table")
 
 
-def existing_hashes(ds: Any) -> dict[str, str]:
-    """chunk_id -> content_hash of what the table holds."""
+def existing_signatures(ds: Any) -> dict[str, str]:
+    """doc_id -> signature (chunk hashes in order) of every document the table holds."""
     if ds is None:
         return {}
-    t = ds.to_table(columns=[S.CHUNK_ID, S.CONTENT_HASH])
-    return dict(zip(t.column(S.CHUNK_ID).to_pylist(), t.column(S.CONTENT_HASH).to_pylist()))
+    t = ds.to_table(columns=[S.DOC_ID, S.CHUNK_INDEX, S.CONTENT_HASH])
+    rows = sorted(zip(t.column(S.DOC_ID).to_pylist(), t.column(S.CHUNK_INDEX).to_pylist(),
+                      t.column(S.CONTENT_HASH).to_pylist()))
+    out: dict[str, str] = {}
+    for doc_id, group in itertools.groupby(rows, key=lambda r: r[0]):
+        out[doc_id] = S.doc_signature([h for _, _, h in group])
+    return out
 
 
 _KNOWN_CACHE: dict[str, dict[str, str]] = {}
@@ -91,16 +97,24 @@ def _resolve_known(known: Any) -> dict[str, str]:
     return _KNOWN_CACHE[key]
 
 
-def filter_unchanged(batch: pa.Table, known: Any, counters: Any = None) -> pa.Table:
-    """Ray Data UDF: drop chunks the table already holds with the same content hash."""
+def filter_unchanged_docs(chunks: pa.Table, known: Any, counters: Any = None) -> pa.Table:
+    """Drop every chunk of documents the table already holds unchanged (same chunk hashes, in order).
+
+    ``chunks`` must hold all chunks of each of its documents (true for the output of one
+    ``chunk_batch`` call); a changed document keeps all its chunks and replaces the old ones.
+    """
     known = _resolve_known(known)
-    ids = batch.column(S.CHUNK_ID).to_pylist()
-    hashes = batch.column(S.CONTENT_HASH).to_pylist()
-    mask = [known.get(i) != h for i, h in zip(ids, hashes)]
-    kept = batch.filter(pa.array(mask, pa.bool_()))
+    docs = chunks.column(S.DOC_ID).to_pylist()
+    hashes = chunks.column(S.CONTENT_HASH).to_pylist()
+    per_doc: dict[str, list[str]] = {}
+    for d, h in zip(docs, hashes):  # chunk_batch emits a document's chunks in order
+        per_doc.setdefault(d, []).append(h)
+    unchanged = {d for d, hs in per_doc.items() if known.get(d) == S.doc_signature(hs)}
+    kept = chunks.filter(pa.array([d not in unchanged for d in docs], pa.bool_())) if unchanged else chunks
     if counters is not None:
-        counters.add.remote("chunks_total", batch.num_rows)
-        counters.add.remote("chunks_unchanged", batch.num_rows - kept.num_rows)
+        counters.add.remote("chunks_total", chunks.num_rows)
+        counters.add.remote("chunks_unchanged", chunks.num_rows - kept.num_rows)
+        counters.add.remote("documents_unchanged", len(unchanged))
     return kept
 
 
@@ -120,7 +134,7 @@ class FragmentWriter:
         return pa.table({
             "fragment": [json.dumps(f.to_json()) for f in frags],
             "rows": [f.physical_rows for f in frags],
-            "chunk_ids": [data.column(S.CHUNK_ID).to_pylist()] + [[] for _ in frags[1:]],
+            "doc_ids": [sorted(set(data.column(S.DOC_ID).to_pylist()))] + [[] for _ in frags[1:]],
             "tokens": [int(pa.compute.sum(data.column(S.N_TOKENS)).as_py() or 0)] + [0 for _ in frags[1:]],
         })
 
@@ -131,7 +145,7 @@ class CommitStats:
     tokens: int = 0
     fragments: int = 0
     commits: int = 0
-    replaced: int = 0
+    documents_replaced: int = 0
     versions: list[int] = field(default_factory=list)
 
 
@@ -145,15 +159,15 @@ class Committer:
         self.known = known
         self.every = every
         self.pending: list[Any] = []
-        self.pending_ids: list[str] = []
+        self.pending_docs: list[str] = []
         self.stats = CommitStats()
         self._ds = open_dataset(uri, s3)
 
-    def add(self, fragment_json: str, rows: int, chunk_ids: list[str], tokens: int) -> None:
+    def add(self, fragment_json: str, rows: int, doc_ids: list[str], tokens: int) -> None:
         from lance.fragment import FragmentMetadata
 
         self.pending.append(FragmentMetadata.from_json(fragment_json))
-        self.pending_ids.extend(chunk_ids)
+        self.pending_docs.extend(doc_ids)
         self.stats.rows += rows
         self.stats.tokens += tokens
         if len(self.pending) >= self.every:
@@ -168,19 +182,19 @@ class Committer:
             op = lance.LanceOperation.Overwrite(self.schema, self.pending)
             self._ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.storage_options)
         else:
-            replaced = [i for i in self.pending_ids if i in self.known]
-            if replaced:  # changed content: remove the old version of these chunks first
+            replaced = sorted({d for d in self.pending_docs if d in self.known})
+            if replaced:  # changed documents: remove all their old chunks first
                 for k in range(0, len(replaced), 1000):
                     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in replaced[k:k + 1000])
-                    self._ds.delete(f"{S.CHUNK_ID} IN ({ids})")
-                self.stats.replaced += len(replaced)
+                    self._ds.delete(f"{S.DOC_ID} IN ({ids})")
+                self.stats.documents_replaced += len(replaced)
             op = lance.LanceOperation.Append(self.pending)
             self._ds = lance.LanceDataset.commit(self.uri, op, read_version=self._ds.version,
                                                  storage_options=self.storage_options)
         self.stats.fragments += len(self.pending)
         self.stats.commits += 1
         self.stats.versions.append(self._ds.version)
-        self.pending, self.pending_ids = [], []
+        self.pending, self.pending_docs = [], []
 
 
 def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None) -> dict[str, Any]:

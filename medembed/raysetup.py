@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -16,13 +17,29 @@ _FORWARD_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_DATASET
                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "TOKENIZERS_PARALLELISM")
 
 
+def _job_env_var_keys() -> set[str]:
+    """Env var keys the runtime_env of a submitted job (``ray job submit``) already sets.
+
+    Ray refuses to merge a driver's ``ray.init(runtime_env=...)`` with the job's runtime env when
+    both set the same variable, so those keys are left to the job (the submitter's choice wins).
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return set()
+    try:
+        return set(((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}))
+    except (ValueError, AttributeError):
+        return set()
+
+
 def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
     """Connect to (or start) Ray once; return a short description for the run manifest."""
     cfg = cfg or RayConfig()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
-        env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
+        job_keys = _job_env_var_keys()
+        env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ and k not in job_keys}
         kwargs: dict[str, object] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
         if address:
             log.info("connecting to Ray at %s", address)

@@ -127,8 +127,8 @@ def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim
                                                                           "s3": s3.model_dump()},
                                   batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0.25)
     committer = Committer(uri, schema, s3, {}, every=64)
-    for row in written.iter_rows():
-        committer.add(row["fragment"], int(row["rows"]), list(row["chunk_ids"]), int(row["tokens"]))
+    for row in written.iter_rows():  # fresh table, nothing to replace: the id list is not needed
+        committer.add(row["fragment"], int(row["rows"]), [], int(row["tokens"]))
     committer.flush()
     st: CommitStats = committer.stats
     store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)

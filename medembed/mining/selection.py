@@ -32,6 +32,11 @@ class SelectParams:
     absolute_margin: float | None = None
     exclude_same_note: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_rank < self.max_rank or not 0 < self.num_negatives <= self.max_rank - self.min_rank:
+            raise ValueError(f"{self.num_negatives} negatives do not fit the rank window "
+                             f"[{self.min_rank}, {self.max_rank})")
+
 
 @dataclass
 class Selection:

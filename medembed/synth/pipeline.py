@@ -2,7 +2,7 @@
 
 documents (Ray Dataset, DOC_SCHEMA) -> skip notes already done -> split long notes into parts ->
 backend (batch backends: a pool of ``concurrency`` actors, each with its own backend instance;
-the vllm backend: ``ray.data.llm`` over per-part rows, then grouped by note) -> validation ->
+the vllm backend: ``ray.data.llm`` over per-part rows, validated per part, folded per note in the driver) -> validation ->
 one result row per note (ledger columns + its pairs) -> materialized once -> pairs and ledger
 written as Parquet under ``<output_dir>/runs/<run_id>/`` -> ``_SUCCESS.json`` marks the run complete.
 """
@@ -29,7 +29,7 @@ from medembed.synth.config import GeneratePairsJobConfig, SynthConfig
 from medembed.synth.openai_backend import Secret
 from medembed.synth.ledger import LEDGER_DIR, PAIRS_DIR, done_note_ids, mark_complete, new_run_id, run_dir
 from medembed.synth.prompts import split_note
-from medembed.synth.validate import Generation, PartOutcome, assemble_note, outcome_of
+from medembed.synth.validate import Generation, PartOutcome, assemble_note, normalize_query, outcome_of
 
 log = logging.getLogger("medembed.synth")
 
@@ -126,22 +126,56 @@ def _skipped_results(batch: pa.Table, gkey: str, run_id: str) -> pa.Table:
                                 schema=C.RESULT_SCHEMA)
 
 
-class _AssembleGroup:
-    """All engine rows of one note -> its result row."""
+def _part_outcomes(batch: pa.Table, synth: str, max_tokens: int) -> pa.Table:
+    """Engine rows (one per note part) -> validated part outcomes, JSON-encoded."""
+    from medembed.synth.vllm_backend import generation_of
 
-    def __init__(self, synth: str, identity: tuple[str, str, str], run_id: str, max_tokens: int):
-        self.cfg = SynthConfig.model_validate_json(synth)
-        self.identity, self.run_id, self.max_tokens = tuple(identity), run_id, max_tokens
+    cfg = SynthConfig.model_validate_json(synth)
+    rows = []
+    for r in batch.to_pylist():
+        if r["text"]:
+            o = outcome_of(generation_of(r, max_tokens), r["text"], int(r[C.PART_INDEX]),
+                           min_relevance=cfg.min_relevance, min_grounding=cfg.min_grounding, seen_queries=set())
+        else:
+            o = PartOutcome(reason=C.F_EMPTY, detail="note has no text")
+        rows.append({C.NOTE_ID: r[C.NOTE_ID], C.PART_INDEX: r[C.PART_INDEX],
+                     "outcome": json.dumps({"pairs": o.pairs, "reason": o.reason, "detail": o.detail,
+                                            "dropped": dict(o.dropped), "attempts": o.attempts})})
+    schema = pa.schema([(C.NOTE_ID, pa.string()), (C.PART_INDEX, pa.int32()), ("outcome", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
 
-    def __call__(self, group: dict[str, Any]) -> pa.Table:
-        from medembed.synth.vllm_backend import generation_of
 
-        rows = sorted((dict(zip(group, vals)) for vals in zip(*group.values())), key=lambda r: int(r[C.PART_INDEX]))
-        nid = str(rows[0][C.NOTE_ID])
-        parts = [r["text"] for r in rows if r["text"]]
-        gens = [generation_of(r, self.max_tokens) for r in rows if r["text"]]
-        return pa.Table.from_pylist([_finish_note(nid, parts, gens, self.cfg, self.identity, self.run_id)],
-                                    schema=C.RESULT_SCHEMA)
+def _assemble_parts(parts_table: pa.Table, identity: tuple[str, str, str], run_id: str) -> pa.Table:
+    """Fold part outcomes into one result row per note (in the driver: rows are small, pairs only).
+
+    Queries repeated across parts of a note are dropped here as duplicate_query."""
+    by_note: dict[str, list[tuple[int, dict]]] = {}
+    for nid, idx, o in zip(parts_table[C.NOTE_ID].to_pylist(), parts_table[C.PART_INDEX].to_pylist(),
+                           parts_table["outcome"].to_pylist()):
+        by_note.setdefault(nid, []).append((idx, json.loads(o)))
+    gen, model, version = identity
+    rows = []
+    for nid in sorted(by_note):
+        seen: set[str] = set()
+        outcomes = []
+        for _, o in sorted(by_note[nid], key=lambda t: t[0]):
+            po = PartOutcome(reason=o["reason"], detail=o["detail"], dropped=Counter(o["dropped"]),
+                             attempts=o["attempts"])
+            for p in o["pairs"]:
+                key = normalize_query(p[C.QUERY])
+                if key in seen:
+                    po.dropped[C.D_DUPLICATE] += 1
+                    continue
+                seen.add(key)
+                po.pairs.append(p)
+            if not po.pairs and po.reason is None:
+                po.reason, po.detail = C.F_EMPTY, "all pairs duplicated earlier parts"
+            outcomes.append(po)
+        row, pairs = assemble_note(nid, outcomes, generator=gen, model=model, prompt_version=version, run_id=run_id,
+                                   now=datetime.now(timezone.utc))
+        row[C.PAIRS_JSON] = json.dumps([{k: p[k] for k in _PAIR_JSON_FIELDS} for p in pairs])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=C.RESULT_SCHEMA)
 
 
 def _dataset_backend_results(docs: ray.data.Dataset, cfg: SynthConfig, done: frozenset, gkey: str,
@@ -153,25 +187,34 @@ def _dataset_backend_results(docs: ray.data.Dataset, cfg: SynthConfig, done: fro
     todo = reqs.map_batches(_keep, fn_kwargs={"skip": False}, batch_format="pyarrow").drop_columns([_SKIP])
     backend = create_backend(cfg)
     generated = backend.transform(todo)
-    keep_cols = [C.NOTE_ID, C.PART_INDEX, "text", "generated_text", "num_generated_tokens"]
-    generated = generated.map_batches(_select_engine_columns, fn_kwargs={"cols": keep_cols}, batch_format="pandas")
-    results = generated.groupby(C.NOTE_ID).map_groups(
-        _AssembleGroup, fn_constructor_kwargs={"synth": cfg.model_dump_json(), "identity": list(identity),
-                                               "run_id": run_id, "max_tokens": cfg.vllm.max_tokens},
-        batch_format="numpy", concurrency=1)
+    generated = generated.map_batches(_select_engine_columns, batch_format="pyarrow").map_batches(
+        _part_outcomes, fn_kwargs={"synth": cfg.model_dump_json(), "max_tokens": cfg.vllm.max_tokens},
+        batch_format="pyarrow")
+    blocks = [t for t in ray.get(generated.materialize().to_arrow_refs()) if t.num_rows]
+    parts = pa.concat_tables(blocks) if blocks else pa.schema(
+        [(C.NOTE_ID, pa.string()), (C.PART_INDEX, pa.int32()), ("outcome", pa.string())]).empty_table()
+    results = ray.data.from_arrow(_assemble_parts(parts, identity, run_id))
     return results.union(skipped)
 
 
-def _select_engine_columns(df: Any, cols: list[str]) -> Any:
-    from medembed.synth.vllm_backend import INFERENCE_ERROR
+_ENGINE_SCHEMA = pa.schema([(C.NOTE_ID, pa.string()), (C.PART_INDEX, pa.int32()), ("text", pa.string()),
+                            ("generated_text", pa.string()), ("num_generated_tokens", pa.int64()),
+                            ("__inference_error__", pa.string())])
 
-    out = df[[c for c in cols if c in df.columns]].copy()
-    out[INFERENCE_ERROR] = df[INFERENCE_ERROR].astype(str) if INFERENCE_ERROR in df.columns else ""
-    if "generated_text" not in out.columns:
-        out["generated_text"] = ""
-    if "num_generated_tokens" not in out.columns:
-        out["num_generated_tokens"] = 0
-    return out
+
+def _select_engine_columns(batch: pa.Table) -> pa.Table:
+    """Engine output rows -> a fixed schema (empty blocks and error rows included)."""
+    n = batch.num_rows
+    cols = []
+    for f in _ENGINE_SCHEMA:
+        if f.name in batch.column_names:
+            col = batch[f.name]
+            if f.name == "__inference_error__" and not pa.types.is_string(col.type):
+                col = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+            cols.append(col.cast(f.type))
+        else:
+            cols.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(cols, schema=_ENGINE_SCHEMA)
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -252,8 +295,8 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
 
     out = run_dir(cfg.output_dir, run_id)
     ledger_cols = [c for c in C.LEDGER_SCHEMA.names]
-    rows = pa.concat_tables([ray.get(r) for r in results.select_columns(ledger_cols).to_arrow_refs()]) \
-        if results.count() else C.LEDGER_SCHEMA.empty_table()
+    blocks = [t.select(ledger_cols) for t in ray.get(results.to_arrow_refs()) if t.num_rows]
+    rows = pa.concat_tables(blocks) if blocks else C.LEDGER_SCHEMA.empty_table()
     counts = summarize(rows)
     if counts["pairs_out"]:
         _write(results.map_batches(_explode_pairs, fn_kwargs=dict(zip(("generator", "model", "prompt_version"),

@@ -210,7 +210,7 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
         info["fts_index"] = True
     if n and n >= max(cfg.ann_min_rows, 256):
         dim = tbl.schema.field(S.VECTOR).type.list_size
-        partitions = max(1, int(math.sqrt(n)))
+        partitions = max(1, min(int(math.sqrt(n)), n // 256))  # k-means needs ~256 rows per partition
         sub_vectors = next(d for d in (dim // 16, dim // 8, dim // 4, 1) if d >= 1 and dim % d == 0)
         tbl.create_index(metric=cfg.ann_metric, vector_column_name=S.VECTOR, index_type="IVF_PQ",
                          num_partitions=partitions, num_sub_vectors=sub_vectors, replace=True)

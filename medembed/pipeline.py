@@ -102,11 +102,12 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         ChunkEmbedder,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
                                "s3": s3.model_dump()},
-        batch_size=cfg.embed.batch_size, batch_format="pyarrow", concurrency=cfg.embed.num_actors,
+        batch_size=cfg.embed.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
     written = embedded.map_batches(
         FragmentWriter, fn_constructor_kwargs={"uri": target.uri, "schema": schema, "s3": s3.model_dump()},
-        batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0.25)
+        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
 
     committer = Committer(target.uri, schema, s3, known, cfg.store.commit_every)
     t0 = time.perf_counter()

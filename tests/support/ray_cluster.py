@@ -1,0 +1,202 @@
+"""A real multi-node Ray cluster on this machine, for e2e tests.
+
+Every node is a ``ray start ... --block`` process in its own session (process group), so the
+fixture can stop exactly the processes it started: SIGTERM to each ``ray start --block`` (which
+shuts down its node's raylet, GCS, dashboard and workers), SIGKILL to the process group if that
+does not finish in time, and finally SIGKILL to any leftover process that names this cluster's
+private temp dir on its command line. ``ray stop --force`` is deliberately *not* used: it kills
+every Ray process of the user on the machine, including local instances that other test runs
+(or other engineers) have going at the same time.
+
+Authentication: Ray 2.60 enables token auth by default. Every node, ``ray job submit`` and the
+job driver run with ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN=<a token made for this cluster>``
+(the C++ token loader reads ``RAY_AUTH_TOKEN`` before ``~/.ray/auth_token``), so the cluster never
+depends on, or writes, the user's ``~/.ray/auth_token``; HTTP clients send it as a bearer token
+(:attr:`RayCluster.auth_headers`). Disabling auth on all sides would work as well, but keeping it
+on tests the setup the README documents for real clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RayCluster:
+    num_workers: int = 1
+    cpus_per_node: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 90.0
+
+    def __post_init__(self) -> None:
+        # short path: Ray puts unix sockets under it (108-byte limit)
+        self.temp_dir = tempfile.mkdtemp(prefix="mer", dir="/tmp")
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.token = uuid.uuid4().hex + uuid.uuid4().hex
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.env = {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                    "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.env.pop("RAY_ADDRESS", None)
+
+    # --- addresses ------------------------------------------------------------------------
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def _start_node(self, args: list[str], name: str) -> None:
+        log = Path(self.temp_dir) / f"{name}.out"
+        self.logs.append(log)
+        fh = open(log, "wb")
+        proc = subprocess.Popen(RAY + ["start", "--block", "--disable-usage-stats", *args], env=self.env,
+                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        fh.close()
+        self.procs.append(proc)
+
+    def _node_ports(self) -> list[str]:
+        # explicit free ports: two nodes on one machine must not share the fixed defaults (52365, 10001, ...)
+        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+                "--object-store-memory", str(256 * 1024 ** 2)]
+
+    def start(self) -> RayCluster:
+        try:
+            self._start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+                              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                              "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+                              f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
+                              *self._node_ports()], "head")
+            self.wait_for_nodes(1)
+            for i in range(self.num_workers):
+                self._start_node([f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
+                                  f"--num-cpus={self.cpus_per_node}", *self._node_ports()], f"worker{i}")
+            self.wait_for_nodes(1 + self.num_workers)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _get(self, path: str) -> dict:
+        req = urllib.request.Request(self.dashboard_url + path, headers=self.auth_headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def alive_nodes(self) -> list[dict]:
+        data = self._get("/api/v0/nodes?limit=100&detail=true")
+        nodes = data["data"]["result"]["result"]
+        return [n for n in nodes if n.get("state") == "ALIVE"]
+
+    def wait_for_nodes(self, n: int) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        last: object = None
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"ray start exited with {p.returncode}:\n{self.tail_logs()}")
+            try:
+                alive = self.alive_nodes()
+                if len(alive) >= n:
+                    return
+                last = f"{len(alive)} alive"
+            except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
+                last = e
+            time.sleep(1.0)
+        raise TimeoutError(f"{n} Ray nodes not alive after {self.start_timeout_s}s (last: {last}):\n{self.tail_logs()}")
+
+    def tail_logs(self, chars: int = 3000) -> str:
+        out = []
+        for log in self.logs:
+            try:
+                out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}")
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def _our_pids(self) -> list[int]:
+        """Pids (other than ours) whose command line or environment names this cluster."""
+        me = os.getpid()
+        found = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) == me:
+                continue
+            try:
+                cmd = (d / "cmdline").read_bytes()
+                if self.temp_dir.encode() in cmd or self.gcs_address.encode() in cmd:
+                    found.append(int(d.name))
+                    continue
+                env = (d / "environ").read_bytes()
+                if f"RAY_AUTH_TOKEN={self.token}".encode() in env:
+                    found.append(int(d.name))
+            except OSError:
+                continue
+        return found
+
+    def stop(self, timeout_s: float = 30.0) -> list[int]:
+        """Stop every process of this cluster; return the pids that had to be killed afterwards."""
+        for p in reversed(self.procs):  # workers first, head last
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # `ray start --block` then shuts its node down and reaps it
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+        leftovers: list[int] = []
+        for _ in range(20):
+            pids = self._our_pids()
+            if not pids:
+                break
+            leftovers.extend(pid for pid in pids if pid not in leftovers)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.5)
+        self.procs = []
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return leftovers
+
+    def __enter__(self) -> RayCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

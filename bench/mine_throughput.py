@@ -1,0 +1,182 @@
+"""Hard-negative mining throughput and false-negative filter share on PMC-Patients pairs.
+
+    HF_HUB_OFFLINE=1 python bench/mine_throughput.py [--notes 1000] [--actors 2]
+
+1. pairs: the synth extractive generator over ../shared/data/pmc_patients/notes.jsonl (on Ray);
+2. medembed: the mining job body (candidate table in LanceDB, Ray actor pool of miners);
+3. baseline A: one process, same encoder, same candidate vectors: encode queries + numpy top-k + selection;
+4. baseline B: sentence-transformers' ``mine_hard_negatives`` (same window/margin, no same-note exclusion),
+   and how often its negatives equal medembed's selection run with the same settings.
+Numbers go to the log and, with --results, are appended to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NOTES = REPO.parent / "shared" / "data" / "pmc_patients" / "notes.jsonl"
+log = logging.getLogger("bench.mine_throughput")
+
+
+def generate_pairs(notes: int, out: str) -> str:
+    from medembed.config import InputConfig
+    from medembed.ingest import read_documents
+    from medembed.synth.config import SynthConfig
+    from medembed.synth.pipeline import generate_pairs_from_docs
+
+    inp = InputConfig(uri=str(NOTES), format="jsonl", id_field="patient_uid", text_fields=["patient"],
+                      title_field="title", limit=notes)
+    docs = read_documents(inp, os.path.join(out, "quarantine"))
+    generate_pairs_from_docs(docs, SynthConfig(backend="extractive", output_dir=os.path.join(out, "pairs"),
+                                               concurrency=2))
+    return os.path.join(out, "pairs")
+
+
+def numpy_baseline(cfg, pairs, cand_uri: str, exclude_same_note: bool, top_k: int):
+    """Single process: encode queries, exact top-k, select; returns ({pair_id: negative ids}, seconds)."""
+    from medembed import schema as S
+    from medembed.embed import build_encoder
+    from medembed.mining import columns as M
+    from medembed.mining.selection import SelectParams, select_negatives, top_k_exact
+    from medembed.store import open_dataset
+
+    t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
+    ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)
+    notes = np.asarray(t[S.DOC_ID].to_pylist(), dtype=object)
+    vecs = np.asarray(t[S.VECTOR].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(t), -1)
+    row_of = {c: i for i, c in enumerate(ids)}
+    enc = build_encoder(cfg.model, cfg.embed)
+    mc = cfg.mining
+    params = SelectParams(mc.num_negatives, mc.min_rank, mc.max_rank, mc.relative_margin, mc.absolute_margin,
+                          exclude_same_note)
+    t0 = time.perf_counter()
+    q = enc.encode_queries(pairs["query"].to_pylist())
+    pos = [row_of[M.positive_id(p)] for p in pairs["passage"].to_pylist()]
+    pos_scores = np.einsum("ij,ij->i", q, vecs[pos])
+    idx, val = top_k_exact(q, vecs, top_k)
+    out = {}
+    for i, (pid, note) in enumerate(zip(pairs["pair_id"].to_pylist(), pairs["note_id"].to_pylist())):
+        sel = select_negatives(val[i], idx[i] == pos[i], notes[idx[i]] == note, float(pos_scores[i]), params)
+        out[pid] = list(ids[idx[i][sel.indices]])
+    return out, time.perf_counter() - t0
+
+
+def st_baseline(cfg, pairs):
+    """sentence-transformers' mine_hard_negatives (n-tuple, top sampling) on the same pairs."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    from medembed.models import load_sentence_transformer, resolve_model
+
+    model = load_sentence_transformer(resolve_model(cfg.model), cfg.model)
+    mc = cfg.mining
+    data = Dataset.from_dict({"query": pairs["query"].to_pylist(), "positive": pairs["passage"].to_pylist()})
+    t0 = time.perf_counter()
+    res = mine_hard_negatives(data, model, range_min=mc.min_rank, range_max=mc.max_rank,
+                              relative_margin=mc.relative_margin, num_negatives=mc.num_negatives,
+                              sampling_strategy="top", output_format="n-tuple", batch_size=64, verbose=False)
+    secs = time.perf_counter() - t0
+    negs = {(r["query"], r["positive"]): [r[f"negative_{k}"] for k in range(1, mc.num_negatives + 1)] for r in res}
+    return negs, secs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--notes", type=int, default=1000)
+    ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
+    ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"), help="'' to not append")
+    args = ap.parse_args(argv)
+    from medembed.runner import setup_logging
+
+    setup_logging()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import ray
+
+    from medembed.config import load_config
+    from medembed.manifest import RunManifest
+    from medembed.mining.candidates import read_pairs
+    from medembed.mining.config import MineNegativesJobConfig
+    from medembed.mining.pipeline import mine_negatives
+    from medembed.raysetup import init_ray
+    from medembed.store import table_uri
+
+    init_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    work = tempfile.mkdtemp(prefix="mine_bench_")
+    t0 = time.perf_counter()
+    pairs_dir = generate_pairs(args.notes, work)
+    gen_s = time.perf_counter() - t0
+    cfg = load_config(MineNegativesJobConfig, REPO / "jobs" / "configs" / "mine_negatives_pmc_patients.yaml", [
+        f"pairs.path={pairs_dir}", f"candidates.store_uri={work}/lancedb", f"output.dir={work}/triplets",
+        f"output.run_dir={work}/runs", f"mining.num_actors={args.actors}", "mining.num_cpus=1",
+        "embed.num_actors=1", f"embed.torch_threads={max(1, (os.cpu_count() or 1) // args.actors)}"])
+    manifest = RunManifest("mine_negatives", cfg.output.run_dir, cfg.model_dump(mode="json"))
+    counts = mine_negatives(cfg, manifest)
+    manifest.finish()
+    ray_qps = manifest.data["throughput"]["queries_per_s"]
+    pairs = read_pairs(pairs_dir)
+    n = pairs.num_rows
+    cand_uri = table_uri(cfg.candidates.store_uri, f"mining_candidates__{'all_minilm_l6_v2'}")
+
+    import pyarrow.parquet as pq
+
+    from medembed.mining import columns as M
+
+    out = pq.read_table(f"{cfg.output.dir}/{manifest.run_id}/triplets")
+    ray_negs = dict(zip(out[M.QUERY_ID].to_pylist(), out[M.NEGATIVE_IDS].to_pylist()))
+    local, local_s = numpy_baseline(cfg, pairs, cand_uri, True, cfg.mining.retrieve_k)
+    same = sum(local[k] == ray_negs[k] for k in local) / n
+    fnf = counts["false_negative_filter"]
+    lines = [f"- pairs: {n} from {args.notes} notes (extractive generator, {gen_s:.1f} s); candidates: "
+             f"{counts['candidates']}; window [{cfg.mining.min_rank}, {cfg.mining.max_rank}), "
+             f"{cfg.mining.num_negatives} negatives, relative_margin {cfg.mining.relative_margin}, same-note exclusion",
+             f"- medembed (Ray, {args.actors} miner actors, exact retrieval): {ray_qps:.1f} queries/s "
+             f"(mining stage {manifest.data['throughput']['mine_s']:.1f} s incl. actor start-up; "
+             f"candidate embedding {manifest.data['durations_s']['candidates']:.1f} s)",
+             f"- baseline A, one process numpy loop on the same vectors: {n / local_s:.1f} queries/s "
+             f"-> ratio medembed/baseline {ray_qps / (n / local_s):.2f}; identical negatives for {100 * same:.1f}% "
+             "of queries",
+             f"- false-negative filter removed {fnf['removed']} of {fnf['considered']} candidates "
+             f"({100 * fnf['removed_share']:.2f}%); queries short of {cfg.mining.num_negatives}: "
+             f"{counts['queries_short']} {counts['queries_short_by_reason']}"]
+    if not args.no_st:
+        cfg_st = cfg.model_copy(deep=True)
+        cfg_st.mining.top_k = cfg.mining.max_rank + 1
+        ours, _ = numpy_baseline(cfg_st, pairs, cand_uri, False, cfg.mining.max_rank + 1)
+        st, st_s = st_baseline(cfg, pairs)
+        text_of = {M.positive_id(p): p for p in pairs["passage"].to_pylist()}
+        keyed = {(q, p): [text_of[i] for i in ours[pid]] for pid, q, p in
+                 zip(pairs["pair_id"].to_pylist(), pairs["query"].to_pylist(), pairs["passage"].to_pylist())}
+        agree = sum(keyed.get(k) == v for k, v in st.items()) / max(1, len(st))
+        lines.append(f"- baseline B, sentence-transformers mine_hard_negatives (1 process, encodes too): "
+                     f"{n / st_s:.1f} queries/s -> ratio medembed/ST {ray_qps / (n / st_s):.2f}; on the {len(st)} "
+                     f"queries ST kept, medembed's selection with ST's settings (no same-note exclusion, "
+                     f"top_k = max_rank + 1) gives the same negatives for {100 * agree:.1f}%")
+    for line in lines:
+        log.info("%s", line)
+    if args.results:
+        path = Path(args.results)
+        head = "" if path.exists() else "# Benchmark results\n"
+        cmd = "HF_HUB_OFFLINE=1 python bench/mine_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{head}\n## mine_negatives\n\n{dt.date.today().isoformat()}, {platform.machine()} "
+                     f"{os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2. Command: `{cmd.strip()}`\n\n"
+                     + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -316,26 +316,20 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
     return summary
 
 
-def generate_pairs(cfg: GeneratePairsJobConfig) -> dict[str, Any]:
-    """The whole job: connect to Ray, read the corpus (lead's ingestion), generate, write, manifest."""
+def generate_pairs(cfg: GeneratePairsJobConfig, manifest: Any) -> dict[str, Any]:
+    """Job body (see ``medembed.runner.run_job``): read the corpus, generate, write, fill the manifest."""
     from medembed.ingest import read_documents, read_quarantine_counts
-    from medembed.manifest import RunManifest
-    from medembed.raysetup import init_ray
 
-    manifest = RunManifest("generate-pairs", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=cfg.output.run_name)
-    try:
-        manifest.set("ray", init_ray(cfg.ray))
-        qdir = manifest.path("quarantine")
-        docs = read_documents(cfg.input, qdir, cfg.s3)
-        with manifest.timed("generate_pairs"):
-            summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3)
-        manifest.set("synth", summary)
-        for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out", "failures_by_reason",
-                  "dropped_by_rule"):
-            manifest.count(k, summary[k])
-        manifest.count("quarantined", read_quarantine_counts(qdir, cfg.s3))
-    except Exception as e:
-        manifest.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    summary["manifest"] = manifest.finish()
-    return summary
+    qdir = manifest.path("quarantine")
+    manifest.set("quarantine_dir", qdir)
+    docs = read_documents(cfg.input, qdir, cfg.s3)
+    with manifest.timed("generate_pairs"):
+        summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3)
+    manifest.set("synth", summary)
+    for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out", "requests",
+              "failures_by_reason", "dropped_by_rule"):
+        manifest.count(k, summary[k])
+    quarantine = read_quarantine_counts(qdir, cfg.s3)
+    manifest.count("quarantined", sum(quarantine.values()))
+    manifest.count("quarantine_by_reason", quarantine)
+    return {k: summary[k] for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out")}

@@ -9,12 +9,9 @@ write a local LanceDB table that the test then inspects.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 import numpy as np

@@ -50,16 +50,20 @@ class RayCluster:
     start_timeout_s: float = 90.0
 
     def __post_init__(self) -> None:
-        # short path: Ray puts unix sockets under it (108-byte limit)
-        self.temp_dir = tempfile.mkdtemp(prefix="mer", dir="/tmp")
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.env = {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.env.pop("RAY_ADDRESS", None)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        # short path: Ray puts unix sockets under it (108-byte limit)
+        self.temp_dir = tempfile.mkdtemp(prefix="mer", dir="/tmp")
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.procs, self.logs = [], []
 
     # --- addresses ------------------------------------------------------------------------
     @property
@@ -92,22 +96,32 @@ class RayCluster:
                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
                 "--object-store-memory", str(256 * 1024 ** 2)]
 
-    def start(self) -> RayCluster:
-        try:
-            self._start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-                              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                              "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-                              f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
-                              *self._node_ports()], "head")
-            self.wait_for_nodes(1)
-            for i in range(self.num_workers):
-                self._start_node([f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
-                                  f"--num-cpus={self.cpus_per_node}", *self._node_ports()], f"worker{i}")
-            self.wait_for_nodes(1 + self.num_workers)
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, attempts: int = 2) -> RayCluster:
+        """Start head and workers; on an overloaded machine `ray start` can hit Ray's fixed 30 s
+        node-registration timeout, so a failed start is cleaned up and tried again from scratch."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once()
+                return self
+            except (RuntimeError, TimeoutError):
+                logs = self.tail_logs()
+                self.stop()
+                if attempt == attempts:
+                    raise RuntimeError(f"could not start the Ray cluster:\n{logs}") from None
+                self._fresh()
         return self
+
+    def _start_once(self) -> None:
+        self._start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+                          "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                          "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+                          f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
+                          *self._node_ports()], "head")
+        self.wait_for_nodes(1)
+        for i in range(self.num_workers):
+            self._start_node([f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
+                              f"--num-cpus={self.cpus_per_node}", *self._node_ports()], f"worker{i}")
+        self.wait_for_nodes(1 + self.num_workers)
 
     def _get(self, path: str) -> dict:
         req = urllib.request.Request(self.dashboard_url + path, headers=self.auth_headers)

@@ -49,7 +49,7 @@ def mined_run(tmp_path_factory, ray_local):
     pq.write_table(pairs, tmp / "pairs.parquet")
     sets = [f"pairs.path={tmp / 'pairs.parquet'}", f"candidates.store_uri={tmp / 'lancedb'}",
             f"output.dir={tmp / 'triplets'}", f"output.run_dir={tmp / 'runs'}", "output.run_name=it",
-            "mining.batch_size=32", "mining.num_actors=2", "mining.num_cpus=0.5", "embed.num_cpus=0.5",
+            "mining.batch_size=32", "mining.num_actors=1", "mining.num_cpus=1", "embed.num_cpus=1",
             "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()]]
     argv = ["--config", "jobs/configs/mine_negatives.yaml"] + [a for s in sets for a in ("--set", s)]
     assert main(argv) == 0

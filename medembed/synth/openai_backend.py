@@ -1,24 +1,28 @@
 """OpenAI-compatible ``/v1/chat/completions`` backend (vLLM server, LiteLLM, hosted APIs).
 
-Stdlib only (``urllib.request``). One instance lives in one Ray actor and keeps up to
-``max_concurrency`` requests in flight with a thread pool. 429, 5xx, connection errors and
-timeouts are retried up to ``max_retries`` times with exponential backoff and jitter; a 429's
-``Retry-After`` (seconds) is honoured. The API key is read from the environment variable named
-by ``api_key_env``, sent only in the Authorization header and redacted from every message.
+One instance lives in one Ray actor. It runs an asyncio event loop on a background thread with
+one ``aiohttp`` session (keep-alive connections, at most ``max_concurrency`` open); every request
+of every batch handed to ``generate`` (from any number of threads: the actor works on several
+batches at once) goes through that loop, and a semaphore keeps at most ``max_concurrency`` HTTP
+requests in flight per actor across all of them. ``generate`` and ``complete`` stay synchronous.
+429, 5xx, connection errors and timeouts are retried up to ``max_retries`` times with exponential
+backoff and jitter (a retry waits outside the semaphore); a 429's ``Retry-After`` (seconds) is
+honoured. ``timeout_s`` bounds connecting and each wait for response bytes (a socket timeout). The
+API key is read from the environment variable named by ``api_key_env``, sent only in the
+Authorization header and redacted from every message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import random
-import socket
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+import threading
+from typing import Awaitable, Callable
+
+import aiohttp
 
 from medembed.synth import columns as C
 from medembed.synth.backends import Request, register_backend
@@ -67,9 +71,10 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> fl
 @register_backend("openai")
 class OpenAIBackend:
     mode = "batch"
+    concurrent_batches = True  # generate() is thread-safe: an actor may work on several batches at once
 
     def __init__(self, cfg: SynthConfig, *, api_key: Secret | str | None = None,
-                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+                 sleep: Callable[[float], Awaitable[None] | None] | None = None, seed: int | None = None):
         self.cfg = cfg
         self.o = cfg.openai
         self.model = self.model_name(cfg)
@@ -80,9 +85,13 @@ class OpenAIBackend:
         self._secret = Secret(key or os.environ.get(self.o.api_key_env) or None)  # never a plain attribute
         if self._secret.value is None:
             log.info("synth.openai: %s is not set; sending requests without an API key", self.o.api_key_env)
-        self._sleep = sleep
+        self._sleep = sleep  # None: asyncio.sleep; a plain function runs in a thread
         self._rng = random.Random(seed)
-        self._pool = ThreadPoolExecutor(max_workers=self.o.max_concurrency, thread_name_prefix="synth-openai")
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     @staticmethod
     def model_name(cfg: SynthConfig) -> str:
@@ -94,10 +103,31 @@ class OpenAIBackend:
 
     # --- public -------------------------------------------------------------------------------
     def generate(self, requests: list[Request]) -> list[Generation]:
-        return list(self._pool.map(self.complete, requests))
+        """Answers in request order; thread-safe (concurrent batches share ``max_concurrency``)."""
+        if not requests:
+            return []
+        return self._run(self._gather(requests))
+
+    def complete(self, req: Request) -> Generation:
+        """One request with retries; never raises for HTTP/network problems."""
+        return self._run(self.acomplete(req))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        loop, thread = self._loop, self._thread
+        if loop is None or loop.is_closed():
+            return
+        try:
+            if self._session is not None and loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._session.close(), loop).result(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:  # already closed
+            pass
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._loop = self._thread = self._session = self._slots = None
 
     def body(self, req: Request) -> dict:
         msgs = self.template.messages(title=req.title, note=req.text, n=self.cfg.queries_per_note,
@@ -108,35 +138,34 @@ class OpenAIBackend:
             body["response_format"] = {"type": "json_object"}
         return body
 
-    def complete(self, req: Request) -> Generation:
-        """One request with retries; never raises for HTTP/network problems."""
+    async def acomplete(self, req: Request) -> Generation:
+        """One request with retries, on the backend's loop; never raises for HTTP/network problems."""
         data = json.dumps(self.body(req)).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._secret.value:
             headers["Authorization"] = f"Bearer {self._secret.value}"
+        session, slots = self._session, self._slots
+        assert session is not None and slots is not None, "acomplete runs on the backend's loop (use complete)"
         reason, detail = C.F_HTTP_ERROR, ""
         for attempt in range(self.o.max_retries + 1):
             retry_after: float | None = None
             try:
-                http_req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(http_req, timeout=self.o.timeout_s) as resp:
-                    payload = resp.read()
-                return self._parse_response(payload, attempt + 1)
-            except urllib.error.HTTPError as e:
-                snippet = self._redact(_read_snippet(e))
-                reason, detail = C.F_HTTP_ERROR, f"HTTP {e.code}" + (f": {snippet}" if snippet else "")
-                if e.code != 429 and e.code < 500:
+                async with slots:  # at most max_concurrency HTTP requests in flight (retry waits excluded)
+                    async with session.post(self.url, data=data, headers=headers) as resp:
+                        if resp.status < 400:
+                            return self._parse_response(await resp.read(), attempt + 1)
+                        code, ra = resp.status, resp.headers.get("Retry-After")
+                        snippet = self._redact(await _read_snippet(resp))
+                reason, detail = C.F_HTTP_ERROR, f"HTTP {code}" + (f": {snippet}" if snippet else "")
+                if code != 429 and code < 500:
                     return Generation(error=reason, detail=detail, attempts=attempt + 1)
-                if e.code == 429:
-                    retry_after = parse_retry_after(e.headers.get("Retry-After") if e.headers else None)
-            except (TimeoutError, socket.timeout):
+                if code == 429:
+                    retry_after = parse_retry_after(ra)
+            except (TimeoutError, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one too
                 reason, detail = C.F_TIMEOUT, f"no response within {self.o.timeout_s:g}s"
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, (TimeoutError, socket.timeout)):
-                    reason, detail = C.F_TIMEOUT, f"no response within {self.o.timeout_s:g}s"
-                else:
-                    reason, detail = C.F_HTTP_ERROR, self._redact(f"connection error: {e.reason}")
-            except (ConnectionError, OSError) as e:  # reset / remote disconnected mid-response
+            except aiohttp.ClientConnectorError as e:
+                reason, detail = C.F_HTTP_ERROR, self._redact(f"connection error: {e.os_error}")
+            except (aiohttp.ClientError, OSError) as e:  # reset / remote disconnected mid-response
                 reason, detail = C.F_HTTP_ERROR, self._redact(f"connection error: {type(e).__name__}")
             if attempt < self.o.max_retries:
                 if retry_after is not None:
@@ -145,9 +174,52 @@ class OpenAIBackend:
                     delay = backoff_delay(attempt, self.o.backoff_base_s, self.o.backoff_max_s, self._rng)
                 log.debug("synth.openai: note %s part %d: %s, retry %d in %.2fs", req.note_id, req.part_index,
                           detail, attempt + 1, delay)
-                self._sleep(delay)
+                await self._wait(delay)
         attempts = self.o.max_retries + 1
         return Generation(error=reason, detail=f"{detail} (after {attempts} attempts)", attempts=attempts)
+
+    # --- the event loop -----------------------------------------------------------------------
+    def _run(self, coro: Awaitable):  # noqa: ANN202
+        loop = self._ensure_loop()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("OpenAIBackend.generate/complete called on its own loop; await acomplete instead")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.run_forever()
+                    loop.close()
+
+                thread = threading.Thread(target=main, name="synth-openai", daemon=True)
+                thread.start()
+                asyncio.run_coroutine_threadsafe(self._open(), loop).result()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    async def _open(self) -> None:
+        # keep-alive pool of at most max_concurrency connections; no total timeout, a socket
+        # timeout for connecting and for each wait for response bytes (as urllib's)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.o.max_concurrency, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.o.timeout_s, sock_read=self.o.timeout_s))
+        self._slots = asyncio.Semaphore(self.o.max_concurrency)
+
+    async def _gather(self, requests: list[Request]) -> list[Generation]:
+        return list(await asyncio.gather(*(self.acomplete(r) for r in requests)))
+
+    async def _wait(self, delay: float) -> None:
+        if self._sleep is None:
+            await asyncio.sleep(delay)
+            return
+        if asyncio.iscoroutinefunction(self._sleep):
+            await self._sleep(delay)
+        else:
+            await asyncio.to_thread(self._sleep, delay)
 
     # --- helpers ------------------------------------------------------------------------------
     def _parse_response(self, payload: bytes, attempts: int) -> Generation:
@@ -167,9 +239,9 @@ class OpenAIBackend:
         return text
 
 
-def _read_snippet(e: urllib.error.HTTPError, n: int = 200) -> str:
+async def _read_snippet(resp: aiohttp.ClientResponse, n: int = 200) -> str:
     try:
-        raw = e.read(n)
+        raw = await resp.content.read(n)
     except Exception:  # noqa: BLE001 - the body is only a hint for the ledger
         return ""
     return " ".join(raw.decode("utf-8", "replace").split())[:n]

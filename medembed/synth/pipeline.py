@@ -3,8 +3,13 @@
 documents (Ray Dataset, DOC_SCHEMA) -> skip notes already done -> split long notes into parts ->
 backend (batch backends: a pool of ``concurrency`` actors, each with its own backend instance;
 the vllm backend: ``ray.data.llm`` over per-part rows, validated per part, folded per note in the driver) -> validation ->
-one result row per note (ledger columns + its pairs) -> materialized once -> pairs and ledger
-written as Parquet under ``<output_dir>/runs/<run_id>/`` -> ``_SUCCESS.json`` marks the run complete.
+one result row per note (ledger columns + its pairs) -> streamed once to the driver, which writes
+pairs and ledger as Parquet under ``<output_dir>/runs/<run_id>/`` while generation goes on ->
+``_SUCCESS.json`` marks the run complete (written last; files of an unfinished run are ignored).
+
+Batch backends that can (``concurrent_batches``: openai) work on ``batches_per_actor`` batches at
+once per actor, so an actor is never idle between batches and its requests stay in flight across
+batch boundaries (up to ``openai.max_concurrency`` per actor).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
+from ray.data import ActorPoolStrategy
 
 from medembed import schema as S
 from medembed.config import S3Config
-from medembed.storage import filesystem, is_remote, join
+from medembed.storage import filesystem, join
 from medembed.synth import columns as C
 from medembed.synth.backends import Request, backend_class, backend_identity, create_backend
 from medembed.synth.config import GeneratePairsJobConfig, SynthConfig
@@ -233,14 +240,86 @@ def _explode_pairs(batch: pa.Table, generator: str, model: str, prompt_version: 
     return pa.Table.from_pylist(rows, schema=C.PAIR_SCHEMA)
 
 
-def _write(ds: ray.data.Dataset, uri: str, s3: S3Config | None) -> None:
-    if is_remote(uri):
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
+class _ParquetSink:
+    """Tables of one schema -> ``part-NNNNN.parquet`` files in a folder (local or remote), written in
+    row groups of ``rows_per_group`` as they arrive; a new file every ``rows_per_file`` rows. Nothing
+    is created for a sink that never gets a row."""
 
-        fs, path = filesystem(uri, s3)
-        ds.write_parquet(path, filesystem=PyFileSystem(FSSpecHandler(fs)))
-    else:
-        ds.write_parquet(uri)
+    def __init__(self, uri: str, schema: pa.Schema, s3: S3Config | None, *, rows_per_group: int = 50_000,
+                 rows_per_file: int = 1_000_000):
+        self.fs, self.dir = filesystem(uri, s3)
+        self.schema, self.rows_per_group, self.rows_per_file = schema, rows_per_group, rows_per_file
+        self._pending: list[pa.Table] = []
+        self._n_pending = self._n_file = self._file_no = 0
+        self._fh: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._pending.append(table)
+            self._n_pending += table.num_rows
+            if self._n_pending >= self.rows_per_group:
+                self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        self._close_file()
+
+    def _flush(self) -> None:
+        if not self._n_pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._n_pending = [], 0
+        if self._writer is None:
+            self.fs.makedirs(self.dir, exist_ok=True)
+            self._fh = self.fs.open(f"{self.dir.rstrip('/')}/part-{self._file_no:05d}.parquet", "wb")
+            self._writer = pq.ParquetWriter(self._fh, self.schema)
+        self._writer.write_table(table)
+        self._n_file += table.num_rows
+        if self._n_file >= self.rows_per_file:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._fh.close()
+            self._writer, self._fh, self._n_file = None, None, 0
+            self._file_no += 1
+
+
+def _write_results(results: ray.data.Dataset, out: str, identity: tuple[str, str, str],
+                   s3: S3Config | None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Execute ``results`` once, streaming its blocks to the driver as they are produced, and write
+    each block's pairs and ledger rows right away (no second pass, no extra Ray Data jobs). Returns
+    the run's counts and timings (seconds to the first result block, seconds spent writing)."""
+    t0 = time.perf_counter()
+    first: float | None = None
+    writing = 0.0
+    gen, model, version = identity
+    pairs = _ParquetSink(join(out, PAIRS_DIR), C.PAIR_SCHEMA, s3)
+    ledger = _ParquetSink(join(out, LEDGER_DIR), C.LEDGER_SCHEMA, s3)
+    counts: dict[str, Any] | None = None
+    for block in results.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
+        if not block.num_rows:
+            continue
+        t = time.perf_counter()
+        first = t - t0 if first is None else first
+        counts = _merge_counts(counts, summarize(block))
+        pairs.add(_explode_pairs(block, gen, model, version))
+        ledger.add(_ledger_only(block))
+        writing += time.perf_counter() - t
+    t = time.perf_counter()
+    pairs.close()
+    ledger.close()
+    writing += time.perf_counter() - t
+    return (counts or summarize(C.RESULT_SCHEMA.empty_table()),
+            {"first_result": round(first or 0.0, 3), "write": round(writing, 3)})
+
+
+def _merge_counts(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    if a is None:
+        return b
+    return {k: ({r: a[k][r] + b[k][r] for r in a[k]} if isinstance(a[k], dict) else a[k] + b[k]) for k in a}
 
 
 def summarize(ledger_rows: pa.Table) -> dict[str, Any]:
@@ -277,38 +356,32 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
     done = frozenset(done_note_ids(cfg.output_dir, gkey, s3))
     log.info("synth: run %s, generator %s, %d notes already done", run_id, gkey, len(done))
 
-    if backend_class(cfg.backend).mode == "batch":
+    cls = backend_class(cfg.backend)
+    if cls.mode == "batch":
         # The driver's API key (if any) travels to the actors wrapped in a Secret; actors on nodes
         # whose environment has the variable use their own.
         backend_kwargs = {"api_key": Secret.from_env(cfg.openai.api_key_env)} if cfg.backend == "openai" else {}
+        per_actor = cfg.batches_per_actor if getattr(cls, "concurrent_batches", False) else 1
         results = docs.map_batches(
             NoteGenerator,
             fn_constructor_kwargs={"synth": cfg.model_dump_json(), "done": sorted(done), "run_id": run_id,
                                    "backend_kwargs": backend_kwargs},
-            batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.actor_num_cpus,
-            batch_format="pyarrow",
+            batch_size=cfg.batch_size, num_cpus=cfg.actor_num_cpus, batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=cfg.concurrency, max_tasks_in_flight_per_actor=per_actor + 1,
+                                      max_concurrent_calls_per_actor=per_actor,
+                                      enable_true_multi_threading=per_actor > 1),
         )
     else:
         results = _dataset_backend_results(docs, cfg, done, gkey, identity, run_id)
-    results = results.materialize()  # generation runs exactly once; both outputs read from here
-    t_gen = time.perf_counter()
-
     out = run_dir(cfg.output_dir, run_id)
-    ledger_cols = [c for c in C.LEDGER_SCHEMA.names]
-    blocks = [t.select(ledger_cols) for t in ray.get(results.to_arrow_refs()) if t.num_rows]
-    rows = pa.concat_tables(blocks) if blocks else C.LEDGER_SCHEMA.empty_table()
-    counts = summarize(rows)
-    if counts["pairs_out"]:
-        _write(results.map_batches(_explode_pairs, fn_kwargs=dict(zip(("generator", "model", "prompt_version"),
-                                                                     identity)), batch_format="pyarrow"),
-               join(out, PAIRS_DIR), s3)
-    if counts["notes_in"] - counts["notes_skipped_done"]:
-        _write(results.map_batches(_ledger_only, batch_format="pyarrow"), join(out, LEDGER_DIR), s3)
+    # generation and writing overlap (the driver writes each result block as it arrives): "write" is
+    # the driver's time spent writing, "generate" the rest
+    counts, times = _write_results(results, out, identity, s3)
     t_end = time.perf_counter()
     summary = {"run_id": run_id, "generator_key": gkey, "generator": identity[0], "model": identity[1],
                "prompt_version": identity[2], "output_dir": join(out),
-               **counts, "durations_s": {"generate": round(t_gen - t0, 3), "write": round(t_end - t_gen, 3),
-                                         "total": round(t_end - t0, 3)}}
+               **counts, "durations_s": {"generate": round(t_end - t0 - times["write"], 3), "write": times["write"],
+                                         "first_result": times["first_result"], "total": round(t_end - t0, 3)}}
     mark_complete(cfg.output_dir, run_id, summary, s3)
     log.info("synth: run %s done: %d notes in, %d skipped, %d ok, %d pairs, failures %s", run_id, counts["notes_in"],
              counts["notes_skipped_done"], counts["notes_ok"], counts["pairs_out"],

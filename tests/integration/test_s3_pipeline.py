@@ -74,16 +74,16 @@ def s3():
 def ray_s3(s3):
     """A local Ray instance started *after* the S3 env is set, so its workers inherit the credentials.
 
-    A Ray instance left running by another module (without these variables) is shut down first and
-    restored afterwards with the settings of the shared ``ray_local`` fixture.
+    A Ray instance left running by another module (without these variables) is shut down first;
+    ours is shut down at the end and not replaced, so a later module that needs its own worker
+    environment (e.g. test_synth_pipeline) starts a fresh instance as it expects.
     """
     import ray
 
     from medembed.config import RayConfig
     from medembed.raysetup import init_ray
 
-    was_running = ray.is_initialized()
-    if was_running:
+    if ray.is_initialized():
         ray.shutdown()
     info = init_ray(RayConfig(num_cpus=2))
     from ray.data import DataContext
@@ -93,9 +93,6 @@ def ray_s3(s3):
         yield info
     finally:
         ray.shutdown()
-        if was_running:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
 
 
 def _cfg(run_name: str, *extra: str):

@@ -178,7 +178,7 @@ class RayCluster:
                 continue
         return found
 
-    def stop(self, timeout_s: float = 15.0) -> list[int]:
+    def stop(self, timeout_s: float = 8.0) -> list[int]:
         """Stop every process of this cluster; return the pids that had to be killed afterwards."""
         for p in reversed(self.procs):  # workers first, head last
             if p.poll() is None:

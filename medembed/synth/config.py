@@ -59,7 +59,7 @@ class SynthConfig(_Model):
     batch_size: int = Field(32, gt=0, description="notes per actor call")
     concurrency: int = Field(1, gt=0, description="generator actors")
     actor_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per actor (I/O bound for openai)")
-    batches_per_actor: int = Field(4, gt=0, description="batches an actor works on at once, for backends that "
+    batches_per_actor: int = Field(8, gt=0, description="batches an actor works on at once, for backends that "
                                    "can (openai: the requests of all of them share openai.max_concurrency); "
                                    "other backends take one at a time")
     openai: OpenAIBackendConfig = Field(default_factory=OpenAIBackendConfig)

@@ -15,7 +15,8 @@ injects a fault selected by a marker in the note text:
 ``FAULT:500:N``       HTTP 500 for the first N calls, then success (``FAULT:500:always``: never succeeds)
 ``FAULT:slow``        sleeps ``slow_s`` before answering (past the client's timeout)
 
-Every request is recorded (marker key, arrival time, whether the Authorization header was right).
+Every request is recorded (marker key, arrival time, the client's address and port, whether the
+Authorization header was right).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.calls[key] += 1
             call_no = srv.calls[key]
-            srv.log.append({"key": key, "kind": kind, "t": time.monotonic(),
+            srv.log.append({"key": key, "kind": kind, "t": time.monotonic(), "peer": self.client_address,
                             "auth_ok": self.headers.get("Authorization") == srv.expect_auth})
         if srv.expect_auth is not None and self.headers.get("Authorization") != srv.expect_auth:
             return self._send(401, {"error": {"message": "bad api key"}})

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 
 import pytest
@@ -90,6 +91,43 @@ def test_concurrent_batch_is_bounded_and_ordered(monkeypatch):
     assert 0.4 <= took < 1.5, took  # 16 requests, 8 in flight, 0.2 s each: two waves
     assert all(g.error is None and g.content for g in gens)
     assert [("Case %d had" % i) in g.content for i, g in enumerate(gens)] == [True] * 16  # answers in request order
+
+
+def test_concurrent_batches_share_max_concurrency_over_keepalive(monkeypatch):
+    """Batches handed over from several threads at once (an actor working on several batches) share
+    one limit of max_concurrency requests in flight, over reused (keep-alive) connections."""
+    with FakeOpenAIServer(latency_s=0.2) as srv:
+        backend = _backend(srv, monkeypatch, max_concurrency=8)
+        batches = [[Request(f"b{b}n{i}", 0, 1, "t", f"Case {b}-{i} had fever. " + BASE.format("")) for i in range(8)]
+                   for b in range(4)]
+        out: dict[int, list] = {}
+
+        def work(b: int) -> None:
+            out[b] = backend.generate(batches[b])
+
+        t = time.monotonic()
+        threads = [threading.Thread(target=work, args=(b,)) for b in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        took = time.monotonic() - t
+        peers = {e["peer"] for e in srv.log}
+        backend.close()
+    assert 0.8 <= took < 2.5, took  # 32 requests, 8 in flight in all (not per batch), 0.2 s each: four waves
+    for b in range(4):
+        assert [("Case %d-%d had" % (b, i)) in g.content for i, g in enumerate(out[b])] == [True] * 8
+    assert len(srv.log) == 32 and len(peers) <= 8, len(peers)  # connections reused, at most max_concurrency
+
+
+def test_close_and_reuse_after_close(server, monkeypatch):
+    backend = _backend(server, monkeypatch)
+    gen, out = _run(backend, "")
+    backend.close()
+    backend.close()  # idempotent
+    gen, out = _run(backend, "")  # a closed backend starts a new loop on demand
+    assert out.reason is None and len(out.pairs) == 2
+    backend.close()
 
 
 def test_secret_never_leaks(server, monkeypatch, caplog):

@@ -28,19 +28,25 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray instance for the whole session (2 CPUs, no dashboard)."""
+    """A local Ray instance (2 CPUs, no dashboard) for one test module.
+
+    Shut down at the end of the module, so modules that need workers with their own environment
+    (S3 credentials, fake API keys) start from a clean slate.
+    """
     import ray
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
-        from ray.data import DataContext
+    from ray.data import DataContext
 
-        DataContext.get_current().enable_progress_bars = False
+    DataContext.get_current().enable_progress_bars = False
     yield ray
-    # left running for other modules; ray shuts down at interpreter exit
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,9 @@ from medembed.store import (Committer, FragmentWriter, check_model, existing_sig
 
 log = logging.getLogger(__name__)
 
+# Target size of the blocks the pipeline's stages emit (see embed_corpus): about one UDF batch.
+OUTPUT_BLOCK_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class TargetTable:
@@ -109,13 +112,21 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         FragmentWriter, fn_constructor_kwargs={"uri": target.uri, "schema": schema, "s3": s3.model_dump()},
         batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
 
+    # Ray Data buffers a map stage's output until a block reaches target_max_block_size (128 MiB by
+    # default). Our UDF outputs are ~1-2 MiB (one chunking or embedding batch), and read -> chunk -> embed
+    # fuse into the embedder actor, so with the default a 5k-chunk corpus left the actor as ONE block at the
+    # very end: nothing was written until everything was embedded, and the actor held up to 128 MiB of
+    # rows. A small target (this execution only, not the global context) makes every batch flow on.
+    written.context.target_max_block_size = OUTPUT_BLOCK_BYTES
     committer = Committer(target.uri, schema, s3, known, cfg.store.commit_every)
     t0 = time.perf_counter()
     first_row_at = None
+    first_rows = first_tokens = 0  # what the first written fragment carried (excluded from steady state)
     with manifest.timed("embed_pipeline"), tqdm(desc="chunks written", unit="chunk", disable=None) as bar:
         for row in written.iter_rows():
             if first_row_at is None:
                 first_row_at = time.perf_counter() - t0
+                first_rows, first_tokens = int(row["rows"]), int(row["tokens"])
             committer.add(row["fragment"], int(row["rows"]), list(row["doc_ids"]), int(row["tokens"]))
             bar.update(int(row["rows"]))
         committer.flush()
@@ -127,6 +138,9 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
             index_info = {"rows": rows_before, "unchanged": True}
     quarantine = read_quarantine_counts(quarantine_dir, s3)
     st = committer.stats
+    # steady state: from the first written fragment reaching the driver to the last commit; excludes
+    # start-up (actor and model load, the first block's read/chunk/embed), the first fragment and indexes
+    steady_s = elapsed - first_row_at if first_row_at is not None else 0.0
     counts = {
         "documents_accepted": documents_accepted(quarantine_dir),
         "quarantined": sum(quarantine.values()),
@@ -151,5 +165,9 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         "tokens_per_s": round(st.tokens / elapsed, 2) if elapsed else None,
         "pipeline_s": round(elapsed, 3),
         "first_write_s": round(first_row_at, 3) if first_row_at is not None else None,
+        "first_write_rows": first_rows,
+        "steady_s": round(steady_s, 3),
+        "steady_chunks_per_s": round((st.rows - first_rows) / steady_s, 2) if steady_s > 0 else None,
+        "steady_tokens_per_s": round((st.tokens - first_tokens) / steady_s, 2) if steady_s > 0 else None,
     })
     return counts

@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -195,7 +196,24 @@ def run_baseline(corpus: dict, batch_sizes: str, limit: int | None, config: Path
     return res
 
 
-def run_job(corpus: dict, config: Path, overrides: list[str], tag: str, worker_niceness: int | None = 0) -> dict:
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _rows_on_disk(store: Path) -> int:
+    """Rows in the Lance data files written so far (committed or not)."""
+    import lance.file
+
+    return sum(lance.file.LanceFileReader(str(f)).metadata().num_rows for f in store.glob("*.lance/data/*.lance"))
+
+
+def run_job(corpus: dict, config: Path, overrides: list[str], tag: str, worker_niceness: int | None = 0,
+            max_seconds: float | None = None) -> dict:
     run_name = f"bench-{tag}-{int(time.time())}"
     store = WORK / f"lancedb_{run_name}"
     cmd = [sys.executable, str(ROOT / "jobs" / "embed_corpus.py"), "--config", str(config),
@@ -204,18 +222,38 @@ def run_job(corpus: dict, config: Path, overrides: list[str], tag: str, worker_n
     cmd += [a for o in overrides for a in ("--set", o)]
     log_path = WORK / f"{run_name}.log"
     t = time.perf_counter()
+    stopped = False
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=_env(worker_niceness), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         sampler = TreeSampler(proc.pid)
         sampler.start()
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=max_seconds)
+        except subprocess.TimeoutExpired:  # stop the job: SIGINT (the driver shuts Ray down), then kill
+            stopped = True
+            descendants = _descendants(proc.pid)
+            proc.send_signal(signal.SIGINT)
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+            for p in descendants:
+                try:
+                    p.kill()
+                except Exception:
+                    pass
     wall = time.perf_counter() - t
     sampler.stop()
+    (WORK / f"{run_name}.mem.tsv").write_text("t_s\trss\tpss\tprocs\n" + "".join(
+        f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in sampler.samples))
+    if stopped:
+        return {"wall_s": wall, "manifest": None, "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
+                "cmd": " ".join(cmd), "log": str(log_path), "store": str(store), "stopped_after_s": max_seconds,
+                "rows_written": _rows_on_disk(store)}
     if rc != 0:
         raise SystemExit(f"job failed (rc={rc}); see {log_path}")
     manifest = json.loads((WORK / "runs" / run_name / "manifest.json").read_text())
-    (WORK / f"{run_name}.mem.tsv").write_text("t_s\trss\tpss\tprocs\n" + "".join(
-        f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in sampler.samples))
     return {"wall_s": wall, "manifest": manifest, "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
             "cmd": " ".join(cmd), "log": str(log_path), "store": str(store)}
 
@@ -237,6 +275,8 @@ def _gib(b: int) -> str:
 
 
 def append_results(text: str) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)  # a copy, in case RESULTS.md is edited concurrently
+    (WORK / f"embed_throughput_section_{int(time.time())}.md").write_text(text)
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n")
     with RESULTS.open("a", encoding="utf-8") as f:
@@ -258,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-chunks", type=int, default=1000, help="chunks per sweep run (0: all)")
     p.add_argument("--baseline-batch-size", type=int, default=None, help="skip the sweep, use this batch size")
     p.add_argument("--memory-only", action="store_true", help="only run the job and report its peak memory")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="--memory-only: stop the job after this long and report the peak so far (partial run)")
     p.add_argument("--config", default=str(CONFIG), help="job config (input/store/output are overridden)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="job config override, e.g. --set embed.batch_size=256 (repeatable)")
@@ -286,17 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     N, T = corpus["chunks"], corpus["tokens"]
 
     if args.memory_only:
-        job = run_job(corpus, config, args.overrides, f"mem{tag}", nice)
+        job = run_job(corpus, config, args.overrides, f"mem{tag}", nice, args.max_seconds)
         m = job["manifest"]
-        assert m["counts"]["chunks_written"] == N, (m["counts"], N)
-        res = {"chunks": N, "tokens": T, "wall_s": job["wall_s"], "peak_rss": job["peak_rss"], "peak_pss": job["peak_pss"],
-               "throughput": m["throughput"]}
+        if m is None:  # stopped early: a partial run
+            done, steady, what = job["rows_written"], None, f"stopped after {args.max_seconds:.0f}s (partial)"
+        else:
+            assert m["counts"]["chunks_written"] == N, (m["counts"], N)
+            done, steady, what = N, m["throughput"].get("steady_chunks_per_s"), "complete"
+        res = {"chunks": N, "tokens": T, "chunks_written": done, "run": what, "wall_s": job["wall_s"],
+               "peak_rss": job["peak_rss"], "peak_pss": job["peak_pss"], "log": job["log"]}
         print(json.dumps(res, indent=2))
         if not args.no_append:
             append_results(header(cmdline) + (f"- note: {args.label}\n" if args.label else "") + (
-                f"\n| job (b), memory run | chunks | tokens | wall s | steady chunks/s | peak RSS (sum) | peak PSS (sum) |\n"
-                f"|---|---|---|---|---|---|---|\n"
-                f"| embed_corpus.py | {N} | {T} | {job['wall_s']:.1f} | {m['throughput'].get('steady_chunks_per_s')} | "
+                f"\n| job (b), memory run | corpus chunks | chunks written | run | wall s | steady chunks/s | "
+                f"peak RSS (sum) | peak PSS (sum) |\n|---|---|---|---|---|---|---|---|\n"
+                f"| embed_corpus.py | {N} | {done} | {what} | {job['wall_s']:.1f} | {steady} | "
                 f"{_gib(job['peak_rss'])} | {_gib(job['peak_pss'])} |\n"))
         return 0
 

@@ -159,18 +159,31 @@ def main() -> None:
     ]
     log.info("\n".join(lines))
     if not args.no_record:
-        res = ROOT / "bench" / "RESULTS.md"
+        record(ROOT / "bench" / "RESULTS.md", lines)
+
+
+def record(res: Path, lines: list[str]) -> None:
+    """Append ``lines`` at the end of the ``## generate_pairs_throughput`` section; other sections
+    (other benchmarks append to the same file) are kept byte for byte. Read and written back at
+    once, re-read to make sure nobody wrote in between, and never written shorter."""
+    for _ in range(20):
         text = res.read_text(encoding="utf-8") if res.exists() else "# Benchmark results\n"
         if "## generate_pairs_throughput" not in text:
-            text = text.rstrip("\n") + "\n\n## generate_pairs_throughput\n\n"
-            res.write_text(text, encoding="utf-8")
-        # append under our section (sections of other benchmarks are left alone)
-        head, _, tail = text.partition("## generate_pairs_throughput\n")
+            text2 = text.rstrip("\n") + "\n\n## generate_pairs_throughput\n\n"
+        else:
+            text2 = text
+        head, _, tail = text2.partition("## generate_pairs_throughput\n")
         nxt = tail.find("\n## ")
         body, rest = (tail, "") if nxt < 0 else (tail[:nxt + 1], tail[nxt + 1:])
         body = body.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
-        res.write_text(head + "## generate_pairs_throughput\n" + body + ("\n" + rest if rest else ""), encoding="utf-8")
-
+        new = head + "## generate_pairs_throughput\n" + body + ("\n" + rest if rest else "")
+        assert len(new) > len(text)
+        if (res.read_text(encoding="utf-8") if res.exists() else "# Benchmark results\n") != text:
+            time.sleep(0.5)  # someone is writing it right now
+            continue
+        res.write_text(new, encoding="utf-8")
+        return
+    raise RuntimeError(f"{res} keeps changing; results not recorded:\n" + "\n".join(lines))
 
 if __name__ == "__main__":
     main()

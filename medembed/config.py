@@ -54,8 +54,9 @@ class InputConfig(_Model):
 class ChunkConfig(_Model):
     max_tokens: int | None = Field(None, gt=8, description="tokens per chunk; default: the model's max_seq_length")
     overlap_tokens: int = Field(32, ge=0)
-    batch_size: int = Field(256, gt=0)
-    num_actors: int = Field(1, gt=0)
+    batch_size: int = Field(256, gt=0, description="documents per chunking call")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per read+chunk task; with embedder actors "
+                            "holding the rest, leave at least this much free or the read stage cannot start")
 
     @model_validator(mode="after")
     def _overlap_lt_max(self) -> ChunkConfig:

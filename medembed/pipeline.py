@@ -7,6 +7,7 @@ from its logic, so the same functions run on a laptop and on a GPU cluster.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,26 @@ def chunk_params(cfg: EmbedJobConfig, model: ResolvedModel) -> ChunkParams:
     return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens)
 
 
+def check_resources(cfg: EmbedJobConfig) -> None:
+    """Refuse a plan the cluster cannot run (it would wait forever), naming the fields to change."""
+    have = ray.cluster_resources()
+    need_cpu = cfg.embed.num_actors * cfg.embed.num_cpus + cfg.chunking.num_cpus
+    need_gpu = cfg.embed.num_actors * cfg.embed.num_gpus
+    problems = []
+    if have.get("CPU", 0) < need_cpu:
+        problems.append(f"{need_cpu:g} CPUs (embed.num_actors x embed.num_cpus + chunking.num_cpus) but the cluster "
+                        f"has {have.get('CPU', 0):g}")
+    if have.get("GPU", 0) < need_gpu:
+        problems.append(f"{need_gpu:g} GPUs (embed.num_actors x embed.num_gpus) but the cluster has "
+                        f"{have.get('GPU', 0):g}")
+    if problems:
+        msg = "the embedding plan needs " + "; and ".join(problems)
+        if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+            log.warning("%s (waiting for the autoscaler, if any)", msg)
+        else:
+            raise RuntimeError(msg)
+
+
 def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
     """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
     return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
@@ -97,10 +118,16 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
              model.model_id, dim, params.max_tokens, rows_before)
 
+    check_resources(cfg)
     docs = read_documents(cfg.input, quarantine_dir, s3)
     counters = Counters.remote()
     chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                              num_cpus=cfg.chunking.num_cpus,
                               fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
+    # Ray Data coalesces a task's outputs into blocks of up to target_max_block_size (128 MiB);
+    # re-cut them (streaming, no shuffle) so each embedder call gets one batch and every batch
+    # becomes its own fragment and commit as soon as it is embedded.
+    chunks = chunks.repartition(target_num_rows_per_block=cfg.embed.batch_size)
     embedded = chunks.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
@@ -110,7 +137,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
     written = embedded.map_batches(
         FragmentWriter, fn_constructor_kwargs={"uri": target.uri, "schema": schema, "s3": s3.model_dump()},
-        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
 
     # Ray Data buffers a map stage's output until a block reaches target_max_block_size (128 MiB by
     # default). Our UDF outputs are ~1-2 MiB (one chunking or embedding batch), and read -> chunk -> embed

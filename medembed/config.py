@@ -84,6 +84,8 @@ class EmbedConfig(_Model):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per embedder actor (1 on GPU clusters)")
     num_cpus: float = Field(1.0, gt=0)
     torch_threads: int | None = Field(None, gt=0, description="intra-op threads per actor; default: all cores")
+    block_mib: float = Field(1.0, gt=0, description="target size of the blocks flowing between stages; each "
+                             "embedded block becomes one Lance fragment (smaller: earlier, more frequent commits)")
 
 
 class StoreConfig(_Model):

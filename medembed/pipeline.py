@@ -30,7 +30,6 @@ from medembed.store import (Committer, FragmentWriter, check_model, existing_sig
 log = logging.getLogger(__name__)
 
 # Target size of the blocks the pipeline's stages emit (see embed_corpus): about one UDF batch.
-OUTPUT_BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,9 @@ def chunk_params(cfg: EmbedJobConfig, model: ResolvedModel) -> ChunkParams:
 def check_resources(cfg: EmbedJobConfig) -> None:
     """Refuse a plan the cluster cannot run (it would wait forever), naming the fields to change."""
     have = ray.cluster_resources()
-    need_cpu = cfg.embed.num_actors * cfg.embed.num_cpus + cfg.chunking.num_cpus
+    need_cpu = cfg.embed.num_actors * cfg.embed.num_cpus
+    if cfg.embed.num_gpus or cfg.embed.num_cpus != cfg.chunking.num_cpus:
+        need_cpu += cfg.chunking.num_cpus  # read+chunk run as separate tasks, not fused into the embedder
     need_gpu = cfg.embed.num_actors * cfg.embed.num_gpus
     problems = []
     if have.get("CPU", 0) < need_cpu:
@@ -124,10 +125,6 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                               num_cpus=cfg.chunking.num_cpus,
                               fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
-    # Ray Data coalesces a task's outputs into blocks of up to target_max_block_size (128 MiB);
-    # re-cut them (streaming, no shuffle) so each embedder call gets one batch and every batch
-    # becomes its own fragment and commit as soon as it is embedded.
-    chunks = chunks.repartition(target_num_rows_per_block=cfg.embed.batch_size)
     embedded = chunks.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
@@ -144,7 +141,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     # fuse into the embedder actor, so with the default a 5k-chunk corpus left the actor as ONE block at the
     # very end: nothing was written until everything was embedded, and the actor held up to 128 MiB of
     # rows. A small target (this execution only, not the global context) makes every batch flow on.
-    written.context.target_max_block_size = OUTPUT_BLOCK_BYTES
+    written.context.target_max_block_size = int(cfg.embed.block_mib * (1 << 20))
     committer = Committer(target.uri, schema, s3, known, cfg.store.commit_every)
     t0 = time.perf_counter()
     first_row_at = None

@@ -29,8 +29,6 @@ from medembed.store import (Committer, FragmentWriter, check_model, existing_sig
 
 log = logging.getLogger(__name__)
 
-# Target size of the blocks the pipeline's stages emit (see embed_corpus): about one UDF batch.
-
 
 @dataclass(frozen=True)
 class TargetTable:

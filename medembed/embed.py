@@ -73,7 +73,8 @@ class SentenceTransformerEncoder:
         torch.set_num_threads(threads)
         self.model = resolve_model(model_cfg, s3)
         self.st = load_sentence_transformer(self.model, model_cfg)
-        self.dim = int(self.st.get_sentence_embedding_dimension())
+        get_dim = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.tokenizer = self.st.tokenizer
         log.info("encoder %s (%s) dim=%d on %s, %d threads", self.model.model_id, self.model.revision, self.dim,
                  self.st.device, threads)

@@ -125,7 +125,7 @@ def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim
     rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
     written = rows_in.map_batches(FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema,
                                                                           "s3": s3.model_dump()},
-                                  batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0.25)
+                                  batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0)
     committer = Committer(uri, schema, s3, {}, every=64)
     for row in written.iter_rows():  # fresh table, nothing to replace: the id list is not needed
         committer.add(row["fragment"], int(row["rows"]), [], int(row["tokens"]))

@@ -41,7 +41,8 @@ def _open_table(args: argparse.Namespace):
 
     s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
     db = connect(args.db, s3)
-    names = db.list_tables().tables if hasattr(db.list_tables(), "tables") else list(db.table_names())
+    listed = db.list_tables()
+    names = list(listed.tables) if hasattr(listed, "tables") else list(listed)
     table = args.table
     if table is None:
         if len(names) != 1:

@@ -50,7 +50,8 @@ def model_dim(model: ResolvedModel) -> int:
     for rel in ("1_Pooling/config.json", "config.json"):
         p = os.path.join(model.path, rel)
         if os.path.exists(p):
-            cfg = json.load(open(p))
+            with open(p, encoding="utf-8") as f:
+                cfg = json.load(f)
             for key in ("word_embedding_dimension", "hidden_size", "d_model"):
                 if key in cfg:
                     return int(cfg[key])

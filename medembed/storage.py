@@ -74,11 +74,3 @@ def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFil
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
 
-
-def redact(options: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe to log or write: secret-looking values replaced."""
-    out = {}
-    for k, v in options.items():
-        secret = any(s in k.lower() for s in ("secret", "token", "key_id", "password", "api_key"))
-        out[k] = "***" if secret else v
-    return out

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -249,7 +249,3 @@ def search_table(tbl: Any, mode: str, query: str, query_vector: np.ndarray | Non
     return [Hit(r[S.CHUNK_ID], r[S.DOC_ID], float(s), r[S.TITLE] or "", r[S.TEXT] or "")
             for r, s in zip(df.to_dict("records"), scores)]
 
-
-def iter_rows(ds: Any, columns: Iterable[str], batch_size: int = 4096):
-    for b in ds.to_batches(columns=list(columns), batch_size=batch_size):
-        yield from b.to_pylist()

@@ -90,7 +90,8 @@ class CandidateTable:
     index: dict[str, Any]
 
 
-def _split(table: pa.Table, rows: int) -> list[pa.Table]:
+def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
+    """Zero-copy slices of ``rows`` rows (at least one, possibly empty, slice)."""
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
 
 
@@ -107,11 +108,12 @@ def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim
         connect(cc.store_uri, s3).drop_table(name)
 
     positives = positive_rows(pairs)
-    pos_ds = ray.data.from_arrow(_split(positives, cfg.embed.batch_size)).map_batches(
+    pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
                                "s3": s3.model_dump()},
-        batch_size=cfg.embed.batch_size, batch_format="pyarrow", concurrency=cfg.embed.num_actors,
+        batch_size=cfg.embed.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
     sources = [pos_ds]
     if cc.table:
@@ -125,7 +127,8 @@ def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim
     rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
     written = rows_in.map_batches(FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema,
                                                                           "s3": s3.model_dump()},
-                                  batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0)
+                                  batch_format="pyarrow", batch_size=None,
+                                  compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
     committer = Committer(uri, schema, s3, {}, every=64)
     for row in written.iter_rows():  # fresh table, nothing to replace: the id list is not needed
         committer.add(row["fragment"], int(row["rows"]), [], int(row["tokens"]))

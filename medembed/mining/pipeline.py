@@ -16,7 +16,7 @@ import ray
 
 from medembed.manifest import RunManifest
 from medembed.mining import columns as M
-from medembed.mining.candidates import build_candidate_table, read_pairs
+from medembed.mining.candidates import build_candidate_table, read_pairs, split_table
 from medembed.mining.config import MineNegativesJobConfig
 from medembed.mining.miner import NegativeMiner
 from medembed.mining.output import push_to_hub, write_triplets
@@ -52,23 +52,20 @@ def summarize(stats: pa.Table, num_negatives: int) -> dict[str, Any]:
     }
 
 
-def _split(table: pa.Table, rows: int) -> list[pa.Table]:
-    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
-
-
 def mine(cfg: MineNegativesJobConfig, pairs: pa.Table, db_uri: str, table: str) -> ray.data.Dataset:
     """The lazy mining stage over ``pairs``: one MINED_SCHEMA row per pair."""
     mc = cfg.mining
     params = {"num_negatives": mc.num_negatives, "min_rank": mc.min_rank, "max_rank": mc.max_rank,
               "relative_margin": mc.relative_margin, "absolute_margin": mc.absolute_margin,
               "exclude_same_note": mc.exclude_same_note}
-    return ray.data.from_arrow(_split(pairs, mc.batch_size)).map_batches(
+    return ray.data.from_arrow(split_table(pairs, mc.batch_size)).map_batches(
         NegativeMiner,
         fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
                                "db_uri": db_uri, "table": table, "params": params, "top_k": mc.retrieve_k,
                                "retrieval": cfg.candidates.retrieval, "nprobes": cfg.candidates.nprobes,
                                "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump()},
-        batch_size=mc.batch_size, batch_format="pyarrow", concurrency=mc.num_actors, num_cpus=mc.num_cpus,
+        batch_size=mc.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=mc.num_actors), num_cpus=mc.num_cpus,
         num_gpus=mc.num_gpus)
 
 

@@ -92,3 +92,18 @@ def test_clean_text_and_formats():
     assert clean_text("a\t\tb\n\n\n\nc\u00a0 d") == "a b\n\nc d"
     assert format_of("x/y.JSONL") == "jsonl" and format_of("a.csv.gz") == "csv" and format_of("a.txt") is None
     assert format_of("a.parquet") == "parquet"
+
+
+def test_compressed_files_are_read_by_extension(tmp_path):
+    import gzip
+
+    from medembed.ingest.pipeline import _iter_items
+    from medembed.ingest.sources import ReadTask
+
+    p = tmp_path / "notes.jsonl.gz"
+    with gzip.open(p, "wt", encoding="utf-8") as f:
+        f.write('{"id": "z1", "text": "zipped note"}\nnot json\n')
+    assert format_of(str(p)) == "jsonl"
+    good, bad = split(list(_iter_items(ReadTask("jsonl", str(p)), InputConfig(), None)))
+    assert [(r["id"], loc) for r, _, loc in good] == [("z1", "line 1")]
+    assert [(b[S.Q_REASON], b[S.Q_LOCATION]) for b in bad] == [(S.R_MALFORMED_JSON, "line 2")]

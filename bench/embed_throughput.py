@@ -57,15 +57,15 @@ sys.path.insert(0, str(ROOT))
 
 def _params(config: Path, overrides: list[str]):
     from medembed.config import EmbedJobConfig, load_config
-    from medembed.models import resolve_model
-    from medembed.pipeline import chunk_params
+    from medembed.embedding.card import resolve_model
+    from medembed.jobs.embed_corpus import chunk_params
 
     cfg = load_config(EmbedJobConfig, config, overrides)
     return chunk_params(cfg, resolve_model(cfg.model, cfg.s3))
 
 
 def _chunk(notes: list[dict], params):
-    from medembed.chunking import chunk_batch
+    from medembed.embedding.chunking import chunk_batch
 
     return chunk_batch({"doc_id": [n["patient_uid"] for n in notes], "title": [n.get("title") or "" for n in notes],
                         "text": [n["patient"] for n in notes], "metadata": ["{}"] * len(notes)}, params)
@@ -107,9 +107,9 @@ def baseline_worker(args: argparse.Namespace) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from medembed.chunking import document_input
     from medembed.config import ModelConfig
-    from medembed.models import resolve_model
+    from medembed.embedding.card import resolve_model
+    from medembed.embedding.chunking import document_input
 
     model = resolve_model(ModelConfig(name="bundled:all-MiniLM-L6-v2"))
     st = SentenceTransformer(model.path, device="cpu")

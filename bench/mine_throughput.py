@@ -33,7 +33,7 @@ def generate_pairs(notes: int, out: str) -> str:
     from medembed.config import InputConfig
     from medembed.ingest import read_documents
     from medembed.synth.config import SynthConfig
-    from medembed.synth.pipeline import generate_pairs_from_docs
+    from medembed.synth.generate import generate_pairs_from_docs
 
     inp = InputConfig(uri=str(NOTES), format="jsonl", id_field="patient_uid", text_fields=["patient"],
                       title_field="title", limit=notes)
@@ -46,10 +46,10 @@ def generate_pairs(notes: int, out: str) -> str:
 def numpy_baseline(cfg, pairs, cand_uri: str, exclude_same_note: bool, top_k: int):
     """Single process: encode queries, exact top-k, select; returns ({pair_id: negative ids}, seconds)."""
     from medembed import schema as S
-    from medembed.embed import build_encoder
+    from medembed.embedding.encoders import build_encoder
+    from medembed.index.tables import open_dataset
     from medembed.mining import columns as M
     from medembed.mining.selection import SelectParams, select_negatives, top_k_exact
-    from medembed.store import open_dataset
 
     t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
     ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)
@@ -77,7 +77,7 @@ def st_baseline(cfg, pairs):
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from medembed.models import load_sentence_transformer, resolve_model
+    from medembed.embedding.card import load_sentence_transformer, resolve_model
 
     model = load_sentence_transformer(resolve_model(cfg.model), cfg.model)
     mc = cfg.mining
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"), help="'' to not append")
     args = ap.parse_args(argv)
-    from medembed.runner import setup_logging
+    from medembed.runtime.runner import setup_logging
 
     setup_logging()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from medembed.config import load_config
-    from medembed.manifest import RunManifest
+    from medembed.index.tables import table_uri
+    from medembed.jobs.mine_negatives import mine_negatives
     from medembed.mining.candidates import read_pairs
     from medembed.mining.config import MineNegativesJobConfig
-    from medembed.mining.pipeline import mine_negatives
-    from medembed.raysetup import init_ray
-    from medembed.store import table_uri
+    from medembed.runtime.manifest import RunManifest
+    from medembed.runtime.ray_setup import init_ray
 
     init_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False

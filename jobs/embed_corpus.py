@@ -1,25 +1,13 @@
-"""Ray job: embed a corpus into a LanceDB table.
+"""Ray job driver for `medembed.jobs.embed_corpus` (see `medembed.jobs` for what it does).
 
-Local:    python jobs/embed_corpus.py --config jobs/configs/embed_local.yaml
+Local:    python jobs/embed_corpus.py [--config NAME_OR_FILE] [--set key=value ...]
 Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/embed_corpus.py --config jobs/configs/embed_cluster.yaml
+              python jobs/embed_corpus.py --config embed_cluster
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from medembed.config import EmbedJobConfig
-from medembed.pipeline import embed_corpus
-from medembed.runner import add_config_args, run_job
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p, "jobs/configs/embed_local.yaml")
-    return run_job("embed_corpus", EmbedJobConfig, p.parse_args(argv), embed_corpus)
-
+from medembed.runtime.runner import main_for
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for("embed_corpus"))

@@ -1,26 +1,13 @@
-"""Ray job: synthetic (query, passage) pairs from clinical notes.
+"""Ray job driver for `medembed.jobs.generate_pairs` (see `medembed.jobs` for what it does).
 
-Local:    python jobs/generate_pairs.py --config jobs/configs/generate_pairs.yaml
+Local:    python jobs/generate_pairs.py [--config NAME_OR_FILE] [--set key=value ...]
 Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/generate_pairs.py --config jobs/configs/generate_pairs_pmc_patients.yaml \
-              --set synth.backend=openai --set synth.openai.base_url=http://vllm:8000/v1
+              python jobs/generate_pairs.py --config generate_pairs_pmc_patients --set synth.backend=openai
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from medembed.runner import add_config_args, run_job
-from medembed.synth.config import GeneratePairsJobConfig
-from medembed.synth.pipeline import generate_pairs
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p, "jobs/configs/generate_pairs.yaml")
-    return run_job("generate_pairs", GeneratePairsJobConfig, p.parse_args(argv), generate_pairs)
-
+from medembed.runtime.runner import main_for
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for("generate_pairs"))

@@ -99,9 +99,14 @@ class StoreConfig(_Model):
     compact: bool = Field(True, description="compact small fragments at the end of a run")
 
 
+LOCAL_NODE_IP = "127.0.0.2"
+
+
 class RayConfig(_Model):
     address: str | None = Field(None, description="cluster address; default: RAY_ADDRESS, else a local instance")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local instance")
+    node_ip_address: str = Field(LOCAL_NODE_IP, pattern=r"^127\.", description="loopback address of a local "
+                                 "instance (not 127.0.0.1, which Ray rewrites to the machine's network address)")
 
 
 class OutputConfig(_Model):
@@ -160,14 +165,35 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``medembed/configs/<name>.yaml``)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | os.PathLike[str]) -> Path:
+    """A config file: an existing path, else a shipped config by name (``embed_pmc_patients``)."""
+    p = Path(os.path.expanduser(str(name_or_path)))
+    if p.is_file():
+        return p
+    shipped = SHIPPED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if p.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {name_or_path} (a YAML path, or a shipped config: "
+                      f"{', '.join(shipped_configs())})")
+
+
 def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> C:
-    """Load ``cls`` from a YAML file (optional) plus dotted overrides; raise ConfigError on any problem."""
+    """Load ``cls`` from a YAML file or shipped config name (optional) plus dotted overrides.
+
+    Raises ConfigError on any problem, naming the file or field.
+    """
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        p = find_config(path)
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
 
 # --- normalized documents (output of ingest) -------------------------------------------
@@ -123,3 +124,8 @@ def content_hash(*parts: str) -> str:
 def doc_signature(chunk_hashes: list[str]) -> str:
     """Signature of a whole chunked document: its chunk hashes in chunk order."""
     return content_hash(*chunk_hashes)
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])

@@ -10,7 +10,8 @@ import csv
 import io
 import json
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from medembed import schema as S
 from medembed.ingest.normalize import quarantine_record

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medembed.config import InputConfig, S3Config
 from medembed.ingest.readers import format_of
-from medembed.storage import filesystem
+from medembed.runtime.storage import filesystem
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Reading pairs and building the candidate table (positives + optional corpus chunks) in LanceDB.
 
-Positives are embedded with the foundation's ``ChunkEmbedder`` (document side) and written with
-its two-phase ``FragmentWriter``/``Committer``; corpus chunks come from a ``medembed embed`` table
+Positives are embedded with the embedding stage's ``ChunkEmbedder`` (document side) and written with
+the one write path (``index.writer.write_dataset``); corpus chunks come from a ``medembed embed`` table
 of the same model and are copied, not re-embedded.
 """
 
@@ -17,14 +17,16 @@ import pyarrow.dataset as pads
 import ray
 
 from medembed import schema as S
-from medembed.config import S3Config
-from medembed.embed import ChunkEmbedder
+from medembed.config import S3Config, StoreConfig
+from medembed.embedding.card import ModelCard
+from medembed.embedding.embedder import ChunkEmbedder
+from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.index.indexes import finalize_table
+from medembed.index.tables import check_model, connect, open_dataset, table_uri
+from medembed.index.writer import write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
-from medembed.models import ResolvedModel
-from medembed.storage import filesystem, join, lance_storage_options
-from medembed.store import (CommitStats, Committer, FragmentWriter, check_model, connect, finalize_table, open_dataset,
-                            table_uri)
+from medembed.runtime.storage import filesystem, join, lance_storage_options
 from medembed.synth import columns as P
 
 log = logging.getLogger(__name__)
@@ -95,23 +97,19 @@ def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
 
 
-def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim: int, pairs: pa.Table) -> CandidateTable:
+def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table) -> CandidateTable:
     """(Re)build the candidate table for this run; returns where it is and what it holds."""
-    from medembed.store import StoreConfig
-
     s3, cc = cfg.s3, cfg.candidates
-    name = cc.store_table or f"mining_candidates__{model.slug}"
+    name = cc.store_table or f"mining_candidates__{card.slug}"
     uri = table_uri(cc.store_uri, name)
-    schema = S.table_schema(dim, model.model_id, model.revision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision)
     if open_dataset(uri, s3) is not None:  # derived data: rebuilt so stale candidates never leak in
         log.info("dropping the previous candidate table %s", uri)
         connect(cc.store_uri, s3).drop_table(name)
 
     positives = positive_rows(pairs)
     pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
-        ChunkEmbedder,
-        fn_constructor_kwargs={"model_cfg": cfg.model.model_dump(), "embed_cfg": cfg.embed.model_dump(),
-                               "s3": s3.model_dump()},
+        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
         batch_size=cfg.embed.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
@@ -121,19 +119,12 @@ def build_candidate_table(cfg: MineNegativesJobConfig, model: ResolvedModel, dim
         corpus = open_dataset(corpus_uri, s3)
         if corpus is None:
             raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
-        check_model(corpus, model.model_id, dim, corpus_uri)
+        check_model(corpus, card.model_id, card.dim, corpus_uri)
         sources.append(ray.data.read_lance(corpus_uri, columns=schema.names,
                                            storage_options=lance_storage_options(corpus_uri, s3) or None))
     rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
-    written = rows_in.map_batches(FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema,
-                                                                          "s3": s3.model_dump()},
-                                  batch_format="pyarrow", batch_size=None,
-                                  compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
-    committer = Committer(uri, schema, s3, {}, every=64)
-    for row in written.iter_rows():  # fresh table, nothing to replace: the id list is not needed
-        committer.add(row["fragment"], int(row["rows"]), [], int(row["tokens"]))
-    committer.flush()
-    st: CommitStats = committer.stats
+    st = write_dataset(rows_in, uri, schema, s3=s3, commit_every=cc.commit_every,
+                       block_mib=cfg.embed.block_mib, progress="candidates written").stats
     store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)
     index = finalize_table(cc.store_uri, name, store_cfg, s3) if st.rows else {"rows": 0, "ann_index": None}
     log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, st.rows, positives.num_rows,

@@ -31,6 +31,7 @@ class CandidatesConfig(_Model):
                             "auto: ann when the candidate table has a vector index")
     ann_min_rows: int = Field(100_000, ge=0, description="build an IVF_PQ index once the candidate table has this many rows")
     nprobes: int = Field(20, gt=0, description="IVF partitions probed per ANN query")
+    commit_every: int = Field(64, gt=0, description="commit written candidate fragments in groups of this many")
     refine_factor: int | None = Field(10, gt=0, description="ANN: re-rank refine_factor*top_k hits with exact scores")
 
 

@@ -14,7 +14,7 @@ import ray
 
 from medembed.config import S3Config
 from medembed.mining import columns as M
-from medembed.storage import filesystem, is_remote
+from medembed.runtime.storage import filesystem, is_remote
 
 log = logging.getLogger(__name__)
 

@@ -87,22 +87,3 @@ def select_negatives(scores: np.ndarray, is_positive: np.ndarray, same_note: np.
         reasons = (C.R_TOO_FEW_CANDIDATES, C.R_SAME_NOTE, C.R_FALSE_NEGATIVE_FILTER)
         sel.reason = next(r for c, r in zip(counts, reasons) if c < need)
     return sel
-
-
-def top_k_exact(query_vectors: np.ndarray, candidate_vectors: np.ndarray, k: int,
-                chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force inner-product top-k: (indices, scores), each [n_queries, min(k, n_candidates)], best first.
-
-    Ties are broken by candidate position, so the result is deterministic.
-    """
-    k = min(k, candidate_vectors.shape[0])
-    n = query_vectors.shape[0]
-    idx = np.empty((n, k), dtype=np.int64)
-    val = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, chunk):
-        sims = query_vectors[start:start + chunk] @ candidate_vectors.T
-        for r, row in enumerate(sims):
-            part = np.argpartition(-row, k - 1)[:k] if k < row.shape[0] else np.arange(row.shape[0])
-            best = part[np.lexsort((part, -row[part]))]
-            idx[start + r], val[start + r] = best, row[best]
-    return idx, val

@@ -8,8 +8,9 @@ kinds exist: ``batch`` backends run inside a Ray Data actor (``generate`` on a l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from medembed.synth.config import SynthConfig

@@ -14,17 +14,15 @@ notes are skipped, so a note's pairs come from exactly one run and are never dup
 from __future__ import annotations
 
 import io
-import json
 import logging
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medembed.config import S3Config
-from medembed.storage import filesystem, join
+from medembed.runtime import artifacts
+from medembed.runtime.storage import filesystem, join
 from medembed.synth import columns as C
 
 log = logging.getLogger("medembed.synth")
@@ -32,11 +30,7 @@ log = logging.getLogger("medembed.synth")
 RUNS = "runs"
 PAIRS_DIR = "pairs"
 LEDGER_DIR = "ledger"
-SUCCESS = "_SUCCESS.json"
-
-
-def new_run_id() -> str:
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
+SUCCESS = artifacts.SUCCESS
 
 
 def run_dir(output_dir: str, run_id: str) -> str:
@@ -94,7 +88,5 @@ def done_note_ids(output_dir: str, gen_key: str, s3: S3Config | None = None) -> 
 
 
 def mark_complete(output_dir: str, run_id: str, summary: dict[str, Any], s3: S3Config | None = None) -> None:
-    fs, path = filesystem(join(run_dir(output_dir, run_id), SUCCESS), s3)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2, sort_keys=True, default=str)
+    """The run folder gets the common completion marker (``medembed.runtime.artifacts``)."""
+    artifacts.mark_complete(run_dir(output_dir, run_id), "pairs", run_id, summary, s3)

@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import threading
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -119,7 +119,7 @@ class OpenAIBackend:
         try:
             if self._session is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(self._session.close(), loop).result(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort at shutdown
+        except Exception:
             pass
         try:
             loop.call_soon_threadsafe(loop.stop)
@@ -179,7 +179,7 @@ class OpenAIBackend:
         return Generation(error=reason, detail=f"{detail} (after {attempts} attempts)", attempts=attempts)
 
     # --- the event loop -----------------------------------------------------------------------
-    def _run(self, coro: Awaitable):  # noqa: ANN202
+    def _run(self, coro: Awaitable):
         loop = self._ensure_loop()
         if threading.current_thread() is self._thread:
             raise RuntimeError("OpenAIBackend.generate/complete called on its own loop; await acomplete instead")
@@ -242,6 +242,6 @@ class OpenAIBackend:
 async def _read_snippet(resp: aiohttp.ClientResponse, n: int = 200) -> str:
     try:
         raw = await resp.content.read(n)
-    except Exception:  # noqa: BLE001 - the body is only a hint for the ledger
+    except Exception:
         return ""
     return " ".join(raw.decode("utf-8", "replace").split())[:n]

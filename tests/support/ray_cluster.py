@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+# Ray rewrites 127.0.0.1 (--node-ip-address) to the machine's network address; other loopback addresses stay
+LOOPBACK = "127.0.0.2"
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
@@ -68,11 +70,11 @@ class RayCluster:
     # --- addresses ------------------------------------------------------------------------
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return f"{LOOPBACK}:{self.gcs_port}"
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -112,14 +114,14 @@ class RayCluster:
         return self
 
     def _start_once(self) -> None:
-        self._start_node(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-                          "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+        self._start_node(["--head", f"--node-ip-address={LOOPBACK}", f"--port={self.gcs_port}",
+                          f"--dashboard-host={LOOPBACK}", f"--dashboard-port={self.dashboard_port}",
                           "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
                           f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
                           *self._node_ports()], "head")
         self.wait_for_nodes(1)
         for i in range(self.num_workers):
-            self._start_node([f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1",
+            self._start_node([f"--address={self.gcs_address}", f"--node-ip-address={LOOPBACK}",
                               f"--num-cpus={self.cpus_per_node}", *self._node_ports()], f"worker{i}")
         self.wait_for_nodes(1 + self.num_workers)
 

@@ -4,8 +4,6 @@ import pytest
 
 from medembed.config import ConfigError, EmbedJobConfig, load_config, parse_override
 
-from tests.conftest import REPO
-
 
 def test_defaults_load_and_overrides_are_typed():
     cfg = load_config(EmbedJobConfig, None, ["embed.num_actors=4", "store.fts=false", "model.name=BAAI/bge-base-en-v1.5"])
@@ -16,12 +14,12 @@ def test_defaults_load_and_overrides_are_typed():
 
 @pytest.mark.parametrize("name", ["embed_local.yaml", "embed_pmc_patients.yaml", "embed_cluster.yaml"])
 def test_shipped_configs_validate(name):
-    cfg = load_config(EmbedJobConfig, REPO / "jobs" / "configs" / name)
+    cfg = load_config(EmbedJobConfig, name)
     assert cfg.input.text_fields
 
 
 def test_cluster_preset_uses_bge_on_gpus():
-    cfg = load_config(EmbedJobConfig, REPO / "jobs" / "configs" / "embed_cluster.yaml")
+    cfg = load_config(EmbedJobConfig, "embed_cluster")
     assert cfg.model.name == "BAAI/bge-base-en-v1.5"
     assert cfg.embed.num_gpus == 1
 

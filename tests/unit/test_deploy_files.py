@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 
 def test_runtime_env_excludes_local_outputs():

@@ -1,0 +1,121 @@
+"""Encoders (protocol + registry) and the embedder stage used by Ray Data actor pools.
+
+The embedder knows models, not tables: it turns chunk rows into rows with a normalized float32
+``vector``, the ``model_id`` and ``embedded_at``. Inside each call rows are sorted by length and
+cut into forward passes of at most ``token_budget`` padded tokens (length bucketing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from medembed.config import EmbedConfig, ModelConfig, S3Config
+from medembed.embedding.card import ModelCard, load_sentence_transformer, resolve_card
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Asymmetric text encoder: queries and documents may get different prompts."""
+
+    model: ModelCard
+    dim: int
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray: ...
+
+
+ENCODERS: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    def deco(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        ENCODERS[name] = factory
+        return factory
+
+    return deco
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024) -> list[np.ndarray]:
+    """Indices grouped into forward passes: sorted by length, padded tokens <= budget per pass."""
+    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]  # longest first: OOM shows up early
+    batches, cur, cur_max = [], [], 0
+    for idx in order:
+        n = max(1, int(lengths[idx]))
+        new_max = max(cur_max, n)
+        if cur and (new_max * (len(cur) + 1) > token_budget or len(cur) >= max_rows):
+            batches.append(np.asarray(cur))
+            cur, new_max = [], n
+        cur.append(idx)
+        cur_max = new_max
+    if cur:
+        batches.append(np.asarray(cur))
+    return batches
+
+
+@register_encoder("sentence-transformers")
+class SentenceTransformerEncoder:
+    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+                 card: ModelCard | None = None):
+        import torch
+
+        self.embed_cfg = embed_cfg or EmbedConfig()
+        threads = self.embed_cfg.torch_threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        self.model = card.on_this_node(model_cfg, s3) if card else resolve_card(model_cfg, s3)
+        self.st = load_sentence_transformer(self.model, model_cfg)
+        get_dim = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        if self.dim != self.model.dim:
+            raise ValueError(f"model {self.model.model_id}: card says dim {self.model.dim}, loaded model gives {self.dim}")
+        self.tokenizer = self.st.tokenizer
+        log.info("encoder %s (%s) dim=%d on %s, %d threads", self.model.model_id, self.model.revision, self.dim,
+                 self.st.device, threads)
+
+    def _encode(self, texts: Sequence[str], prompt: str, lengths: Sequence[int] | None) -> np.ndarray:
+        import torch
+
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if lengths is None:
+            lengths = [len(t) // 4 + 2 for t in texts]  # rough; only the order matters
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for idx in plan_batches(lengths, self.embed_cfg.token_budget):
+                vecs = self.st.encode([texts[i] for i in idx], prompt=prompt or None, batch_size=len(idx),
+                                      normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                out[idx] = vecs.astype(np.float32, copy=False)
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.query, None)
+
+    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.document, lengths)
+
+
+def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+                  card: ModelCard | None = None, backend: str = "sentence-transformers") -> Encoder:
+    if backend not in ENCODERS:
+        raise ValueError(f"unknown encoder backend {backend!r}; known: {sorted(ENCODERS)}")
+    return ENCODERS[backend](model_cfg, embed_cfg, s3, card)
+
+
+def encoder_actor_kwargs(model_cfg: ModelConfig, embed_cfg: EmbedConfig, s3: S3Config, card: ModelCard) -> dict:
+    """Constructor kwargs that rebuild an encoder inside a Ray actor (plain data: picklable)."""
+    return {"model_cfg": model_cfg.model_dump(), "embed_cfg": embed_cfg.model_dump(), "s3": s3.model_dump(),
+            "card": dataclasses.asdict(card)}
+
+
+def encoder_from_kwargs(model_cfg: dict[str, Any], embed_cfg: dict[str, Any], s3: dict[str, Any] | None,
+                        card: dict[str, Any] | None) -> Encoder:
+    return build_encoder(ModelConfig.model_validate(model_cfg), EmbedConfig.model_validate(embed_cfg),
+                         S3Config.model_validate(s3) if s3 else None, ModelCard.from_dict(card) if card else None)

@@ -1,0 +1,36 @@
+"""Index policy: compaction, the full-text index and (past a row threshold) the IVF_PQ vector index."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from medembed import schema as S
+from medembed.config import S3Config, StoreConfig
+from medembed.index.tables import connect
+
+
+def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None) -> dict[str, Any]:
+    """Compact, then build the full-text index and (past the threshold) the ANN index."""
+    db = connect(db_uri, s3)
+    tbl = db.open_table(table)
+    n = tbl.count_rows()
+    info: dict[str, Any] = {"rows": n, "fts_index": False, "ann_index": None}
+    if cfg.compact and n:
+        tbl.optimize()
+    if cfg.fts and n:
+        tbl.create_fts_index(S.TEXT, replace=True)
+        info["fts_index"] = True
+    if n and n >= max(cfg.ann_min_rows, 256):
+        dim = tbl.schema.field(S.VECTOR).type.list_size
+        partitions = max(1, min(int(math.sqrt(n)), n // 256))  # k-means needs ~256 rows per partition
+        sub_vectors = next(d for d in (dim // 16, dim // 8, dim // 4, 1) if d >= 1 and dim % d == 0)
+        tbl.create_index(metric=cfg.ann_metric, vector_column_name=S.VECTOR, index_type="IVF_PQ",
+                         num_partitions=partitions, num_sub_vectors=sub_vectors, replace=True)
+        info["ann_index"] = {"type": "IVF_PQ", "partitions": partitions, "sub_vectors": sub_vectors,
+                             "metric": cfg.ann_metric}
+    return info
+
+
+def has_vector_index(tbl: Any) -> bool:
+    return any(S.VECTOR in i.columns and "FTS" not in str(i.index_type).upper() for i in tbl.list_indices())

@@ -1,0 +1,197 @@
+"""The one retriever: exact, ANN, full-text and hybrid search over a LanceDB table.
+
+Every reader goes through :class:`Retriever`: ``medembed search``, the hard-negative miner and
+evaluation. Query texts are encoded by the ``QueryEncoder`` it is given (the embedding layer's
+encoder, which applies the model card's query prompt), so the query prompt lives in one place.
+
+- ``exact``: brute-force inner product over the table's vectors held in memory (deterministic;
+  vectors are normalized, so inner product = cosine). Ties go to the earlier row.
+- ``ann``: LanceDB vector search (the IVF_PQ index when there is one, with ``nprobes`` and
+  ``refine_factor``; a flat scan otherwise).
+- ``fts``: BM25 over ``text`` (needs the full-text index).
+- ``hybrid``: LanceDB's reciprocal-rank fusion of vector and full-text results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from medembed import schema as S
+from medembed.config import S3Config
+from medembed.index.indexes import has_vector_index
+from medembed.index.tables import connect, table_metadata, table_names
+
+log = logging.getLogger(__name__)
+
+MODES = ("vector", "exact", "ann", "fts", "hybrid")
+
+
+class QueryEncoder(Protocol):
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    doc_id: str
+    score: float
+    title: str
+    text: str
+
+
+def top_k_exact(query_vectors: np.ndarray, candidate_vectors: np.ndarray, k: int,
+                chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product top-k: (indices, scores), each [n_queries, min(k, n_candidates)], best first.
+
+    Ties are broken by candidate position, so the result is deterministic.
+    """
+    k = min(k, candidate_vectors.shape[0])
+    n = query_vectors.shape[0]
+    idx = np.empty((n, k), dtype=np.int64)
+    val = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        sims = query_vectors[start:start + chunk] @ candidate_vectors.T
+        for r, row in enumerate(sims):
+            part = np.argpartition(-row, k - 1)[:k] if k < row.shape[0] else np.arange(row.shape[0])
+            best = part[np.lexsort((part, -row[part]))]
+            idx[start + r], val[start + r] = best, row[best]
+    return idx, val
+
+
+def _quote_ids(ids: Sequence[str]) -> str:
+    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+
+
+class Retriever:
+    """Search one table. Row arrays (ids, doc ids, texts; vectors for exact search) load lazily, once."""
+
+    def __init__(self, tbl: Any, encoder: QueryEncoder | None = None, *, nprobes: int = 20,
+                 refine_factor: int | None = 10, metric: str = "cosine"):
+        self.tbl = tbl
+        self.encoder = encoder
+        self.nprobes, self.refine_factor, self.metric = nprobes, refine_factor, metric
+        self.has_ann_index = has_vector_index(tbl)
+        self._rows: dict[str, np.ndarray] | None = None
+        self._vectors: np.ndarray | None = None
+        self._row_of: dict[str, int] | None = None
+
+    @classmethod
+    def open(cls, db_uri: str, table: str | None = None, encoder: QueryEncoder | None = None,
+             s3: S3Config | None = None, **kwargs: Any) -> Retriever:
+        """Open ``table`` in ``db_uri`` (the only table there when None), with a clear error when absent."""
+        db = connect(db_uri, s3)
+        names = table_names(db)
+        if table is None:
+            if len(names) != 1:
+                raise LookupError(f"{db_uri} holds {len(names)} tables {names}; name one")
+            table = names[0]
+        if table not in names:
+            raise LookupError(f"no table {table!r} in {db_uri}; tables: {names}")
+        return cls(db.open_table(table), encoder, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.tbl.name
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return table_metadata(self.tbl.to_lance())
+
+    # --- rows held in memory -------------------------------------------------------------------
+    def rows(self) -> dict[str, np.ndarray]:
+        """chunk_id, doc_id, title, text of every row, in table order (loaded once)."""
+        if self._rows is None:
+            t = self.tbl.to_lance().to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.TITLE, S.TEXT])
+            self._rows = {c: np.asarray(t[c].to_pylist(), dtype=object) for c in t.column_names}
+            self._row_of = {cid: i for i, cid in enumerate(self._rows[S.CHUNK_ID])}
+        return self._rows
+
+    def row_of(self, chunk_id: str) -> int:
+        self.rows()
+        return self._row_of[chunk_id]
+
+    def vectors(self) -> np.ndarray:
+        """All vectors [rows, dim] float32, aligned with ``rows()`` (for exact search)."""
+        if self._vectors is None:
+            self.rows()
+            t = self.tbl.to_lance().to_table(columns=[S.CHUNK_ID, S.VECTOR])
+            if t[S.CHUNK_ID].to_pylist() != list(self._rows[S.CHUNK_ID]):
+                raise RuntimeError(f"table {self.name} changed while it was being read; retry")
+            flat = t[S.VECTOR].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            self._vectors = np.asarray(flat, dtype=np.float32).reshape(len(t), -1)
+        return self._vectors
+
+    def vectors_of(self, chunk_ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of the given chunks, in that order."""
+        if self._vectors is not None:
+            return self._vectors[[self.row_of(c) for c in chunk_ids]]
+        uniq = sorted(set(chunk_ids))
+        got = self.tbl.to_lance().to_table(columns=[S.CHUNK_ID, S.VECTOR],
+                                           filter=f"{S.CHUNK_ID} IN ({_quote_ids(uniq)})")
+        vec = dict(zip(got[S.CHUNK_ID].to_pylist(), got[S.VECTOR].to_pylist()))
+        missing = [c for c in uniq if c not in vec]
+        if missing:
+            raise KeyError(f"table {self.name} has no rows {missing[:5]}")
+        return np.asarray([vec[c] for c in chunk_ids], dtype=np.float32)
+
+    # --- search ----------------------------------------------------------------------------------
+    def encode(self, queries: Sequence[str]) -> np.ndarray:
+        if self.encoder is None:
+            raise ValueError("vector search of texts needs a query encoder (the table's model)")
+        return self.encoder.encode_queries(list(queries))
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int,
+                       mode: str = "vector") -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Top-k per query vector as (row positions into ``rows()``, cosine scores), best first.
+
+        ``vector`` picks ANN when the table has a vector index, exact search otherwise.
+        """
+        if mode == "vector":
+            mode = "ann" if self.has_ann_index else "exact"
+        if mode == "exact":
+            idx, val = top_k_exact(np.asarray(query_vectors, dtype=np.float32), self.vectors(), k)
+            return list(idx), list(val)
+        if mode != "ann":
+            raise ValueError(f"search_vectors takes mode vector, exact or ann, not {mode!r}")
+        self.rows()
+        idxs, vals = [], []
+        for q in query_vectors:
+            query = self.tbl.search(q, vector_column_name=S.VECTOR).metric(self.metric)
+            if self.has_ann_index:
+                query = query.nprobes(self.nprobes)
+                if self.refine_factor:
+                    query = query.refine_factor(self.refine_factor)
+            hits = query.select([S.CHUNK_ID]).limit(k).to_arrow()
+            idxs.append(np.asarray([self._row_of[c] for c in hits[S.CHUNK_ID].to_pylist()], dtype=np.int64))
+            vals.append((1.0 - hits["_distance"].to_numpy()).astype(np.float32))
+        return idxs, vals
+
+    def search(self, queries: str | Sequence[str], k: int = 10, mode: str = "vector") -> list[list[Hit]]:
+        """Top-k hits per query text. Scores: cosine (vector/exact/ann), BM25 (fts), RRF (hybrid)."""
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r} ({', '.join(MODES)})")
+        if mode in ("vector", "exact", "ann"):
+            idxs, vals = self.search_vectors(self.encode(texts), k, mode)
+            rows = self.rows()
+            return [[Hit(rows[S.CHUNK_ID][i], rows[S.DOC_ID][i], float(s), rows[S.TITLE][i] or "",
+                         rows[S.TEXT][i] or "") for i, s in zip(ix, vs)] for ix, vs in zip(idxs, vals)]
+        return [self._lance_text_search(t, k, mode) for t in texts]
+
+    def _lance_text_search(self, text: str, k: int, mode: str) -> list[Hit]:
+        cols = [S.CHUNK_ID, S.DOC_ID, S.TITLE, S.TEXT]
+        if mode == "fts":
+            df = self.tbl.search(text, query_type="fts").select(cols).limit(k).to_pandas()
+            scores = df["_score"].to_numpy()
+        else:
+            qv = self.encode([text])[0]
+            df = (self.tbl.search(query_type="hybrid", vector_column_name=S.VECTOR).vector(qv).text(text)
+                  .select(cols).limit(k).to_pandas())
+            scores = df["_relevance_score"].to_numpy()
+        return [Hit(r[S.CHUNK_ID], r[S.DOC_ID], float(s), r[S.TITLE] or "", r[S.TEXT] or "")
+                for r, s in zip(df.to_dict("records"), scores)]

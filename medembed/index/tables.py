@@ -1,0 +1,63 @@
+"""LanceDB tables: where they are, opening them, their metadata and the model they belong to.
+
+The index layer knows tables, not models: model identity arrives as schema metadata. Writing is
+``index.writer``, change detection ``index.changes``, indexes ``index.indexes``, search ``index.search``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from medembed import schema as S
+from medembed.config import S3Config
+from medembed.runtime.storage import join, lance_storage_options
+
+log = logging.getLogger(__name__)
+
+
+class TableModelMismatch(RuntimeError):
+    """The table holds vectors of another model or dimension."""
+
+
+def table_uri(db_uri: str, table: str) -> str:
+    return join(db_uri, f"{table}.lance")
+
+
+def connect(db_uri: str, s3: S3Config | None = None):
+    import lancedb
+
+    return lancedb.connect(db_uri, storage_options=lance_storage_options(db_uri, s3) or None)
+
+
+def open_dataset(uri: str, s3: S3Config | None = None):
+    """The Lance dataset at ``uri``, or None if there is none yet."""
+    import lance
+
+    try:
+        return lance.dataset(uri, storage_options=lance_storage_options(uri, s3) or None)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        if "not found" in str(e).lower() or "does not exist" in str(e).lower() or isinstance(e, FileNotFoundError):
+            return None
+        raise
+
+
+def table_names(db: Any) -> list[str]:
+    listed = db.list_tables()
+    return list(listed.tables) if hasattr(listed, "tables") else list(listed)
+
+
+def table_metadata(ds: Any) -> dict[str, str]:
+    md = ds.schema.metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items()}
+
+
+def check_model(ds: Any, model_id: str, dim: int, uri: str) -> None:
+    md = table_metadata(ds)
+    have_model, have_dim = md.get(S.META_MODEL_ID), md.get(S.META_DIM)
+    if have_model != model_id or have_dim != str(dim):
+        raise TableModelMismatch(
+            f"table {uri} holds vectors of model {have_model!r} (dim {have_dim}), not {model_id!r} (dim {dim}); "
+            "write to another table (store.table=...) or re-embed it into a new table")
+
+

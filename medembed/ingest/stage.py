@@ -1,0 +1,166 @@
+"""The ingestion stage on Ray Data.
+
+read tasks (files / dataset slices) -> reader tasks (parse + normalize, quarantine side-files)
+-> a streaming Dataset of documents with the columns in ``schema.DOC_SCHEMA``.
+
+Duplicate ids across files are caught by a small registry actor; claims are idempotent per
+(id, location), so a retried task does not quarantine its own rows.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from medembed import schema as S
+from medembed.config import InputConfig, S3Config
+from medembed.ingest.normalize import normalize_records, quarantine_record
+from medembed.ingest.readers import READERS, read_hf_slice
+from medembed.ingest.sources import ReadTask, load_hf_dataset, resolve_tasks
+from medembed.runtime.storage import filesystem, join
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0)
+class IdRegistry:
+    """First-wins registry of document ids seen in this run."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}
+
+    def claim(self, ids: list[str], sources: list[str]) -> list[str | None]:
+        """For each id: None if this (id, source) owns it, else the source that read it first."""
+        out: list[str | None] = []
+        for i, src in zip(ids, sources):
+            first = self._first.setdefault(i, src)
+            out.append(None if first == src else first)
+        return out
+
+    def count(self) -> int:
+        return len(self._first)
+
+
+def _registry_name(quarantine_dir: str) -> str:
+    return "medembed-ids-" + hashlib.sha1(quarantine_dir.encode()).hexdigest()[:12]
+
+
+def write_quarantine(quarantine_dir: str, name: str, records: list[dict[str, str]], s3: S3Config | None) -> None:
+    """Write (overwrite) one deterministic quarantine part file; a retried task rewrites the same file."""
+    if not records:
+        return
+    fs, path = filesystem(join(quarantine_dir, name), s3)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _iter_items(task: ReadTask, cfg: InputConfig, s3: S3Config | None) -> Iterator[Any]:
+    if task.kind == "hf":
+        ds = load_hf_dataset(task.uri, cfg.hf_split)
+        yield from read_hf_slice(ds, f"hf:{task.uri}/{cfg.hf_split}", task.start, task.stop)
+        return
+    fs, path = filesystem(task.uri, s3)
+    with fs.open(path, "rb", compression="infer") as stream:
+        yield from READERS[task.kind](stream, task.uri, cfg.limit)
+
+
+def _docs_table(docs: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(docs, schema=S.DOC_SCHEMA)
+
+
+def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, Any] | None,
+                      quarantine_dir: str, registry: Any) -> Iterator[pa.Table]:
+    """Ray Data UDF: read the tasks in ``batch``, yield blocks of documents."""
+    icfg = InputConfig.model_validate(cfg)
+    s3cfg = S3Config.model_validate(s3) if s3 else None
+    for kind, uri, start, stop in zip(batch["kind"], batch["uri"], batch["start"], batch["stop"]):
+        task = ReadTask(str(kind), str(uri), int(start), int(stop))
+        bad: list[dict[str, str]] = []
+        buf: list[Any] = []
+
+        def flush() -> Iterator[pa.Table]:
+            norm = normalize_records(buf, icfg)
+            buf.clear()
+            bad.extend(norm.quarantine)
+            if not norm.docs:
+                return
+            owners = ray.get(registry.claim.remote([d[S.DOC_ID] for d in norm.docs],
+                                                   [d[S.SOURCE] for d in norm.docs]))
+            keep = []
+            for doc, first in zip(norm.docs, owners):
+                if first is None:
+                    keep.append(doc)
+                else:
+                    src, _, loc = doc[S.SOURCE].rpartition(":")
+                    bad.append(quarantine_record(src, loc, S.R_DUPLICATE_ID,
+                                                 f"{doc[S.SOURCE]}: id {doc[S.DOC_ID]!r} was already read at {first}",
+                                                 {S.DOC_ID: doc[S.DOC_ID], S.TEXT: doc[S.TEXT][:200]}))
+            if keep:
+                yield _docs_table(keep)
+
+        try:
+            for item in _iter_items(task, icfg, s3cfg):
+                if isinstance(item, dict):  # a quarantine record from the reader
+                    bad.append(item)
+                    continue
+                buf.append(item)
+                if len(buf) >= icfg.rows_per_block:
+                    yield from flush()
+            yield from flush()
+        except Exception as e:  # an unreadable source as a whole (permissions, corrupt parquet, ...)
+            log.error("cannot read %s: %s", task.uri, e)
+            bad.append(quarantine_record(task.uri, "-", S.R_UNREADABLE_FILE, f"{task.uri}: {type(e).__name__}: {e}", ""))
+        write_quarantine(quarantine_dir, "read-" + hashlib.sha1(task.key.encode()).hexdigest()[:16] + ".jsonl",
+                         bad, s3cfg)
+
+
+def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ray.data.Dataset:
+    """A lazy, streaming Dataset of normalized documents; bad rows go to ``quarantine_dir``."""
+    tasks, skipped = resolve_tasks(cfg, s3)
+    write_quarantine(quarantine_dir, "skipped-files.jsonl", [
+        quarantine_record(f, "-", S.R_UNREADABLE_FILE, f"{f}: unknown file type (set input.format)", "")
+        for f in skipped], s3)
+    log.info("ingest: %d read tasks from %s", len(tasks), cfg.uri or "the bundled sample corpus")
+    registry = IdRegistry.options(name=_registry_name(quarantine_dir), get_if_exists=True).remote()
+    items = [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ds.map_batches(
+        read_task_batches,
+        batch_size=1,
+        fn_kwargs={"cfg": cfg.model_dump(), "s3": s3.model_dump() if s3 else None,
+                   "quarantine_dir": quarantine_dir, "registry": registry},
+        batch_format="numpy",
+    )
+
+
+def documents_accepted(quarantine_dir: str) -> int:
+    """Number of distinct documents accepted so far by this run's registry."""
+    try:
+        return ray.get(ray.get_actor(_registry_name(quarantine_dir)).count.remote())
+    except ValueError:
+        return 0
+
+
+def read_quarantine_counts(quarantine_dir: str, s3: S3Config | None = None) -> dict[str, int]:
+    """Quarantined records by reason, read back from the quarantine part files."""
+    fs, path = filesystem(quarantine_dir, s3)
+    if not fs.exists(path):
+        return {}
+    counts: collections.Counter[str] = collections.Counter()
+    for f in fs.find(path):
+        if not f.endswith(".jsonl"):
+            continue
+        with fs.open(f, "r", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    counts[json.loads(line)[S.Q_REASON]] += 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,81 @@
+"""The job registry: one entry per job, naming its config class, its body and its shipped config.
+
+A job body is ``body(cfg, manifest) -> counts``: the wiring of library stages for one run. The CLI
+(``medembed <job>``) and the thin drivers in ``jobs/*.py`` (for ``ray job submit``) are both built
+from this registry, so a job is added in one place. Bodies and configs are imported lazily, so
+``medembed --help`` starts without Ray or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    command: str  # CLI subcommand
+    name: str  # manifest job name, run id prefix, driver file name (jobs/<name>.py)
+    config: str  # "module:Class" of the pydantic job config
+    body: str  # "module:function" of the job body
+    default_config: str  # shipped config (medembed/configs/<name>.yaml)
+    help: str
+    description: str
+
+    def config_class(self) -> type:
+        return _load(self.config)
+
+    def body_function(self) -> Callable[..., dict[str, Any]]:
+        return _load(self.body)
+
+
+def _load(ref: str) -> Any:
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+JOBS: dict[str, Job] = {}
+
+
+def register(job: Job) -> Job:
+    if job.command in JOBS:
+        raise ValueError(f"job {job.command!r} registered twice")
+    JOBS[job.command] = job
+    return job
+
+
+def by_name(name: str) -> Job:
+    """A job by CLI command (``embed``) or job name (``embed_corpus``)."""
+    for job in JOBS.values():
+        if name in (job.command, job.name):
+            return job
+    raise KeyError(f"unknown job {name!r}; jobs: {sorted(JOBS)}")
+
+
+register(Job(
+    "embed", "embed_corpus", "medembed.config:EmbedJobConfig", "medembed.jobs.embed_corpus:embed_corpus",
+    "embed_local", "embed a corpus into a LanceDB table",
+    "Read a corpus (JSONL/CSV/Parquet, local, s3:// or a HF dataset), chunk it with the model's tokenizer, embed "
+    "every chunk on a Ray actor pool and write a LanceDB table with full-text (and, past store.ann_min_rows, ANN) "
+    "indexes. Re-runs only embed new or changed documents. Bad rows go to <run_dir>/<run id>/quarantine/."))
+register(Job(
+    "generate-pairs", "generate_pairs", "medembed.synth.config:GeneratePairsJobConfig",
+    "medembed.jobs.generate_pairs:generate_pairs", "generate_pairs",
+    "synthetic (query, passage) pairs from clinical notes",
+    "Shard notes across Ray actors and ask a generator for diverse queries (keyword, question, "
+    "treatment/procedure/follow-up), each with the passage of the note that answers it. Backends: extractive "
+    "(offline, no LLM; default), openai (any OpenAI-compatible endpoint; API key from the env variable named by "
+    "synth.openai.api_key_env), vllm (ray.data.llm on GPUs). Outputs are validated (JSON, schema, relevance, "
+    "grounding in the note, duplicates); every note ends with pairs or a recorded failure reason. Re-runs skip notes "
+    "already done for the same generator, model and prompt version. Pairs: <synth.output_dir>/runs/<run id>/pairs/."))
+register(Job(
+    "mine-negatives", "mine_negatives", "medembed.mining.config:MineNegativesJobConfig",
+    "medembed.jobs.mine_negatives:mine_negatives", "mine_negatives",
+    "hard negatives for pairs -> (query, positive, negatives) triplets",
+    "Embed the pairs' positive passages (plus, optionally, the chunks of a `medembed embed` table) into a LanceDB "
+    "candidate table, retrieve top-k candidates per query on a Ray actor pool and keep negatives from the rank window "
+    "[mining.min_rank, mining.max_rank), skipping the positive, passages of the query's note and candidates within "
+    "the margin of the positive score. Writes Parquet triplets (output.format nested|flat) under "
+    "output.dir/<run id>/triplets/."))

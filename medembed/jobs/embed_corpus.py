@@ -1,0 +1,154 @@
+"""Job body of ``medembed embed``: read -> normalize -> chunk -> skip unchanged -> embed -> write, streaming.
+
+Stages are wired here and only here; each keeps its resources (batch size, actors, GPUs) apart
+from its logic, so the same functions run on a laptop and on a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from medembed import schema as S
+from medembed.config import EmbedJobConfig
+from medembed.embedding.card import ModelCard, resolve_card
+from medembed.embedding.chunking import ChunkParams, chunk_batch, load_tokenizer
+from medembed.embedding.embedder import ChunkEmbedder
+from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.index.changes import existing_signatures, filter_unchanged_docs
+from medembed.index.indexes import finalize_table
+from medembed.index.tables import check_model, open_dataset, table_uri
+from medembed.index.writer import write_dataset
+from medembed.ingest import documents_accepted, read_documents, read_quarantine_counts
+from medembed.runtime import artifacts
+from medembed.runtime.counters import Counters
+from medembed.runtime.manifest import RunManifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    db_uri: str
+    name: str
+    uri: str
+
+
+def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
+    name = cfg.store.table or f"{cfg.store.corpus_name}__{model.slug}"
+    return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
+
+
+def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
+    seq = model.max_seq_length
+    max_tokens = min(cfg.chunking.max_tokens or seq, seq)
+    prompt_tokens = 0
+    if model.prompts.document:
+        prompt_tokens = len(load_tokenizer(model.path)(model.prompts.document, add_special_tokens=False)["input_ids"])
+    return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens)
+
+
+def check_resources(cfg: EmbedJobConfig) -> None:
+    """Refuse a plan the cluster cannot run (it would wait forever), naming the fields to change."""
+    have = ray.cluster_resources()
+    need_cpu = cfg.embed.num_actors * cfg.embed.num_cpus
+    if cfg.embed.num_gpus or cfg.embed.num_cpus != cfg.chunking.num_cpus:
+        need_cpu += cfg.chunking.num_cpus  # read+chunk run as separate tasks, not fused into the embedder
+    need_gpu = cfg.embed.num_actors * cfg.embed.num_gpus
+    problems = []
+    if have.get("CPU", 0) < need_cpu:
+        problems.append(f"{need_cpu:g} CPUs (embed.num_actors x embed.num_cpus + chunking.num_cpus) but the cluster "
+                        f"has {have.get('CPU', 0):g}")
+    if have.get("GPU", 0) < need_gpu:
+        problems.append(f"{need_gpu:g} GPUs (embed.num_actors x embed.num_gpus) but the cluster has "
+                        f"{have.get('GPU', 0):g}")
+    if problems:
+        msg = "the embedding plan needs " + "; and ".join(problems)
+        if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+            log.warning("%s (waiting for the autoscaler, if any)", msg)
+        else:
+            raise RuntimeError(msg)
+
+
+def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
+    """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
+    return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
+
+
+def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCard) -> ray.data.Dataset:
+    """The embedder actor pool over chunk rows (``num_gpus`` per actor on clusters)."""
+    return chunks.map_batches(
+        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
+        batch_size=cfg.embed.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
+        num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+
+
+def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
+    """Run the pipeline; returns the counts also recorded in ``manifest``."""
+    s3 = cfg.s3
+    card = resolve_card(cfg.model, s3)
+    target = target_table(cfg, card)
+    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    manifest.set("model", card.to_dict())
+    manifest.set("table", {"db_uri": target.db_uri, "name": target.name, "uri": target.uri})
+    quarantine_dir = manifest.path("quarantine")
+    manifest.set("quarantine_dir", quarantine_dir)
+
+    existing = open_dataset(target.uri, s3)
+    if existing is not None:
+        check_model(existing, card.model_id, card.dim, target.uri)
+    known = existing_signatures(existing)
+    rows_before = existing.count_rows() if existing is not None else 0
+    params = chunk_params(cfg, card)
+    log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
+             card.model_id, card.dim, params.max_tokens, rows_before)
+
+    check_resources(cfg)
+    docs = read_documents(cfg.input, quarantine_dir, s3)
+    counters = Counters.remote()
+    chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                              num_cpus=cfg.chunking.num_cpus,
+                              fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
+    with manifest.timed("embed_pipeline"):
+        written = write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, s3=s3, known=known,
+                                commit_every=cfg.store.commit_every, block_mib=cfg.embed.block_mib,
+                                progress="chunks written")
+    st = written.stats
+    with manifest.timed("indexes"):
+        if st.rows:
+            index_info = finalize_table(target.db_uri, target.name, cfg.store, s3)
+        else:  # nothing new: the table (and its indexes) are as the last run left them
+            index_info = {"rows": rows_before, "unchanged": True}
+    if st.rows or artifacts.read_marker(target.uri, s3) is None:
+        artifacts.mark_complete(target.uri, "table", manifest.run_id,
+                                {"version": st.versions[-1] if st.versions else existing.version,
+                                 "rows": index_info.get("rows", 0), "model_id": card.model_id}, s3)
+    quarantine = read_quarantine_counts(quarantine_dir, s3)
+    counts = {
+        "documents_accepted": documents_accepted(quarantine_dir),
+        "quarantined": sum(quarantine.values()),
+        "quarantine_by_reason": quarantine,
+        "chunks_written": st.rows,
+        "documents_replaced": st.documents_replaced,
+        "rows_before": rows_before,
+        "rows_after": index_info.get("rows", 0),
+        "tokens_embedded": st.tokens,
+        "fragments": st.fragments,
+        "commits": st.commits,
+    }
+    stage_counts = ray.get(counters.get.remote())
+    counts["chunks_total"] = stage_counts.get("chunks_total", 0)
+    counts["chunks_unchanged_skipped"] = stage_counts.get("chunks_unchanged", 0)
+    counts["documents_unchanged_skipped"] = stage_counts.get("documents_unchanged", 0)
+    for k, v in counts.items():
+        manifest.count(k, v)
+    manifest.set("indexes", index_info)
+    manifest.set("throughput", written.throughput())
+    manifest.set("output", {"artifact": target.uri})
+    return counts

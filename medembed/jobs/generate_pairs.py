@@ -1,0 +1,27 @@
+"""Job body of ``medembed generate-pairs``: read the corpus, generate pairs, fill the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medembed.ingest import read_documents, read_quarantine_counts
+from medembed.runtime.manifest import RunManifest
+from medembed.synth.config import GeneratePairsJobConfig
+from medembed.synth.generate import generate_pairs_from_docs
+
+
+def generate_pairs(cfg: GeneratePairsJobConfig, manifest: RunManifest) -> dict[str, Any]:
+    qdir = manifest.path("quarantine")
+    manifest.set("quarantine_dir", qdir)
+    docs = read_documents(cfg.input, qdir, cfg.s3)
+    with manifest.timed("generate_pairs"):
+        summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3, run_id=manifest.run_id)
+    manifest.set("synth", summary)
+    for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out", "requests",
+              "failures_by_reason", "dropped_by_rule"):
+        manifest.count(k, summary[k])
+    quarantine = read_quarantine_counts(qdir, cfg.s3)
+    manifest.count("quarantined", sum(quarantine.values()))
+    manifest.count("quarantine_by_reason", quarantine)
+    manifest.set("output", {"artifact": summary["output_dir"]})
+    return {k: summary[k] for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out")}

@@ -1,0 +1,63 @@
+"""Connecting to Ray: an existing cluster (``ray job submit``, RAY_ADDRESS) or a local instance on loopback.
+
+A local instance binds ``ray.node_ip_address`` (127.0.0.2 by default): Ray rewrites 127.0.0.1 to the
+machine's network address, other loopback addresses stay, so nothing of a local run leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import ray
+
+from medembed.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+# Non-secret variables worth forwarding to workers of a local instance started here.
+_FORWARD_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_DATASETS_OFFLINE",
+                "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "TOKENIZERS_PARALLELISM")
+
+
+def _job_env_var_keys() -> set[str]:
+    """Env var keys the runtime_env of a submitted job (``ray job submit``) already sets.
+
+    Ray refuses to merge a driver's ``ray.init(runtime_env=...)`` with the job's runtime env when
+    both set the same variable, so those keys are left to the job (the submitter's choice wins).
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return set()
+    try:
+        return set((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return set()
+
+
+def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
+    """Connect to (or start) Ray once; return a short description for the run manifest."""
+    cfg = cfg or RayConfig()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        job_keys = _job_env_var_keys()
+        env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ and k not in job_keys}
+        kwargs: dict[str, object] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+        if address:
+            log.info("connecting to Ray at %s", address)
+            ray.init(address=address, **kwargs)
+        else:
+            log.info("starting a local Ray instance on %s", cfg.node_ip_address)
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address=cfg.node_ip_address, **kwargs)
+    ctx = ray.get_runtime_context()
+    res = ray.cluster_resources()
+    return {
+        "address": cfg.address or os.environ.get("RAY_ADDRESS") or "local",
+        "job_id": ctx.get_job_id(),
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+        "node_ips": sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}),
+        "cpus": res.get("CPU", 0),
+        "gpus": res.get("GPU", 0),
+    }

@@ -1,0 +1,118 @@
+"""Hard-negative mining on a local Ray instance: job driver, Parquet output, equality with a local computation."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from medembed.mining import columns as M
+from medembed.mining.output import flat_rows
+from medembed.mining.selection import SelectParams, select_negatives
+from medembed.synth import columns as P
+from tests.support.builders import sample_pairs_table
+
+pytestmark = pytest.mark.integration
+
+N_NOTES = 30
+WINDOW = {"min_rank": 2, "max_rank": 20, "num_negatives": 4, "top_k": 30, "relative_margin": 0.05}
+
+
+@pytest.fixture(scope="module")
+def mined_run(tmp_path_factory, ray_local):
+    from medembed.runtime.runner import main_for
+
+    tmp = tmp_path_factory.mktemp("mining")
+    pairs = sample_pairs_table(N_NOTES)
+    pq.write_table(pairs, tmp / "pairs.parquet")
+    sets = [f"pairs.path={tmp / 'pairs.parquet'}", f"candidates.store_uri={tmp / 'lancedb'}",
+            f"output.dir={tmp / 'triplets'}", f"output.run_dir={tmp / 'runs'}", "output.run_name=it",
+            "mining.batch_size=32", "mining.num_actors=1", "mining.num_cpus=1", "embed.num_cpus=1",
+            "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()]]
+    argv = ["--config", "mine_negatives"] + [a for s in sets for a in ("--set", s)]
+    assert main_for("mine_negatives", argv) == 0
+    manifest = json.loads((tmp / "runs" / "it" / "manifest.json").read_text())
+    files = sorted(glob.glob(str(tmp / "triplets" / "it" / "triplets" / "*.parquet")))
+    return pairs, manifest, files
+
+
+def test_manifest_accounts_for_every_query(mined_run):
+    pairs, manifest, _ = mined_run
+    c = manifest["counts"]
+    assert manifest["status"] == "succeeded"
+    assert c["queries_in"] == pairs.num_rows
+    assert c["queries_complete"] + c["queries_short"] == pairs.num_rows
+    assert c["queries_short"] == sum(c["queries_short_by_reason"].values())
+    assert c["candidates"] == len(set(pairs[P.PASSAGE].to_pylist()))
+    fnf = c["false_negative_filter"]
+    assert fnf["removed"] == fnf["removed_absolute_margin"] + fnf["removed_relative_margin"]
+    assert fnf["removed_share"] == round(fnf["removed"] / fnf["considered"], 4)
+    assert manifest["throughput"]["queries_per_s"] > 0
+
+
+def test_triplets_load_with_datasets_and_respect_the_rules(mined_run):
+    import datasets
+
+    pairs, manifest, files = mined_run
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert ds.column_names[:3] == [M.QUERY, M.POSITIVE, M.NEGATIVES]
+    assert len(ds) == pairs.num_rows == manifest["counts"]["rows_out"]
+    assert sum(len(r) for r in ds[M.NEGATIVES]) == manifest["counts"]["negatives_out"]
+    for row in ds:
+        assert row[M.N_NEGATIVES] == len(row[M.NEGATIVES]) <= WINDOW["num_negatives"]
+        assert (row[M.SHORTFALL_REASON] is None) == (row[M.N_NEGATIVES] == WINDOW["num_negatives"])
+        assert row[M.POSITIVE] not in row[M.NEGATIVES]
+        assert row[M.POSITIVE_ID] not in row[M.NEGATIVE_IDS]
+        assert row[M.QUERY_NOTE_ID] not in row[M.NEGATIVE_NOTE_IDS]
+        pos = row[M.POSITIVE_SCORE]
+        threshold = pos - abs(pos) * WINDOW["relative_margin"]
+        assert all(s <= threshold + 1e-6 for s in row[M.NEGATIVE_SCORES])
+        assert row[M.NEGATIVE_SCORES] == sorted(row[M.NEGATIVE_SCORES], reverse=True)
+
+
+def test_ray_result_equals_a_local_numpy_computation(mined_run):
+    from medembed.config import ModelConfig
+    from medembed.embedding.encoders import build_encoder
+
+    pairs, manifest, files = mined_run
+    got = {r[M.QUERY_ID]: r for r in pq.read_table(files).to_pylist()}
+    enc = build_encoder(ModelConfig())
+    passages = sorted(set(pairs[P.PASSAGE].to_pylist()))
+    first_note = {}
+    for n, p in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
+        first_note.setdefault(p, n)
+    notes = np.asarray([first_note[p] for p in passages], dtype=object)
+    scores = enc.encode_queries(pairs[P.QUERY].to_pylist()) @ enc.encode_documents(passages).T
+    params = SelectParams(**{k: v for k, v in WINDOW.items() if k != "top_k"})
+    complete = 0
+    for i, row in enumerate(pairs.to_pylist()):
+        order = np.argsort(-scores[i], kind="stable")[:WINDOW["top_k"]]
+        pos = passages.index(row[P.PASSAGE])
+        sel = select_negatives(scores[i][order], order == pos, notes[order] == row[P.NOTE_ID], scores[i][pos], params)
+        out = got[row[P.PAIR_ID]]
+        assert [passages[order[j]] for j in sel.indices] == out[M.NEGATIVES]
+        assert np.allclose(sel.scores, out[M.NEGATIVE_SCORES], atol=1e-4)
+        assert sel.reason == out[M.SHORTFALL_REASON]
+        complete += sel.reason is None
+    assert manifest["counts"]["queries_complete"] == complete
+
+
+def test_flat_rows_explode_one_row_per_negative(mined_run):
+    import datasets
+
+    _, manifest, files = mined_run
+    nested = pq.read_table(files)
+    flat = flat_rows(nested)
+    assert flat.num_rows == manifest["counts"]["negatives_out"]
+    assert flat.column_names[:3] == [M.QUERY, M.POSITIVE, M.NEGATIVE]
+    first = nested.to_pylist()[0]
+    rows = [r for r in flat.to_pylist() if r[M.QUERY_ID] == first[M.QUERY_ID]]
+    assert [r[M.NEGATIVE] for r in rows] == first[M.NEGATIVES]
+    assert [r[M.NEGATIVE_RANK] for r in rows] == list(range(first[M.N_NEGATIVES]))
+    path = Path(files[0]).parent.parent / "flat.parquet"
+    pq.write_table(flat, path)
+    assert len(datasets.load_dataset("parquet", data_files=str(path), split="train")) == flat.num_rows

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from medembed import schema as S
+from medembed.config import StoreConfig
+from medembed.index.changes import existing_signatures, filter_unchanged_docs
+from medembed.index.indexes import finalize_table
+from medembed.index.tables import connect, open_dataset, table_uri
+from medembed.index.writer import Committer, FragmentWriter
+
+
+def rows(n, dim=16, prefix="d", seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    from datetime import datetime, timezone
+
+    return pa.table({
+        S.CHUNK_ID: [S.chunk_id(f"{prefix}{i}", 0) for i in range(n)], S.DOC_ID: [f"{prefix}{i}" for i in range(n)],
+        S.CHUNK_INDEX: pa.array([0] * n, pa.int32()), S.TITLE: [""] * n,
+        S.TEXT: [f"note {i} about {'sepsis' if i % 2 else 'stroke'}" for i in range(n)], S.METADATA: ["{}"] * n,
+        S.VECTOR: S.vectors_to_arrow(v), S.MODEL_ID: ["m"] * n, S.CONTENT_HASH: [S.content_hash(str(i)) for i in range(n)],
+        S.N_TOKENS: pa.array([5] * n, pa.int32()), S.EMBEDDED_AT: pa.array([datetime.now(timezone.utc)] * n,
+                                                                            pa.timestamp("us", tz="UTC"))})
+
+
+def write(uri, table, known=None, every=2, parts=4):
+    schema = S.table_schema(16, "m", "r")
+    w = FragmentWriter(uri, schema)
+    c = Committer(uri, schema, None, known or {}, every)
+    for part in np.array_split(np.arange(table.num_rows), parts):
+        out = w(table.take(pa.array(part)))
+        for r in out.to_pylist():
+            c.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
+    c.flush()
+    return c.stats
+
+
+def test_two_phase_write_commits_each_fragment_once(tmp_path):
+    uri = table_uri(str(tmp_path), "t")
+    schema = S.table_schema(16, "m", "r")
+    w = FragmentWriter(uri, schema)
+    data = rows(300)
+    orphan = w(data.slice(0, 10))  # a "failed attempt": written, never committed
+    assert orphan.num_rows == 1
+    st = write(uri, data)
+    assert st.rows == 300 and st.commits == 2 and st.fragments == 4
+    ds = open_dataset(uri)
+    assert ds.count_rows() == 300
+    ids = ds.to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()
+    assert len(set(ids)) == 300
+
+
+def test_indexes_fts_and_ann_threshold(tmp_path):
+    uri = table_uri(str(tmp_path), "t")
+    write(uri, rows(300))
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=1000), None)
+    assert info["fts_index"] and info["ann_index"] is None
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=256), None)
+    assert info["ann_index"]["type"] == "IVF_PQ"
+    types = {i.index_type for i in connect(str(tmp_path)).open_table("t").list_indices()}
+    assert types == {"FTS", "IvfPq"}
+
+
+def test_unchanged_documents_are_filtered_by_signature(tmp_path):
+    uri = table_uri(str(tmp_path), "t")
+    data = rows(6)
+    write(uri, data, parts=1)
+    known = existing_signatures(open_dataset(uri))
+    assert known["d0"] == S.doc_signature([S.content_hash("0")])
+    changed = data.set_column(data.schema.get_field_index(S.CONTENT_HASH), S.CONTENT_HASH,
+                              pa.array([S.content_hash(str(i) if i != 2 else "new") for i in range(6)]))
+    kept = filter_unchanged_docs(changed, known)
+    assert kept.column(S.DOC_ID).to_pylist() == ["d2"]
+    # re-writing the changed doc replaces it: no duplicate chunk ids
+    st = write(uri, kept, known=known, parts=1)
+    assert st.documents_replaced == 1
+    t = open_dataset(uri).to_table()
+    assert t.num_rows == 6 and len(set(t.column(S.CHUNK_ID).to_pylist())) == 6
+
+
+def test_open_dataset_absent_is_none(tmp_path):
+    assert open_dataset(str(tmp_path / "nothing.lance")) is None

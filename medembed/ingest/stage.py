@@ -77,6 +77,27 @@ def _docs_table(docs: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(docs, schema=S.DOC_SCHEMA)
 
 
+def _flush(buf: list[Any], bad: list[dict[str, str]], icfg: InputConfig, registry: Any) -> Iterator[pa.Table]:
+    """Normalize the buffered records, claim their ids (duplicates -> ``bad``), yield one block of documents."""
+    norm = normalize_records(buf, icfg)
+    buf.clear()
+    bad.extend(norm.quarantine)
+    if not norm.docs:
+        return
+    owners = ray.get(registry.claim.remote([d[S.DOC_ID] for d in norm.docs], [d[S.SOURCE] for d in norm.docs]))
+    keep = []
+    for doc, first in zip(norm.docs, owners):
+        if first is None:
+            keep.append(doc)
+        else:
+            src, _, loc = doc[S.SOURCE].rpartition(":")
+            bad.append(quarantine_record(src, loc, S.R_DUPLICATE_ID,
+                                         f"{doc[S.SOURCE]}: id {doc[S.DOC_ID]!r} was already read at {first}",
+                                         {S.DOC_ID: doc[S.DOC_ID], S.TEXT: doc[S.TEXT][:200]}))
+    if keep:
+        yield _docs_table(keep)
+
+
 def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, Any] | None,
                       quarantine_dir: str, registry: Any) -> Iterator[pa.Table]:
     """Ray Data UDF: read the tasks in ``batch``, yield blocks of documents."""
@@ -87,26 +108,6 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
         bad: list[dict[str, str]] = []
         buf: list[Any] = []
 
-        def flush() -> Iterator[pa.Table]:
-            norm = normalize_records(buf, icfg)
-            buf.clear()
-            bad.extend(norm.quarantine)
-            if not norm.docs:
-                return
-            owners = ray.get(registry.claim.remote([d[S.DOC_ID] for d in norm.docs],
-                                                   [d[S.SOURCE] for d in norm.docs]))
-            keep = []
-            for doc, first in zip(norm.docs, owners):
-                if first is None:
-                    keep.append(doc)
-                else:
-                    src, _, loc = doc[S.SOURCE].rpartition(":")
-                    bad.append(quarantine_record(src, loc, S.R_DUPLICATE_ID,
-                                                 f"{doc[S.SOURCE]}: id {doc[S.DOC_ID]!r} was already read at {first}",
-                                                 {S.DOC_ID: doc[S.DOC_ID], S.TEXT: doc[S.TEXT][:200]}))
-            if keep:
-                yield _docs_table(keep)
-
         try:
             for item in _iter_items(task, icfg, s3cfg):
                 if isinstance(item, dict):  # a quarantine record from the reader
@@ -114,8 +115,8 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
                     continue
                 buf.append(item)
                 if len(buf) >= icfg.rows_per_block:
-                    yield from flush()
-            yield from flush()
+                    yield from _flush(buf, bad, icfg, registry)
+            yield from _flush(buf, bad, icfg, registry)
         except Exception as e:  # an unreadable source as a whole (permissions, corrupt parquet, ...)
             log.error("cannot read %s: %s", task.uri, e)
             bad.append(quarantine_record(task.uri, "-", S.R_UNREADABLE_FILE, f"{task.uri}: {type(e).__name__}: {e}", ""))

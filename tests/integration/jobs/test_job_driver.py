@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from medembed.jobs import JOBS
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -37,10 +40,47 @@ def test_local_job_writes_table_and_manifest(tmp_path):
     assert manifest["counts"]["documents_accepted"] == 30
     assert manifest["counts"]["chunks_written"] == 30  # sample notes are short: one chunk each
     assert manifest["ray"]["address"] == "local" and manifest["versions"]["ray"] == "2.60.0"
+    # the local instance stays on loopback (Ray would rewrite 127.0.0.1 to the network address)
+    assert manifest["ray"]["node_ips"] and all(ip.startswith("127.") for ip in manifest["ray"]["node_ips"])
     assert manifest["durations_s"]["total"] > 0
     import lancedb
 
     assert lancedb.connect(str(tmp_path / "lancedb")).open_table("sample__all_minilm_l6_v2").count_rows() == 30
+
+
+def _installed_cli() -> str:
+    exe = shutil.which("medembed") or str(Path(sys.executable).parent / "medembed")
+    assert Path(exe).exists(), "the medembed console script is not installed (pip install -e .)"
+    return exe
+
+
+def test_installed_cli_works_from_any_folder(tmp_path):
+    """Shipped configs come from the package: `medembed <job>` needs no checkout in the working directory."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["HF_HUB_OFFLINE"] = "1"
+    cli = _installed_cli()
+    for job in JOBS.values():
+        p = subprocess.run([cli, job.command, "--print-config"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, (job.command, p.stderr[-2000:])
+        assert json.loads(p.stdout)  # the resolved defaults, as JSON
+    p = subprocess.run([cli, "embed", "--config", "embed_pmc_patients", "--print-config"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert json.loads(p.stdout)["input"]["id_field"] == "patient_uid"
+    p = subprocess.run([cli, "embed", "--config", "no_such_config"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and "embed_local" in p.stderr  # names the shipped configs
+    p = subprocess.run([cli, "embed", "--set", "input.limit=12", "--set", "output.run_name=anywhere"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=280)
+    assert p.returncode == 0, p.stderr[-3000:]
+    manifest = json.loads((tmp_path / "runs" / "anywhere" / "manifest.json").read_text())
+    assert manifest["counts"]["chunks_written"] == 12 and manifest["run_id"] == "anywhere"
+    assert all(ip.startswith("127.") for ip in manifest["ray"]["node_ips"])
+    assert json.loads((tmp_path / "lancedb" / "sample__all_minilm_l6_v2.lance" / "_SUCCESS.json").read_text())[
+        "run_id"] == "anywhere"
+    p = subprocess.run([cli, "search", "sepsis", "-k", "2", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and len(json.loads(p.stdout)) == 2
 
 
 def test_cli_help_explains_itself():

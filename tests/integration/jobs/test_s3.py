@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.paths import REPO
 from tests.support.s3_server import S3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-from tests.support.paths import REPO
 
 SAMPLE = REPO / "medembed" / "data" / "sample_notes.jsonl"
 BUCKET = "medembed-it"

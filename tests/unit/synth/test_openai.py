@@ -90,7 +90,7 @@ def test_concurrent_batch_is_bounded_and_ordered(monkeypatch):
         took = time.monotonic() - t
     assert 0.4 <= took < 1.5, took  # 16 requests, 8 in flight, 0.2 s each: two waves
     assert all(g.error is None and g.content for g in gens)
-    assert [("Case %d had" % i) in g.content for i, g in enumerate(gens)] == [True] * 16  # answers in request order
+    assert [(f"Case {i} had") in g.content for i, g in enumerate(gens)] == [True] * 16  # answers in request order
 
 
 def test_concurrent_batches_share_max_concurrency_over_keepalive(monkeypatch):
@@ -116,7 +116,7 @@ def test_concurrent_batches_share_max_concurrency_over_keepalive(monkeypatch):
         backend.close()
     assert 0.8 <= took < 2.5, took  # 32 requests, 8 in flight in all (not per batch), 0.2 s each: four waves
     for b in range(4):
-        assert [("Case %d-%d had" % (b, i)) in g.content for i, g in enumerate(out[b])] == [True] * 8
+        assert [(f"Case {b}-{i} had") in g.content for i, g in enumerate(out[b])] == [True] * 8
     assert len(srv.log) == 32 and len(peers) <= 8, len(peers)  # connections reused, at most max_concurrency
 
 

@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 from medembed.synth.backends import Request, create_backend  # noqa: E402
 from medembed.synth.config import SynthConfig  # noqa: E402
 from medembed.synth.generate import generate_pairs_from_docs  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 log = logging.getLogger("medembed.synth.bench")
 

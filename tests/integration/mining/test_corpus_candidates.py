@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 
 def test_corpus_table_chunks_become_candidates(ray_local, tmp_path, monkeypatch):
-    
+
     from medembed.runtime.runner import main_for
 
     monkeypatch.chdir(REPO)

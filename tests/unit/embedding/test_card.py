@@ -8,8 +8,15 @@ import shutil
 import pytest
 
 from medembed.config import ModelConfig
-from medembed.embedding.card import (BGE_QUERY_INSTRUCTION, CARD_FILE, ModelCard, family_prompts, locate_model,
-                                     module_stack_dimension, resolve_card)
+from medembed.embedding.card import (
+    BGE_QUERY_INSTRUCTION,
+    CARD_FILE,
+    ModelCard,
+    family_prompts,
+    locate_model,
+    module_stack_dimension,
+    resolve_card,
+)
 
 
 @pytest.mark.parametrize("model,query,doc", [

@@ -36,7 +36,7 @@ def test_sink_without_rows_creates_nothing(tmp_path):
 def test_counts_merge_like_one_summary():
     rows = [{C.NOTE_ID: f"n{i}", C.GENERATOR_KEY: "g", C.STATUS: [C.S_OK, C.S_FAILED, C.S_SKIPPED][i % 3],
              C.REASON: C.F_TIMEOUT if i % 3 == 1 else None, C.N_PAIRS: 2 if i % 3 == 0 else 0,
-             C.ATTEMPTS: 1 + i % 2, C.DROPPED: '{"%s": 1}' % C.D_DUPLICATE if i % 4 == 0 else None, C.RUN_ID: "r"}
+             C.ATTEMPTS: 1 + i % 2, C.DROPPED: f'{{"{C.D_DUPLICATE}": 1}}' if i % 4 == 0 else None, C.RUN_ID: "r"}
             for i in range(10)]
     table = pa.Table.from_pylist(rows, schema=C.RESULT_SCHEMA)
     merged = None

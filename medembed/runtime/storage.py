@@ -32,13 +32,8 @@ def lance_storage_options(uri: str, s3: S3Config | None = None) -> dict[str, str
     """Storage options for Lance/LanceDB (object_store keys). Secrets are taken from the env."""
     if not uri.startswith("s3://"):
         return {}
-    opts: dict[str, str] = {}
-    endpoint = _endpoint(s3)
-    if endpoint:
-        opts["aws_endpoint"] = endpoint
-    region = _region(s3)
-    if region:
-        opts["aws_region"] = region
+    endpoint, region = _endpoint(s3), _region(s3)
+    opts = {k: v for k, v in (("aws_endpoint", endpoint), ("aws_region", region)) if v}
     allow_http = s3.allow_http if s3 and s3.allow_http is not None else bool(endpoint and endpoint.startswith("http://"))
     if allow_http:
         opts["allow_http"] = "true"
@@ -52,17 +47,8 @@ def lance_storage_options(uri: str, s3: S3Config | None = None) -> dict[str, str
 def fsspec_options(uri: str, s3: S3Config | None = None) -> dict[str, Any]:
     if not uri.startswith("s3://"):
         return {}
-    opts: dict[str, Any] = {}
-    client_kwargs: dict[str, Any] = {}
-    endpoint = _endpoint(s3)
-    if endpoint:
-        client_kwargs["endpoint_url"] = endpoint
-    region = _region(s3)
-    if region:
-        client_kwargs["region_name"] = region
-    if client_kwargs:
-        opts["client_kwargs"] = client_kwargs
-    return opts
+    client_kwargs = {k: v for k, v in (("endpoint_url", _endpoint(s3)), ("region_name", _region(s3))) if v}
+    return {"client_kwargs": client_kwargs} if client_kwargs else {}
 
 
 def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -40,6 +40,26 @@ class PairBackend(Protocol):
     def close(self) -> None: ...
 
 
+class BackendBase:
+    """What every backend shares: its config and identity (model, prompt version), read from the config.
+
+    Subclasses override ``model_name`` (and ``prompt_version_of`` when the prompt does not apply).
+    """
+
+    def __init__(self, cfg: SynthConfig):
+        self.cfg = cfg
+        self.model = self.model_name(cfg)
+        self.prompt_version = self.prompt_version_of(cfg)
+
+    @staticmethod
+    def model_name(cfg: SynthConfig) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def prompt_version_of(cfg: SynthConfig) -> str:
+        return cfg.prompt_version
+
+
 class BackendUnavailable(RuntimeError):
     """The backend's optional dependency (e.g. vllm) is not installed."""
 

@@ -22,7 +22,7 @@ import re
 from collections import Counter
 
 from medembed.synth import columns as C
-from medembed.synth.backends import Request, register_backend
+from medembed.synth.backends import BackendBase, Request, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import split_sentences
 from medembed.synth.validate import Generation
@@ -150,15 +150,10 @@ def extract_pairs(title: str, text: str, n: int, *, include_title: bool = True) 
 
 
 @register_backend("extractive")
-class ExtractiveBackend:
+class ExtractiveBackend(BackendBase):
     """No LLM: title, inverse-cloze and salient-term pairs cut from the note itself."""
 
     mode = "batch"
-
-    def __init__(self, cfg: SynthConfig):
-        self.cfg = cfg
-        self.model = self.model_name(cfg)
-        self.prompt_version = self.prompt_version_of(cfg)
 
     @staticmethod
     def model_name(cfg: SynthConfig) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from medembed.synth import columns as C
-from medembed.synth.backends import Request, register_backend
+from medembed.synth.backends import BackendBase, Request, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import load_template
 from medembed.synth.validate import Generation
@@ -69,16 +69,14 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> fl
 
 
 @register_backend("openai")
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     mode = "batch"
     concurrent_batches = True  # generate() is thread-safe: an actor may work on several batches at once
 
     def __init__(self, cfg: SynthConfig, *, api_key: Secret | str | None = None,
                  sleep: Callable[[float], Awaitable[None] | None] | None = None, seed: int | None = None):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.o = cfg.openai
-        self.model = self.model_name(cfg)
-        self.prompt_version = self.prompt_version_of(cfg)
         self.template = load_template(cfg.prompt_version)
         self.url = self.o.base_url.rstrip("/") + "/chat/completions"
         key = api_key.value if isinstance(api_key, Secret) else api_key
@@ -96,10 +94,6 @@ class OpenAIBackend:
     @staticmethod
     def model_name(cfg: SynthConfig) -> str:
         return cfg.openai.model
-
-    @staticmethod
-    def prompt_version_of(cfg: SynthConfig) -> str:
-        return cfg.prompt_version
 
     # --- public -------------------------------------------------------------------------------
     def generate(self, requests: list[Request]) -> list[Generation]:

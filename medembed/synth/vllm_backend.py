@@ -11,7 +11,7 @@ import importlib.util
 from typing import Any
 
 from medembed.synth import columns as C
-from medembed.synth.backends import BackendUnavailable, register_backend
+from medembed.synth.backends import BackendBase, BackendUnavailable, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import load_template
 from medembed.synth.validate import Generation
@@ -85,23 +85,14 @@ def build_vllm_processor(cfg: SynthConfig) -> Any:
 
 
 @register_backend("vllm")
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """A dataset backend: ``transform`` runs the vLLM processor over a dataset of request rows."""
 
     mode = "dataset"
 
-    def __init__(self, cfg: SynthConfig):
-        self.cfg = cfg
-        self.model = self.model_name(cfg)
-        self.prompt_version = self.prompt_version_of(cfg)
-
     @staticmethod
     def model_name(cfg: SynthConfig) -> str:
         return cfg.vllm.model_source
-
-    @staticmethod
-    def prompt_version_of(cfg: SynthConfig) -> str:
-        return cfg.prompt_version
 
     def transform(self, requests_ds: Any) -> Any:
         """Request rows (note_id, part_index, n_parts, title, text) -> the same rows + engine outputs."""

@@ -79,3 +79,21 @@ register(Job(
     "[mining.min_rank, mining.max_rank), skipping the positive, passages of the query's note and candidates within "
     "the margin of the positive score. Writes Parquet triplets (output.format nested|flat) under "
     "output.dir/<run id>/triplets/."))
+register(Job(
+    "eval", "evaluate", "medembed.evaluation.config:EvaluateJobConfig", "medembed.jobs.evaluate:evaluate_models",
+    "evaluate", "retrieval metrics of models on BEIR sets and the pairs dev split, compared",
+    "Embed each retrieval set's corpus with each model on a Ray actor pool into a LanceDB table (one per dataset and "
+    "model revision, reused when complete), encode the queries with the model's query prompt, retrieve top-k (exact "
+    "or ANN) and score nDCG/MAP/Recall/Precision/MRR at k_values (trec_eval conventions). Writes one result JSON per "
+    "model and dataset, comparison.md (deltas vs the first model) and a chart of the main metric under "
+    "output.dir/<run id>/."))
+register(Job(
+    "train", "train", "medembed.training.config:TrainJobConfig", "medembed.jobs.train:train", "train",
+    "contrastive fine-tuning on mined triplets (Ray Train, DDP)",
+    "Split the triplets of a mine-negatives run by source note into train and dev, then fine-tune the base model on "
+    "N Ray Train workers (DDP; CPU or one GPU each) with InfoNCE over in-batch and hard negatives (temperature "
+    "train.temperature), batches free of shared positives and notes, AdamW with warmup + cosine, gradient clipping, "
+    "checkpoints every train.checkpoint_every steps. A dead worker restarts from the latest checkpoint; the same "
+    "output.run_name resumes a killed job. Optionally interpolates with the base weights (train.interpolate, picked "
+    "by dev nDCG@10). Writes a sentence-transformers model with its prompts and model card to "
+    "output.dir/<run id>/model/."))

@@ -1,0 +1,120 @@
+"""The corpus of a retrieval set embedded into a LanceDB table, one per (dataset, model revision), reused when complete.
+
+One document is one row (``document_input(title, text)``, truncated by the model at its max length;
+no chunking), embedded by the embedding stage's ``ChunkEmbedder`` on a Ray actor pool and written
+through the one write path (``index.writer.write_dataset``). The table's ``_SUCCESS.json``
+(``runtime.artifacts``) records the model id, revision and a fingerprint of the corpus; a table whose
+marker matches is reused as it is, anything else is dropped and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+
+from medembed import schema as S
+from medembed.config import EmbedConfig, ModelConfig, S3Config, StoreConfig
+from medembed.embedding.card import ModelCard
+from medembed.embedding.embedder import ChunkEmbedder
+from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.evaluation.config import EvalStoreConfig
+from medembed.evaluation.datasets import Corpus
+from medembed.index.indexes import finalize_table
+from medembed.index.tables import connect, open_dataset, table_names, table_uri
+from medembed.index.writer import write_dataset
+from medembed.runtime import artifacts
+
+log = logging.getLogger(__name__)
+
+KIND = "eval_corpus_table"
+
+
+@dataclass(frozen=True)
+class CorpusTable:
+    db_uri: str
+    name: str
+    uri: str
+    rows: int
+    reused: bool
+    marker: dict
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """SHA-256 over (id, title, text) of every document, in order."""
+    h = hashlib.sha256()
+    for parts in zip(corpus.ids, corpus.titles, corpus.texts):
+        for p in parts:
+            h.update(p.encode("utf-8"))
+            h.update(b"\x1f")
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def document_key(card: ModelCard) -> str:
+    """What a document vector depends on besides its text: model id, revision, document prompt, max length."""
+    return f"{card.model_id}@{card.revision}|{card.prompts.document}|{card.max_seq_length}"
+
+
+def table_name(dataset: str, card: ModelCard) -> str:
+    """``eval__<dataset>__<model slug>__<8 hex of document_key>``."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
+    return f"eval__{safe}__{card.slug}__{hashlib.sha256(document_key(card).encode()).hexdigest()[:8]}"
+
+
+def corpus_rows(corpus: Corpus) -> pa.Table:
+    """One chunk row per document (chunk id = doc id); ``n_tokens`` is a rough length that only orders batches."""
+    n = len(corpus)
+    return pa.table({
+        S.CHUNK_ID: pa.array(corpus.ids, pa.string()),
+        S.DOC_ID: pa.array(corpus.ids, pa.string()),
+        S.CHUNK_INDEX: pa.array([0] * n, pa.int32()),
+        S.TITLE: pa.array(corpus.titles, pa.string()),
+        S.TEXT: pa.array(corpus.texts, pa.string()),
+        S.METADATA: pa.array([None] * n, pa.string()),
+        S.CONTENT_HASH: pa.array([S.content_hash(t, x) for t, x in zip(corpus.titles, corpus.texts)], pa.string()),
+        S.N_TOKENS: pa.array([(len(t) + len(x)) // 4 + 2 for t, x in zip(corpus.titles, corpus.texts)], pa.int32()),
+    })
+
+
+def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg: ModelConfig,
+                        embed: EmbedConfig, store: EvalStoreConfig, s3: S3Config | None, run_id: str) -> CorpusTable:
+    """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built."""
+    if not len(corpus):
+        raise ValueError(f"{dataset}: the corpus is empty")
+    name = table_name(dataset, card)
+    uri = table_uri(store.uri, name)
+    expect = {"model_id": card.model_id, "revision": card.revision, "document_key": document_key(card),
+              "corpus": corpus_fingerprint(corpus), "rows": len(corpus)}
+    marker = artifacts.read_marker(uri, s3)
+    if marker is not None and all(marker.get(k) == v for k, v in expect.items()):
+        ds = open_dataset(uri, s3)
+        if ds is not None and ds.count_rows() == len(corpus):
+            log.info("%s: reusing corpus table %s (%d rows, model %s)", dataset, uri, len(corpus), card.model_id)
+            return CorpusTable(store.uri, name, uri, len(corpus), True, marker)
+    if name in table_names(connect(store.uri, s3)):
+        log.info("%s: dropping incomplete or stale corpus table %s", dataset, uri)
+        artifacts.clear_marker(uri, s3)
+        connect(store.uri, s3).drop_table(name)
+
+    rows = corpus_rows(corpus)
+    batch = embed.batch_size
+    embedded = ray.data.from_arrow([rows.slice(i, batch) for i in range(0, rows.num_rows, batch)]).map_batches(
+        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, s3 or S3Config(), card),
+        batch_size=batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=embed.num_actors),
+        num_gpus=embed.num_gpus, num_cpus=embed.num_cpus)
+    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    result = write_dataset(embedded, uri, schema, s3=s3, commit_every=store.commit_every, block_mib=embed.block_mib,
+                           progress=f"{dataset} documents embedded")
+    if result.stats.rows != len(corpus):
+        raise RuntimeError(f"{dataset}: wrote {result.stats.rows} rows for {len(corpus)} documents into {uri}")
+    index = finalize_table(store.uri, name, StoreConfig(uri=store.uri, table=name, fts=False,
+                                                        ann_min_rows=store.ann_min_rows, compact=True), s3)
+    summary = {**expect, "dataset": dataset, "version": open_dataset(uri, s3).version,
+               "ann_index": index.get("ann_index"), "embed_s": round(result.elapsed_s, 3)}
+    artifacts.mark_complete(uri, KIND, run_id, summary, s3)
+    log.info("%s: embedded %d documents into %s (%.1f s)", dataset, len(corpus), uri, result.elapsed_s)
+    return CorpusTable(store.uri, name, uri, len(corpus), False, artifacts.read_marker(uri, s3) or summary)

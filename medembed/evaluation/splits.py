@@ -1,0 +1,67 @@
+"""Train/dev split of synthetic pairs by note, and reading pairs (or nested triplets) for evaluation.
+
+The split is by note, so no dev query shares a note with a training pair: a note is dev when the
+SHA-256 of ``"<seed>:<note id>"``, read as a number in [0, 1), is below ``dev_fraction``. The same
+function splits the pipeline's pairs before mining (training sees only train notes) and picks the
+dev queries the gate evaluates, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from medembed.config import S3Config
+from medembed.evaluation.datasets import PAIR_COLUMNS
+from medembed.runtime.storage import filesystem
+
+log = logging.getLogger(__name__)
+
+# nested triplets (medembed.mining.columns) -> pair columns
+TRIPLET_TO_PAIR = {"query_id": "pair_id", "query_note_id": "note_id", "query": "query", "positive": "passage"}
+
+
+def note_fraction(note_id: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) for a note: the first 8 bytes of SHA-256(seed:note_id)."""
+    digest = hashlib.sha256(f"{seed}:{note_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def is_dev_note(note_id: str, dev_fraction: float, seed: int = 0) -> bool:
+    return dev_fraction >= 1.0 or note_fraction(note_id, seed) < dev_fraction
+
+
+def split_by_note(table: pa.Table, dev_fraction: float, seed: int = 0,
+                  note_column: str = "note_id") -> tuple[pa.Table, pa.Table]:
+    """(train rows, dev rows) of ``table``, split by the note in ``note_column``."""
+    if note_column not in table.column_names:
+        raise KeyError(f"cannot split by note: no column {note_column!r} (columns: {table.column_names})")
+    dev = pa.array([is_dev_note(str(n), dev_fraction, seed) for n in table[note_column].to_pylist()], pa.bool_())
+    return table.filter(pc.invert(dev)), table.filter(dev)
+
+
+def read_pair_rows(path: str, s3: S3Config | None = None) -> pa.Table:
+    """(pair_id, note_id, query, passage) rows from pairs Parquet, a generate-pairs output_dir or nested triplets."""
+    from medembed.synth.ledger import complete_runs, read_pairs
+
+    if complete_runs(path, s3):
+        table = read_pairs(path, s3)
+    else:
+        fs, p = filesystem(path, s3)
+        if not fs.exists(p):
+            raise FileNotFoundError(f"pairs not found: {path}")
+        files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
+        if not files:
+            raise FileNotFoundError(f"no .parquet files under {path}")
+        table = pads.dataset(files, format="parquet", filesystem=fs).to_table()
+    if all(c in table.column_names for c in TRIPLET_TO_PAIR) and "passage" not in table.column_names:
+        table = table.select(list(TRIPLET_TO_PAIR)).rename_columns(list(TRIPLET_TO_PAIR.values()))
+    missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
+    if missing:
+        raise KeyError(f"{path}: neither pairs nor nested triplets (lacks {missing}; columns {table.column_names})")
+    table = table.select(list(PAIR_COLUMNS)).cast(pa.schema([(c, pa.string()) for c in PAIR_COLUMNS]))
+    return table.sort_by("pair_id")

@@ -24,6 +24,10 @@ Tables:
   search "query"                   search a table (vector, exact, ann, fts or hybrid)
   table-info                       show a table's model, dimension, rows and indexes
 
+Clusters (Ray job API; token from RAY_AUTH_TOKEN or ~/.ray/auth_token):
+  submit JOB --address URL         submit a job with this working dir, follow its logs, exit with its status
+  jobs list|logs|status|stop       the cluster's jobs
+
 Shipped configs: {configs}
 """
 
@@ -125,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table-info", help="show a table's model, rows and indexes")
     _add_table_args(t)
     t.set_defaults(func=_cmd_table_info)
+
+    from medembed.runtime.submit import add_submit_commands
+
+    add_submit_commands(sub)  # submit, jobs list|logs|status|stop (Ray job API)
     return p
 
 

@@ -23,6 +23,7 @@ RAY_ADDRESS or ray.address points at a cluster):
 Tables:
   search "query"                   search a table (vector, exact, ann, fts or hybrid)
   table-info                       show a table's model, dimension, rows and indexes
+  rollback --name NAME             return a serving name to its previous table or version
 
 Clusters (Ray job API; token from RAY_AUTH_TOKEN or ~/.ray/auth_token):
   submit JOB --address URL         submit a job with this working dir, follow its logs, exit with its status
@@ -92,6 +93,28 @@ def _cmd_table_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from medembed.config import S3Config
+    from medembed.index import serving
+    from medembed.index.lease import LeaseHeld, WriterLease
+    from medembed.runtime.artifacts import new_run_id
+    from medembed.runtime.runner import setup_logging
+
+    setup_logging(args.verbose)
+    s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
+    try:  # the writer lease: a rollback never races a running re-embedding
+        with WriterLease(args.db, args.name, new_run_id("rollback"), s3=s3).acquire(args.wait):
+            before, after = serving.rollback(args.db, args.name, s3)
+    except LeaseHeld as e:
+        log.error("%s", e)
+        return e.exit_code
+    except LookupError as e:
+        raise SystemExit(f"error: {e}") from None
+    sys.stdout.write(json.dumps({"name": args.name, "before": before.current.__dict__,
+                                 "after": after.current.__dict__}, indent=2) + "\n")
+    return 0
+
+
 def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="./lancedb", help="LanceDB folder or s3:// URI (default ./lancedb)")
     p.add_argument("--table", "-t", default=None, help="table name (default: the only table in --db)")
@@ -129,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table-info", help="show a table's model, rows and indexes")
     _add_table_args(t)
     t.set_defaults(func=_cmd_table_info)
+
+    r = sub.add_parser("rollback", help="return a serving name to its previous table or version",
+                       description="Point a serving name (written by `medembed reembed`) back at the table and "
+                                   "version it served before, in one step, holding the writer lease. Exit codes: "
+                                   "0 done, 3 a re-embedding run holds the lease.")
+    r.add_argument("--db", default="./lancedb", help="LanceDB folder or s3:// URI (default ./lancedb)")
+    r.add_argument("--name", required=True, help="the serving name (sync.serving_name / store.corpus_name)")
+    r.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running writer's lease")
+    r.add_argument("--s3-endpoint", default=None, help="S3 endpoint for s3:// databases (credentials from env)")
+    r.add_argument("--verbose", "-v", action="store_true")
+    r.set_defaults(func=_cmd_rollback)
 
     from medembed.runtime.submit import add_submit_commands
 

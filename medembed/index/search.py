@@ -83,15 +83,27 @@ class Retriever:
     @classmethod
     def open(cls, db_uri: str, table: str | None = None, encoder: QueryEncoder | None = None,
              s3: S3Config | None = None, **kwargs: Any) -> Retriever:
-        """Open ``table`` in ``db_uri`` (the only table there when None), with a clear error when absent."""
+        """Open ``table`` in ``db_uri``, with a clear error when absent.
+
+        ``table`` may be a serving name (``index.serving``): it opens the table and version the name
+        points to. None: the only serving name in ``db_uri``, else its only table.
+        """
+        from medembed.index import serving
+
         db = connect(db_uri, s3)
         names = table_names(db)
+        served = serving.list_serving_names(db_uri, s3)
         if table is None:
-            if len(names) != 1:
+            if len(served) == 1:
+                table = served[0]
+            elif len(names) != 1:
                 raise LookupError(f"{db_uri} holds {len(names)} tables {names}; name one")
-            table = names[0]
+            else:
+                table = names[0]
+        if table not in names and table in served:
+            return cls(serving.open_served(db, serving.read_pointer(db_uri, table, s3).current), encoder, **kwargs)
         if table not in names:
-            raise LookupError(f"no table {table!r} in {db_uri}; tables: {names}")
+            raise LookupError(f"no table {table!r} in {db_uri}; tables: {names}; serving names: {served}")
         return cls(db.open_table(table), encoder, **kwargs)
 
     @property

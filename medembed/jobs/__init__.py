@@ -97,3 +97,13 @@ register(Job(
     "output.run_name resumes a killed job. Optionally interpolates with the base weights (train.interpolate, picked "
     "by dev nDCG@10). Writes a sentence-transformers model with its prompts and model card to "
     "output.dir/<run id>/model/."))
+register(Job(
+    "reembed", "reembed", "medembed.index.config:ReembedJobConfig", "medembed.jobs.reembed:reembed", "reembed",
+    "nightly incremental re-embedding behind a serving name (atomic, one writer)",
+    "Compare the corpus with the served table by document signature on Ray, embed only new and changed documents and "
+    "commit adds and removals (changed and deleted documents) as ONE table version; with a newly promoted model, "
+    "build that model's table, verify it (rows, ids, hashes, dimension, a sample search) and switch the serving name "
+    "(sync.serving_name, default store.corpus_name) to it in one step (`medembed rollback` returns it). One writer "
+    "per serving name (a lease with a heartbeat under <store.uri>/_medembed/leases/). Exit codes: 0 ok, 1 failed "
+    "(what searches see is untouched), 2 bad config, 3 another writer holds the lease (after sync.lease_wait_s), "
+    "4 finished but input was quarantined (no document deleted while a source or ids were lost)."))

@@ -1,0 +1,165 @@
+"""The serving pointer: a stable name that readers resolve to one table at one version.
+
+LanceDB OSS cannot rename tables, so a served corpus is named by medembed's own pointer, a small
+JSON object ``<db>/_medembed/serving/<name>.json``::
+
+    {"name": "notes", "current": {"table": "notes__bge_base_en_v1_5", "version": 12, ...},
+     "history": [{"table": "notes__all_minilm_l6_v2", "version": 40, ...}], ...}
+
+A switch (or a rollback) rewrites the object in one step (local: write a temp file + atomic rename;
+S3: one PUT), so every reader sees the old target or the new one. Readers open the pinned version
+(``open_served``), so a table's later commits stay invisible until the pointer moves. Each served
+version is tagged in its table (``medembed-serving-v<version>``), so version cleanup keeps it and a
+rollback can always return to it. Writers change the pointer only while holding the writer lease.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from medembed.config import S3Config
+from medembed.runtime.storage import filesystem, join
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "medembed-serving-v"
+
+
+def pointer_uri(db_uri: str, name: str) -> str:
+    return join(db_uri, "_medembed", "serving", f"{name}.json")
+
+
+def serving_tag(version: int) -> str:
+    return f"{TAG_PREFIX}{version}"
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One table version a serving name points (or pointed) to."""
+
+    table: str
+    version: int
+    model_id: str = ""
+    dim: int = 0
+    rows: int = 0
+    run_id: str = ""
+    switched_at: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.table, self.version
+
+
+@dataclass
+class Pointer:
+    name: str
+    current: ServedVersion
+    history: list[ServedVersion] = field(default_factory=list)  # previous targets, most recent last
+    last_action: str = "switch"
+    updated_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "current": asdict(self.current),
+                           "history": [asdict(h) for h in self.history], "last_action": self.last_action,
+                           "updated_at": self.updated_at}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str, where: str) -> Pointer:
+        try:
+            d = json.loads(raw)
+            return cls(d["name"], ServedVersion(**d["current"]), [ServedVersion(**h) for h in d.get("history", [])],
+                       d.get("last_action", "switch"), d.get("updated_at", ""))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"serving pointer {where} is not valid: {e}") from e
+
+    def referenced(self) -> set[tuple[str, int]]:
+        """(table, version) of the current and every remembered target (kept by cleanup)."""
+        return {self.current.key, *(h.key for h in self.history)}
+
+
+def read_pointer(db_uri: str, name: str, s3: S3Config | None = None) -> Pointer | None:
+    uri = pointer_uri(db_uri, name)
+    fs, path = filesystem(uri, s3)
+    try:
+        with fs.open(path, "r", encoding="utf-8") as f:
+            return Pointer.from_json(f.read(), uri)
+    except FileNotFoundError:
+        return None
+
+
+def _write_pointer(db_uri: str, ptr: Pointer, s3: S3Config | None) -> None:
+    """Replace the pointer object in one step (atomic rename locally, one PUT on object stores)."""
+    uri = pointer_uri(db_uri, ptr.name)
+    fs, path = filesystem(uri, s3)
+    raw = ptr.to_json()
+    if "://" not in uri or uri.startswith("file://"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, raw.encode("utf-8"))
+
+
+def list_serving_names(db_uri: str, s3: S3Config | None = None) -> list[str]:
+    fs, path = filesystem(join(db_uri, "_medembed", "serving"), s3)
+    try:
+        files = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.basename(f)[:-5] for f in files if f.endswith(".json"))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def switch(db_uri: str, name: str, target: ServedVersion, s3: S3Config | None = None,
+           keep_history: int = 5) -> tuple[Pointer | None, Pointer]:
+    """Point ``name`` at ``target`` in one step; returns (pointer before, pointer after).
+
+    The caller holds the writer lease and has tagged ``target`` in its table.
+    """
+    before = read_pointer(db_uri, name, s3)
+    target = ServedVersion(**{**asdict(target), "switched_at": _now()})
+    history: list[ServedVersion] = []
+    if before is not None:
+        history = [*before.history, before.current] if before.current.key != target.key else list(before.history)
+    after = Pointer(name, target, history[-keep_history:] if keep_history else [], "switch", _now())
+    _write_pointer(db_uri, after, s3)
+    log.info("serving name %r -> %s@v%d (was %s)", name, target.table, target.version,
+             f"{before.current.table}@v{before.current.version}" if before else "unset")
+    return before, after
+
+
+def rollback(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[Pointer, Pointer]:
+    """Return ``name`` to the previous table/version in one step; (pointer before, pointer after)."""
+    before = read_pointer(db_uri, name, s3)
+    if before is None:
+        raise LookupError(f"no serving name {name!r} in {db_uri}")
+    if not before.history:
+        raise LookupError(f"serving name {name!r} has no previous table or version to roll back to")
+    prev = before.history[-1]
+    after = Pointer(name, ServedVersion(**{**asdict(prev), "switched_at": _now()}), before.history[:-1],
+                    f"rollback from {before.current.table}@v{before.current.version}", _now())
+    _write_pointer(db_uri, after, s3)
+    log.info("serving name %r rolled back: %s@v%d -> %s@v%d", name, before.current.table, before.current.version,
+             prev.table, prev.version)
+    return before, after
+
+
+def open_served(db: Any, ref: ServedVersion) -> Any:
+    """The LanceDB table of ``ref`` checked out (read-only) at its served version."""
+    tbl = db.open_table(ref.table)
+    if tbl.version != ref.version:
+        tbl.checkout(ref.version)
+    return tbl

@@ -1,0 +1,262 @@
+"""Job body of ``medembed reembed``: the nightly incremental re-embedding behind a serving name.
+
+lease -> read + chunk the corpus (document signatures) -> change detection on Ray -> embed only new
+and changed documents into staged fragments -> ONE commit (adds + removals) -> indexes -> verify ->
+tag the version and move the serving pointer in one step -> clean up old versions and tables.
+
+The served table is ``<serving name>__<model slug>`` (or ``store.table``): with the same model the
+run syncs the table that is served; with a newly promoted model it builds (or resumes) that model's
+table, verifies it, and switches the serving name to it. Readers resolve the serving name to a
+pinned table version, so they never see a half-done run. Exit codes: see ``medembed.index.config``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from medembed import schema as S
+from medembed.embedding.card import ModelCard, resolve_card
+from medembed.embedding.chunking import ChunkParams, chunk_batch
+from medembed.index import serving
+from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
+from medembed.index.diff import DOC_SIGNATURE, Diff, add_doc_signatures, diff_signatures, document_rows, select_to_embed
+from medembed.index.indexes import finalize_table
+from medembed.index.lease import WriterLease
+from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
+from medembed.index.tables import check_model, connect, open_dataset, table_names, table_uri
+from medembed.ingest import read_documents, read_quarantine_counts
+from medembed.jobs.embed_corpus import check_resources, chunk_params, embedding_stage
+from medembed.runtime import artifacts
+from medembed.runtime.manifest import RunManifest
+
+log = logging.getLogger(__name__)
+
+# quarantine reasons that may hide a document the table holds (its id or its whole source is lost):
+# while any occurs, documents missing from the corpus are not deleted
+LOSSY_REASONS = frozenset({S.R_UNREADABLE_FILE, S.R_MALFORMED_JSON, S.R_MALFORMED_CSV, S.R_UNDECODABLE,
+                           S.R_NOT_AN_OBJECT, S.R_MISSING_ID})
+
+
+class VerificationError(RuntimeError):
+    """A built table failed its checks; the serving name was not switched."""
+
+
+def chunk_with_signatures(batch: pa.Table, params: ChunkParams) -> pa.Table:
+    """Ray Data UDF: documents -> chunks, each carrying its document's signature."""
+    return add_doc_signatures(chunk_batch(batch, params))
+
+
+def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expected_rows: int,
+                 corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, s3: Any) -> dict[str, Any]:
+    """Row count, model and dimension, ids and hashes (a second diff: every document unchanged), a sample search."""
+    uri = table_uri(db_uri, table)
+    ds = open_dataset(uri, s3).checkout_version(version)
+    check_model(ds, card.model_id, card.dim, uri)
+    rows = ds.count_rows()
+    problems = []
+    if rows != expected_rows:
+        problems.append(f"{rows} rows, expected {expected_rows}")
+    if ds.schema.field(S.VECTOR).type.list_size != card.dim:
+        problems.append(f"vector dimension {ds.schema.field(S.VECTOR).type.list_size}, model has {card.dim}")
+    info: dict[str, Any] = {"version": version, "rows": rows}
+    if corpus_docs is not None:  # ids and hashes of every document, joined on Ray again
+        recheck = diff_signatures(corpus_docs.to_arrow_refs(), uri, version, s3=s3, partitions=partitions)
+        info["recheck"] = recheck.counts
+        if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
+            problems.append(f"the table does not hold the corpus: {recheck.counts}")
+    if sample and rows:
+        tbl = connect(db_uri, s3).open_table(table)
+        tbl.checkout(version)
+        probe = ds.to_table(columns=[S.CHUNK_ID, S.VECTOR], limit=sample)
+        scores = []
+        for cid, vec in zip(probe[S.CHUNK_ID].to_pylist(), probe[S.VECTOR].to_pylist()):
+            norm = float(np.linalg.norm(vec))
+            hit = tbl.search(np.asarray(vec, np.float32), vector_column_name=S.VECTOR).metric("cosine") \
+                .select([S.CHUNK_ID]).limit(1).to_arrow()
+            score = 1.0 - float(hit["_distance"][0].as_py()) if hit.num_rows else 0.0
+            scores.append(round(score, 5))
+            if abs(norm - 1.0) > 1e-3 or score < 0.99:
+                problems.append(f"sample search for {cid}: norm {norm:.4f}, best score {score:.4f}")
+        info["sample_scores"] = scores
+    if problems:
+        raise VerificationError(f"table {uri} version {version} failed verification: " + "; ".join(problems))
+    return info
+
+
+def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str, Any]:
+    """A new table gets its indexes built; a synced one has its indexes updated with the new rows."""
+    if fresh:
+        return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
+    tbl = connect(cfg.store.uri, cfg.s3).open_table(table)
+    if not any("FTS" in str(i.index_type).upper() or "INVERTED" in str(i.index_type).upper()
+               for i in tbl.list_indices()):
+        return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
+    tbl.optimize(cleanup_older_than=timedelta(days=cfg.sync.retention_days))  # compaction + index update
+    return {"rows": tbl.count_rows(), "optimized": True}
+
+
+def cleanup(cfg: ReembedJobConfig, name: str, pointer: serving.Pointer) -> dict[str, Any]:
+    """Drop serving tags no pointer entry uses, versions older than the retention, unserved old tables."""
+    db_uri, s3 = cfg.store.uri, cfg.s3
+    keep = pointer.referenced()
+    older_than = timedelta(days=cfg.sync.retention_days)
+    cutoff = datetime.now(timezone.utc) - older_than
+    out: dict[str, Any] = {"tags_deleted": [], "versions_removed": 0, "tables_dropped": []}
+    db = connect(db_uri, s3)
+    served_tables = {t for t, _ in keep}
+    for tname in table_names(db):
+        if not tname.startswith(f"{name}__"):
+            continue
+        ds = open_dataset(table_uri(db_uri, tname), s3)
+        if ds is None:
+            continue
+        for tag, meta in list(ds.tags.list().items()):
+            if tag.startswith(serving.TAG_PREFIX) and (tname, meta["version"]) not in keep:
+                ds.tags.delete(tag)
+                out["tags_deleted"].append(f"{tname}:{tag}")
+        if tname in served_tables:
+            stats = ds.cleanup_old_versions(older_than=older_than)
+            out["versions_removed"] += int(getattr(stats, "old_versions", 0) or 0)
+            continue
+        last = ds.versions()[-1]["timestamp"]
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
+        if last < cutoff and not ds.tags.list():
+            db.drop_table(tname)
+            out["tables_dropped"].append(tname)
+    return out
+
+
+def _counts(diff: Diff, deferred: list[str], commit: SyncCommit, n_chunks: int, n_docs: int,
+            quarantine: dict[str, int], tokens: int) -> dict[str, Any]:
+    return {
+        "documents_in_corpus": n_docs, "chunks_in_corpus": n_chunks,
+        "documents_new": diff.counts["new"], "documents_changed": diff.counts["changed"],
+        "documents_unchanged": diff.counts["unchanged"], "documents_deleted": len(diff.deleted) - len(deferred),
+        "documents_delete_deferred": len(deferred),
+        "chunks_embedded": commit.rows_added, "chunks_removed": commit.rows_removed, "tokens_embedded": tokens,
+        "rows_before": commit.rows_before, "rows_after": commit.rows_after,
+        "quarantined": sum(quarantine.values()), "quarantine_by_reason": quarantine,
+    }
+
+
+def reembed(cfg: ReembedJobConfig, manifest: RunManifest) -> dict[str, Any]:
+    """Hold the serving name's writer lease for the whole run; see the module docstring."""
+    name = cfg.sync.serving_name or cfg.store.corpus_name
+    lease = WriterLease(cfg.store.uri, name, manifest.run_id, ttl_s=cfg.sync.lease_ttl_s, s3=cfg.s3)
+    with manifest.timed("lease"):
+        lease.acquire(cfg.sync.lease_wait_s)
+    manifest.set("lease", {"uri": lease.uri, "took_over": lease.took_over})
+    try:
+        return _reembed(cfg, manifest, name, lease)
+    finally:
+        lease.release()
+
+
+def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: WriterLease) -> dict[str, Any]:
+    s3, db_uri = cfg.s3, cfg.store.uri
+    card = resolve_card(cfg.model, s3)
+    tname = cfg.store.table or f"{name}__{card.slug}"
+    uri = table_uri(db_uri, tname)
+    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    before = serving.read_pointer(db_uri, name, s3)
+    existing = open_dataset(uri, s3)
+    if existing is not None:
+        check_model(existing, card.model_id, card.dim, uri)
+    read_version = existing.version if existing is not None else None
+    manifest.set("model", card.to_dict())
+    manifest.set("table", {"db_uri": db_uri, "name": tname, "uri": uri, "serving_name": name})
+    manifest.set("serving_before", asdict(before.current) if before else None)
+    quarantine_dir = manifest.path("quarantine")
+    manifest.set("quarantine_dir", quarantine_dir)
+    log.info("re-embedding %r into %s (version %s; serving %s)", name, tname, read_version,
+             f"{before.current.table}@v{before.current.version}" if before else "nothing yet")
+
+    params = chunk_params(cfg, card)
+    check_resources(cfg)
+    with manifest.timed("read_chunk"):
+        docs = read_documents(cfg.input, quarantine_dir, s3)
+        chunks = docs.map_batches(chunk_with_signatures, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                                  num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params}).materialize()
+        corpus_docs = chunks.map_batches(document_rows, batch_format="pyarrow", batch_size=None).materialize()
+        n_chunks, n_docs = chunks.count(), corpus_docs.count()
+    quarantine = read_quarantine_counts(quarantine_dir, s3)
+    lossy = sorted(r for r in quarantine if r in LOSSY_REASONS)
+    if n_docs == 0:
+        raise RuntimeError(f"the corpus at {cfg.input.uri} yielded no documents (quarantined: {quarantine}); "
+                           "not syncing an empty corpus over the table")
+
+    with manifest.timed("diff"):
+        diff = diff_signatures(corpus_docs.to_arrow_refs(), uri if existing is not None else None, read_version,
+                               s3=s3, partitions=cfg.sync.partitions)
+    deferred = diff.deleted if lossy else []
+    if deferred:
+        log.warning("not deleting %d documents missing from the corpus: input was lost (%s)", len(deferred), lossy)
+    remove = diff.changed + ([] if lossy else diff.deleted)
+
+    with manifest.timed("embed_stage"):
+        if diff.to_embed:
+            todo = chunks if read_version is None else chunks.map_batches(
+                select_to_embed, batch_format="pyarrow", batch_size=None,
+                fn_kwargs={"embed_sets": diff.embed_sets, "partitions": diff.partitions})
+            staged = stage_fragments(embedding_stage(todo.drop_columns([DOC_SIGNATURE]), cfg, card), uri, schema,
+                                     s3=s3, block_mib=cfg.embed.block_mib)
+        else:
+            staged = Staged()
+    with manifest.timed("commit"):
+        commit = commit_sync(uri, schema, read_version, staged, remove, s3=s3, before_commit=lease.check)
+    manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after})
+    counts = _counts(diff, deferred, commit, n_chunks, n_docs, quarantine, staged.tokens)
+
+    latest = commit.version_after
+    needs_switch = before is None or before.current.key != (tname, latest)
+    after = before
+    if commit.committed or needs_switch:
+        if commit.committed:
+            artifacts.mark_complete(uri, "table", manifest.run_id, {"version": latest, "rows": commit.rows_after,
+                                                                    "model_id": card.model_id}, s3)
+        with manifest.timed("indexes"):
+            manifest.set("indexes", refresh_indexes(cfg, tname, fresh=read_version is None))
+        latest = open_dataset(uri, s3).version
+        fresh_target = before is None or before.current.table != tname
+        deferred_rows = 0
+        if deferred:
+            deferred_rows = open_dataset(uri, s3).count_rows(doc_filter(deferred))
+        with manifest.timed("verify"):
+            manifest.set("verification", verify_table(
+                db_uri, tname, latest, card, expected_rows=n_chunks + deferred_rows,
+                corpus_docs=corpus_docs if fresh_target and not deferred else None,
+                partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, s3=s3))
+        with manifest.timed("switch"):
+            lease.check()
+            ds = open_dataset(uri, s3)
+            tag = serving.serving_tag(latest)
+            if tag not in ds.tags.list():
+                ds.tags.create(tag, latest)
+            _, after = serving.switch(db_uri, name, serving.ServedVersion(
+                tname, latest, card.model_id, card.dim, ds.checkout_version(latest).count_rows(), manifest.run_id),
+                s3, cfg.sync.keep_history)
+        if cfg.sync.cleanup:
+            with manifest.timed("cleanup"):
+                manifest.set("cleanup", cleanup(cfg, name, after))
+    else:
+        log.info("nothing changed: %s@v%d stays served, no version written", tname, latest)
+    manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after,
+                              "after": latest})
+    manifest.set("serving_after", asdict(after.current) if after else None)
+    manifest.set("sync", {**commit.to_dict(), "staged_s": round(staged.seconds, 3), "diff_s": round(diff.seconds, 3),
+                          "switched": after is not before})
+    for k, v in counts.items():
+        manifest.count(k, v)
+    manifest.set("output", {"artifact": uri, "serving_name": name})
+    if quarantine:
+        manifest.set("exit_status", "succeeded_with_quarantine")
+        manifest.set("exit_code", EXIT_QUARANTINED)
+        log.warning("input was quarantined (%s): exit code %d", quarantine, EXIT_QUARANTINED)
+    return counts

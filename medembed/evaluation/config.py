@@ -34,14 +34,13 @@ class BeirDatasetConfig(_Model):
 class PairsDevConfig(_Model):
     """The held-out dev notes of a pairs (or nested triplets) Parquet source, as a retrieval set.
 
-    A note is in the dev split when :func:`medembed.evaluation.splits.is_dev_note` says so (a hash of
-    seed and note id below ``dev_fraction``); ``dev_fraction: 1.0`` takes every row (a dev file).
+    A note is in the dev split when :func:`medembed.evaluation.splits.is_dev_note` says so (a hash of the
+    note id below ``dev_fraction``, the trainer's rule); ``dev_fraction: 1.0`` takes every row (a dev file).
     """
 
     path: str = Field(..., description="pairs Parquet file/folder, a generate-pairs output_dir or nested triplets")
     name: str = Field("pairs-dev", pattern=r"^[A-Za-z0-9_.-]+$")
-    dev_fraction: float = Field(0.2, gt=0, le=1)
-    seed: int = 0
+    dev_fraction: float = Field(0.1, gt=0, le=1, description="as train.dev_fraction of the model's training run")
     limit: int | None = Field(None, gt=0, description="evaluate at most this many dev queries")
 
 

@@ -1,9 +1,9 @@
 """Train/dev split of synthetic pairs by note, and reading pairs (or nested triplets) for evaluation.
 
 The split is by note, so no dev query shares a note with a training pair: a note is dev when the
-SHA-256 of ``"<seed>:<note id>"``, read as a number in [0, 1), is below ``dev_fraction``. The same
-function splits the pipeline's pairs before mining (training sees only train notes) and picks the
-dev queries the gate evaluates, so the two can never disagree.
+first 8 bytes of the SHA-256 of its id, read as a number in [0, 1), are below ``dev_fraction`` -- the
+rule of ``medembed.training.data.split_by_note``, so the dev queries the pipeline's gate evaluates are
+exactly the notes the trainer held out.
 """
 
 from __future__ import annotations
@@ -25,22 +25,21 @@ log = logging.getLogger(__name__)
 TRIPLET_TO_PAIR = {"query_id": "pair_id", "query_note_id": "note_id", "query": "query", "positive": "passage"}
 
 
-def note_fraction(note_id: str, seed: int = 0) -> float:
-    """A stable number in [0, 1) for a note: the first 8 bytes of SHA-256(seed:note_id)."""
-    digest = hashlib.sha256(f"{seed}:{note_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+def note_fraction(note_id: str) -> float:
+    """A stable number in [0, 1) for a note: the first 8 bytes of SHA-256(note_id)."""
+    return int.from_bytes(hashlib.sha256(str(note_id).encode("utf-8")).digest()[:8], "big") / 2**64
 
 
-def is_dev_note(note_id: str, dev_fraction: float, seed: int = 0) -> bool:
-    return dev_fraction >= 1.0 or note_fraction(note_id, seed) < dev_fraction
+def is_dev_note(note_id: str, dev_fraction: float) -> bool:
+    """Whether a note is held out; ``dev_fraction >= 1`` holds out every note (a dev-only source)."""
+    return dev_fraction >= 1.0 or note_fraction(note_id) < dev_fraction
 
 
-def split_by_note(table: pa.Table, dev_fraction: float, seed: int = 0,
-                  note_column: str = "note_id") -> tuple[pa.Table, pa.Table]:
+def split_by_note(table: pa.Table, dev_fraction: float, note_column: str = "note_id") -> tuple[pa.Table, pa.Table]:
     """(train rows, dev rows) of ``table``, split by the note in ``note_column``."""
     if note_column not in table.column_names:
         raise KeyError(f"cannot split by note: no column {note_column!r} (columns: {table.column_names})")
-    dev = pa.array([is_dev_note(str(n), dev_fraction, seed) for n in table[note_column].to_pylist()], pa.bool_())
+    dev = pa.array([is_dev_note(str(n), dev_fraction) for n in table[note_column].to_pylist()], pa.bool_())
     return table.filter(pc.invert(dev)), table.filter(dev)
 
 

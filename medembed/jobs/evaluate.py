@@ -59,12 +59,12 @@ def load_datasets(cfg: EvaluateJobConfig) -> list[RetrievalDataset]:
     if cfg.pairs_dev is not None:
         pd = cfg.pairs_dev
         pairs = read_pair_rows(pd.path, cfg.s3)
-        keep = [is_dev_note(n, pd.dev_fraction, pd.seed) for n in pairs["note_id"].to_pylist()]
+        keep = [is_dev_note(n, pd.dev_fraction) for n in pairs["note_id"].to_pylist()]
         dev = pairs.filter(keep)
         if pd.limit:
             dev = dev.slice(0, pd.limit)
         if not dev.num_rows:
-            raise ValueError(f"pairs_dev: no dev pairs in {pd.path} (dev_fraction={pd.dev_fraction}, seed={pd.seed})")
+            raise ValueError(f"pairs_dev: no dev pairs in {pd.path} (dev_fraction={pd.dev_fraction})")
         out.append(dataset_from_pairs(dev, name=pd.name, split="dev"))
         log.info("pairs dev split %s: %d queries, %d passages from %s", pd.name, dev.num_rows,
                  out[-1].num_documents, pd.path)

@@ -107,3 +107,12 @@ register(Job(
     "per serving name (a lease with a heartbeat under <store.uri>/_medembed/leases/). Exit codes: 0 ok, 1 failed "
     "(what searches see is untouched), 2 bad config, 3 another writer holds the lease (after sync.lease_wait_s), "
     "4 finished but input was quarantined (no document deleted while a source or ids were lost)."))
+register(Job(
+    "pipeline", "pipeline", "medembed.pipeline.config:PipelineJobConfig", "medembed.jobs.pipeline:pipeline",
+    "pipeline", "corpus -> pairs -> negatives -> train -> evaluate -> gate -> embed, stages reused",
+    "Run generate-pairs, mine-negatives, train and eval as stages of one run (one Ray instance, sub-manifests "
+    "<run id>/<stage>), promote the fine-tuned candidate only if it is not worse than the current model on the gate "
+    "(gate.datasets, gate.metric, gate.tolerance; default the held-out pairs-dev notes), record the decision in "
+    "output.dir/<run id>/promote/promoted.json and embed the corpus with the promoted model. A rerun reuses every "
+    "stage whose config and inputs are unchanged (fingerprint in output.dir/<run id>/stages/<stage>/_SUCCESS.json) "
+    "and redoes a stage whose output is incomplete, and everything after it."))

@@ -1,0 +1,164 @@
+"""The Ray Train worker loop: one DDP rank trains on its shard of each planned global batch.
+
+Everything a restarted worker needs is in the checkpoint it reports every ``checkpoint_every``
+steps: model, optimizer and scheduler state, the next step (the data position: the batch plan is
+fixed by seed, so step ``s`` is batch ``s``), the plan fingerprint and the steps each attempt
+started at. ``ray.train.get_checkpoint()`` hands it back after a worker died (FailureConfig) or
+after the whole job was started again with the same run name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_state(checkpoint: Any) -> dict[str, Any] | None:
+    """The training state of a Ray checkpoint, or None."""
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _mean_across_workers(value: float) -> float:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def _inject_crash(step: int, crash_at: int | None, marker: str | None, rank: int) -> None:
+    """Testing hook: rank 0 SIGKILLs itself once at ``crash_at`` (the marker file makes it once)."""
+    if crash_at is None or step != crash_at or rank != 0 or not marker or os.path.exists(marker):
+        return
+    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+    Path(marker).write_text(f"killed rank 0 at step {step} (pid {os.getpid()})\n")
+    log.warning("crash_at_step=%d: killing this worker (pid %d)", step, os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point; ``config`` is built by :func:`medembed.training.trainer.loop_config`."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from medembed.mining import columns as M
+    from medembed.training.batching import shard
+    from medembed.training.config import TrainConfig
+    from medembed.training.loss import DualEncoder, build_loss, contrastive_loss, passage_texts, tokenize
+    from medembed.training.schedule import build_optimizer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tc = TrainConfig(**config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(tc.seed + rank)
+    device = ray.train.torch.get_device()
+    use_bf16 = tc.bf16 and device.type == "cuda"
+
+    table = ray.get(config["data"])
+    queries, positives = table[M.QUERY].to_pylist(), table[M.POSITIVE].to_pylist()
+    negatives = table[M.NEGATIVES].to_pylist()
+    plan: list[list[int]] = config["plan"]
+    total = len(plan)
+    prompts = config["prompts"]
+
+    st = SentenceTransformer(config["model_path"], device="cpu")
+    st.max_seq_length = max(tc.query_max_length, tc.passage_max_length)
+    state = load_state(ray.train.get_checkpoint())
+    start = 0
+    attempts: list[int] = []
+    first_loss: float | None = None
+    if state is not None:
+        if state["plan_fingerprint"] != config["plan_fingerprint"]:
+            raise RuntimeError(f"checkpoint at step {state['step']} was written for another batch plan "
+                               f"({state['plan_fingerprint']} != {config['plan_fingerprint']}): triplets or "
+                               "train settings changed; use a new output.run_name")
+        st.load_state_dict(state["model"])
+        start, attempts, first_loss = int(state["step"]), list(state["attempts"]), state.get("first_loss")
+    attempts.append(start)
+    # static_graph: the same parameters (all but e.g. BERT's unused pooler) get gradients every step
+    model = ray.train.torch.prepare_model(DualEncoder(st), parallel_strategy_kwargs={"static_graph": True})
+    st = (model.module if hasattr(model, "module") else model).st
+    opt, sched = build_optimizer(st, tc.learning_rate, tc.weight_decay, total, tc.warmup_ratio, tc.min_lr_ratio)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        log.info("rank %d resumed at step %d of %d", rank, start, total)
+    loss_fn = build_loss(st, tc.temperature, tc.gather_across_workers and world > 1)
+    model.train()
+
+    window: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(start, total):
+        _inject_crash(step, tc.crash_at_step, config.get("crash_marker"), rank)
+        rows = shard(plan[step], rank, world)
+        q = tokenize(st, [queries[i] for i in rows], prompts["query"], tc.query_max_length, device)
+        d = tokenize(st, passage_texts([positives[i] for i in rows], [negatives[i] for i in rows],
+                                       tc.num_negatives), prompts["document"], tc.passage_max_length, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            q_emb, d_emb = model(q, d)
+        loss = contrastive_loss(loss_fn, q_emb, d_emb, tc.num_negatives)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+        opt.step()
+        sched.step()
+        window.append(float(loss.detach()))
+        if first_loss is None:
+            first_loss = _mean_across_workers(window[0])
+        done = step + 1
+        if rank == 0 and (done % tc.log_every == 0 or done == total):
+            log.info("step %d/%d loss %.4f lr %.2e", done, total, window[-1], sched.get_last_lr()[0])
+        if done % tc.checkpoint_every == 0 or done == total:
+            elapsed = time.perf_counter() - t0
+            metrics = {"step": done, "total_steps": total, "loss": _mean_across_workers(sum(window) / len(window)),
+                       "first_loss": first_loss, "lr": sched.get_last_lr()[0], "attempt_start_steps": attempts,
+                       "resumed_from_step": attempts[-1], "attempt_steps_per_s": (done - start) / elapsed}
+            window = []
+            _report(metrics, rank, {"model": st.state_dict(), "optimizer": opt.state_dict(),
+                                    "scheduler": sched.state_dict(), "step": done, "attempts": attempts,
+                                    "first_loss": first_loss, "plan_fingerprint": config["plan_fingerprint"]})
+
+
+def _report(metrics: dict[str, Any], rank: int, state: dict[str, Any]) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
+    import ray.train
+    import torch
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / STATE_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -1,0 +1,42 @@
+"""Builders of nested training triplets (the mine-negatives output format) from the bundled sample notes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medembed.mining import columns as M
+from medembed.runtime import artifacts
+from tests.support.paths import SAMPLE
+
+
+def sample_triplets_table(n_notes: int = 32, per_note: int = 2, num_negatives: int = 4) -> pa.Table:
+    """Inverse-cloze triplets: sentence -> the next two sentences; negatives are positives of the next notes."""
+    notes = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.startswith("{")][:n_notes]
+    base = []
+    for note in notes:
+        sents = [s.strip() for s in re.split(r"(?<=[.!?])\s+", note["text"]) if s.strip()]
+        for i in range(min(per_note, len(sents) - 2)):
+            base.append((note["id"], sents[i], " ".join(sents[i + 1:i + 3])))
+    rows = []
+    for j, (note, query, pos) in enumerate(base):
+        others = [b for b in base[j + 1:] + base[:j] if b[0] != note][:num_negatives]
+        rows.append({M.QUERY: query, M.POSITIVE: pos, M.NEGATIVES: [o[2] for o in others],
+                     M.QUERY_ID: f"q{j:04d}", M.QUERY_NOTE_ID: note, M.POSITIVE_ID: M.positive_id(pos),
+                     M.NEGATIVE_IDS: [M.positive_id(o[2]) for o in others], M.NEGATIVE_NOTE_IDS: [o[0] for o in others],
+                     M.POSITIVE_SCORE: 0.9, M.NEGATIVE_SCORES: [0.5] * len(others), M.N_NEGATIVES: len(others),
+                     M.SHORTFALL_REASON: None})
+    return pa.Table.from_pylist(rows, schema=M.NESTED_SCHEMA)
+
+
+def write_triplets_run(root: Path, table: pa.Table, run_id: str = "mine_negatives-test") -> Path:
+    """A complete mine-negatives output folder ``<root>/<run id>/triplets`` holding ``table``."""
+    out = root / run_id / "triplets"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "part-00000.parquet")
+    artifacts.mark_complete(str(out), "triplets", run_id, {"rows": table.num_rows, "format": "nested"})
+    return out

@@ -91,15 +91,26 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
 
 
 def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str, Any]:
-    """A new table gets its indexes built; a synced one has its indexes updated with the new rows."""
-    if fresh:
+    """A new table gets its indexes built; a synced one is compacted and its indexes take in the new rows.
+
+    Synced tables go through Lance's own optimize calls: LanceDB's ``Table.optimize`` also cleans up
+    versions and refuses while old versions are tagged for serving (cleanup is ``cleanup``'s job).
+    """
+    if fresh:  # no serving tags yet
         return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
+    uri = table_uri(cfg.store.uri, table)
+    info: dict[str, Any] = {"optimized": True}
+    if cfg.store.compact:
+        stats = open_dataset(uri, cfg.s3).optimize.compact_files()
+        info["fragments_compacted"] = int(getattr(stats, "fragments_removed", 0) or 0)
+    open_dataset(uri, cfg.s3).optimize.optimize_indices()
     tbl = connect(cfg.store.uri, cfg.s3).open_table(table)
-    if not any("FTS" in str(i.index_type).upper() or "INVERTED" in str(i.index_type).upper()
-               for i in tbl.list_indices()):
-        return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
-    tbl.optimize(cleanup_older_than=timedelta(days=cfg.sync.retention_days))  # compaction + index update
-    return {"rows": tbl.count_rows(), "optimized": True}
+    if cfg.store.fts and not any("FTS" in str(i.index_type).upper() or "INVERTED" in str(i.index_type).upper()
+                                 for i in tbl.list_indices()):
+        tbl.create_fts_index(S.TEXT, replace=True)
+        info["fts_index"] = "built"
+    info["rows"] = tbl.count_rows()
+    return info
 
 
 def cleanup(cfg: ReembedJobConfig, name: str, pointer: serving.Pointer) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def cleanup(cfg: ReembedJobConfig, name: str, pointer: serving.Pointer) -> dict[
                 ds.tags.delete(tag)
                 out["tags_deleted"].append(f"{tname}:{tag}")
         if tname in served_tables:
-            stats = ds.cleanup_old_versions(older_than=older_than)
+            stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
             out["versions_removed"] += int(getattr(stats, "old_versions", 0) or 0)
             continue
         last = ds.versions()[-1]["timestamp"]

@@ -53,6 +53,9 @@ class SynthConfig(_Model):
                                 description="template medembed/synth/templates/<prompt_version>.txt")
     queries_per_note: int = Field(5, gt=0, description="queries asked for per request (per part of a long note)")
     max_note_chars: int = Field(12_000, ge=200, description="longer notes are split into parts of at most this")
+    extractive_findings: int = Field(0, ge=0, description="extractive backend: up to this many of a note's "
+                                     "queries are finding/conclusion sentences -> the rest of the note (claim-like "
+                                     "queries, e.g. for abstracts); 0: off")
     min_relevance: float = Field(0.3, ge=0, le=1)
     min_grounding: float = Field(0.8, ge=0, le=1, description="fraction of passage 3-grams found in the note")
     output_dir: str = Field("./output/pairs", description="pairs/ and ledger/ of each run go under here")

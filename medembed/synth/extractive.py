@@ -11,6 +11,10 @@ Three kinds of pairs per note (part), all passages copied from the note:
   corpus: frequency in the note, minus stop/generic clinical words, plus a bonus for medical-looking
   words (suffixes such as -itis, -ectomy, -mab) and acronyms (ARDS, CT).
 
+* ``finding`` (opt-in, ``synth.extractive_findings``): a finding or conclusion sentence ("we found",
+  "these results suggest", "X reduced Y") -> the rest of the document without it: claim-like queries,
+  the kind a reader searching the literature types, answered by the whole abstract or note.
+
 Relevance scores are heuristic constants in [0, 1] (title 0.7, inverse cloze 0.5, keyword 0.5-0.9
 by the term's frequency). Slots: one title pair, then the rest split between keyword and inverse
 cloze queries (keywords get the odd one).
@@ -57,6 +61,27 @@ ICT_RELEVANCE = 0.5
 ICT_WINDOW = 2
 ICT_MIN_WORDS, ICT_MAX_WORDS = 6, 60
 LEAD_SENTENCES, LEAD_MAX_CHARS = 3, 600
+FINDING_RELEVANCE = 0.6
+FINDING_MIN_WORDS, FINDING_MAX_WORDS = 8, 40
+FINDING_MAX_CHARS = 2000
+FINDING_CUE = re.compile(
+    r"\b(we (found|show|showed|demonstrate|conclude|observed|report)|these (results|findings|data)|in conclusion|"
+    r"suggest|indicate|associated with|increase[sd]?|decrease[sd]?|reduce[sd]?|improve[sd]?|induce[sd]?|"
+    r"inhibit(s|ed)?|promote[sd]?|correlat\w*|required for|is essential|predict(s|ed)?)\b", re.I)
+
+
+def finding_pairs(text: str, k: int) -> list[dict]:
+    """Up to ``k`` claim-like sentences (conclusions first) -> the rest of the text without them."""
+    sents = split_sentences(text)
+    if len(sents) < 3 or k <= 0:
+        return []
+    cands = [i for i, s in enumerate(sents)
+             if FINDING_CUE.search(s) and FINDING_MIN_WORDS <= len(s.split()) <= FINDING_MAX_WORDS]
+    out = []
+    for i in sorted(cands, reverse=True)[:k]:  # the last findings of an abstract are its conclusions
+        rest = " ".join(sents[j] for j in range(len(sents)) if j != i)[:FINDING_MAX_CHARS].rsplit(" ", 1)[0]
+        out.append({C.QUERY: sents[i], C.QUERY_TYPE: "finding", C.PASSAGE: rest, C.RELEVANCE: FINDING_RELEVANCE})
+    return out
 
 
 def _is_acronym(surface: str) -> bool:
@@ -99,8 +124,12 @@ def _even_pick(candidates: list[int], k: int) -> list[int]:
     return [candidates[round(i * (len(candidates) - 1) / (k - 1))] for i in range(k)]
 
 
-def extract_pairs(title: str, text: str, n: int, *, include_title: bool = True) -> list[dict]:
-    """Candidate pairs (query, query_type, passage, relevance) for one note (part); deterministic."""
+def extract_pairs(title: str, text: str, n: int, *, include_title: bool = True, findings: int = 0) -> list[dict]:
+    """Candidate pairs (query, query_type, passage, relevance) for one note (part); deterministic.
+
+    After the title pair, up to ``findings`` slots go to finding pairs (when the text has claim-like
+    sentences); keyword and inverse-cloze pairs share the rest.
+    """
     sents = split_sentences(text)
     if not sents or n <= 0:
         return []
@@ -113,6 +142,7 @@ def extract_pairs(title: str, text: str, n: int, *, include_title: bool = True) 
                 break
             lead.append(s)
         out.append({C.QUERY: title, C.QUERY_TYPE: "title", C.PASSAGE: " ".join(lead), C.RELEVANCE: TITLE_RELEVANCE})
+    out += finding_pairs(text, min(findings, n - len(out)))
     rest = n - len(out)
     n_ict = rest // 2
     ict_candidates = [i for i, s in enumerate(sents) if ICT_MIN_WORDS <= len(s.split()) <= ICT_MAX_WORDS] \
@@ -161,12 +191,13 @@ class ExtractiveBackend(BackendBase):
 
     @staticmethod
     def prompt_version_of(cfg: SynthConfig) -> str:
-        return EXTRACTIVE_VERSION  # the algorithm's version: LLM templates do not apply
+        # the algorithm's version (LLM templates do not apply); finding pairs make a different generator
+        return EXTRACTIVE_VERSION + (f"+findings{cfg.extractive_findings}" if cfg.extractive_findings else "")
 
     def generate(self, requests: list[Request]) -> list[Generation]:
-        n = self.cfg.queries_per_note
-        return [Generation(items=extract_pairs(r.title, r.text, n, include_title=r.part_index == 0), attempts=0)
-                for r in requests]
+        n, k = self.cfg.queries_per_note, self.cfg.extractive_findings
+        return [Generation(items=extract_pairs(r.title, r.text, n, include_title=r.part_index == 0, findings=k),
+                           attempts=0) for r in requests]
 
     def close(self) -> None:
         pass

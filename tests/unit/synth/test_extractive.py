@@ -62,3 +62,28 @@ def test_extractive_backend_passes_validation():
     out = outcome_of(gen, NOTE, 0, min_relevance=cfg.min_relevance, min_grounding=cfg.min_grounding, seen_queries=set())
     assert out.reason is None and len(out.pairs) == 5 and not out.dropped
     assert {p[C.QUERY_TYPE] for p in out.pairs} == {"title", "keyword", "inverse_cloze"}
+
+
+ABSTRACT = ("Sepsis is a leading cause of death in intensive care units. We enrolled 412 adults with septic shock "
+            "in a randomized trial. Patients received early vasopressin or norepinephrine alone. Mortality at 28 days "
+            "was recorded. Early vasopressin reduced mortality at 28 days compared with norepinephrine alone. "
+            "These results suggest that early vasopressin should be considered in septic shock.")
+
+
+def test_finding_pairs_take_conclusions_and_drop_them_from_the_passage():
+    pairs = extract_pairs("Vasopressin in septic shock", ABSTRACT, 4, findings=2)
+    assert [p["query_type"] for p in pairs][:3] == ["title", "finding", "finding"]
+    conclusion, result = pairs[1]["query"], pairs[2]["query"]
+    assert conclusion.startswith("These results suggest") and result.startswith("Early vasopressin reduced")
+    for p in pairs[1:3]:
+        assert p["query"] not in p["passage"] and "We enrolled 412 adults" in p["passage"]
+    assert len(pairs) == 4 and pairs[3]["query_type"] in ("keyword", "inverse_cloze")
+    assert [p["query_type"] for p in extract_pairs("Vasopressin", ABSTRACT, 4)].count("finding") == 0  # opt-in
+
+
+def test_findings_change_the_generator_version():
+    from medembed.synth.config import SynthConfig
+    from medembed.synth.extractive import ExtractiveBackend
+
+    assert ExtractiveBackend(SynthConfig()).prompt_version == "extractive_v1"
+    assert ExtractiveBackend(SynthConfig(extractive_findings=2)).prompt_version == "extractive_v1+findings2"

@@ -163,3 +163,14 @@ def open_served(db: Any, ref: ServedVersion) -> Any:
     if tbl.version != ref.version:
         tbl.checkout(ref.version)
     return tbl
+
+
+def resolve(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[str, int | None]:
+    """(table, version) a reader should open for ``name``: a table of that name (its latest version), else
+    the table and version the serving name ``name`` points to; unknown names come back unchanged."""
+    from medembed.index.tables import open_dataset, table_uri
+
+    if open_dataset(table_uri(db_uri, name), s3) is not None:
+        return name, None
+    ptr = read_pointer(db_uri, name, s3)
+    return (ptr.current.table, ptr.current.version) if ptr else (name, None)

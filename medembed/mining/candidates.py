@@ -21,6 +21,7 @@ from medembed.config import S3Config, StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.index import serving
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
 from medembed.index.writer import write_dataset
@@ -114,13 +115,14 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
     sources = [pos_ds]
-    if cc.table:
-        corpus_uri = table_uri(cc.uri, cc.table)
+    if cc.table:  # a table, or a serving name (its served table at the served version)
+        corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, s3)
+        corpus_uri = table_uri(cc.uri, corpus_table)
         corpus = open_dataset(corpus_uri, s3)
         if corpus is None:
             raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
         check_model(corpus, card.model_id, card.dim, corpus_uri)
-        sources.append(ray.data.read_lance(corpus_uri, columns=schema.names,
+        sources.append(ray.data.read_lance(corpus_uri, version=corpus_version, columns=schema.names,
                                            storage_options=lance_storage_options(corpus_uri, s3) or None))
     rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
     st = write_dataset(rows_in, uri, schema, s3=s3, commit_every=cc.commit_every,

@@ -1,0 +1,160 @@
+"""Job body of ``medembed pipeline``: pairs -> negatives -> train -> evaluate -> gate -> embed, each stage reused.
+
+Stages run in this driver process on one Ray instance, each through its own job body (from the
+registry) with a sub-manifest whose run id is ``<pipeline run id>/<stage>``. Composition of stage
+configs and reuse live in ``medembed.pipeline.stages``, the decision in ``medembed.pipeline.gate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from medembed.config import ModelConfig
+from medembed.evaluation import report
+from medembed.jobs import by_name
+from medembed.pipeline import stages as P
+from medembed.pipeline.config import PipelineJobConfig
+from medembed.pipeline.gate import decide
+from medembed.runtime import artifacts
+from medembed.runtime.manifest import RunManifest
+from medembed.runtime.storage import filesystem, join
+
+log = logging.getLogger(__name__)
+
+PROMOTED = "promoted.json"
+
+
+def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inputs: dict[str, str],
+                  promoted: dict[str, Any] | None) -> tuple[str, str, dict[str, Any]]:
+    """Run one stage's job body with its sub-manifest; returns (artifact, manifest path, counts)."""
+    job = by_name(P.JOB_OF[stage])
+    stage_cfg = job.config_class().model_validate(P.compose(cfg, stage, manifest.run_id, inputs, promoted))
+    sub = RunManifest(job.name, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
+                      run_id=f"{manifest.run_id}/{stage}")
+    sub.set("pipeline", {"run_id": manifest.run_id, "stage": stage})
+    try:
+        with sub.timed("job"):
+            counts = job.body_function()(stage_cfg, sub)
+    except BaseException as e:
+        sub.finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    path = sub.finish("succeeded")
+    return sub.data["output"]["artifact"], path, counts
+
+
+def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, model_dir: str) -> str:
+    """Apply the gate to the evaluation results; write ``promoted.json`` and the stage's marker; returns its folder."""
+    s3 = cfg.s3
+    results = report.read_results(join(eval_artifact, "results"))
+    decision = decide(cfg.gate, results, P.CURRENT, P.CANDIDATE)
+    chosen = ModelConfig(name=model_dir, device=cfg.model.device, dtype=cfg.model.dtype) if decision.promote \
+        else cfg.model
+    from medembed.embedding.card import resolve_card
+
+    card = resolve_card(chosen, s3)
+    record = {"promoted": P.CANDIDATE if decision.promote else P.CURRENT, "model": chosen.model_dump(mode="json"),
+              "model_id": card.model_id, "revision": card.revision, "decision": decision.to_dict(),
+              "evaluation": eval_artifact, "pipeline_run_id": manifest.run_id}
+    out = P.stage_dir(cfg.output.dir, manifest.run_id, "promote")
+    artifacts.clear_marker(out, s3)
+    fs, path = filesystem(join(out, PROMOTED), s3)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    artifacts.mark_complete(out, "promotion", f"{manifest.run_id}/promote",
+                            {"promoted": record["promoted"], "model": record["model"], "model_id": card.model_id,
+                             "revision": card.revision, "promote": decision.promote}, s3)
+    return out
+
+
+def read_promoted(promote_artifact: str, cfg: PipelineJobConfig) -> dict[str, Any]:
+    fs, path = filesystem(join(promote_artifact, PROMOTED), cfg.s3)
+    with fs.open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig) -> dict[str, Any]:
+    """The promoted model and its table: ``<corpus>__<model slug>__<8 hex of id@revision>`` unless configured."""
+    from medembed.embedding.card import resolve_card
+
+    card = resolve_card(ModelConfig.model_validate(promoted["model"]), cfg.s3)
+    corpus = (cfg.embed.get("store") or {}).get("corpus_name", "corpus")
+    rev = hashlib.sha256(f"{card.model_id}@{card.revision}".encode()).hexdigest()[:8]
+    return {"model": promoted["model"], "table": f"{corpus}__{card.slug}__{rev}"}
+
+
+def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
+    """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
+    s3, out = cfg.s3, cfg.output.dir
+    markers: dict[str, dict[str, Any]] = {}
+    made: dict[str, str] = {}
+    info: dict[str, dict[str, Any]] = {}
+    manifest.set("stages", info)
+    for i, stage in enumerate(P.STAGES, start=1):
+        t0 = time.perf_counter()
+        fp = P.fingerprint(cfg, stage, markers)
+        rec = P.find_reusable(out, stage, fp, s3)
+        if rec is not None:
+            log.info("stage %d/%d %s: reusing the output of %s (%s)", i, len(P.STAGES), stage, rec["run_id"],
+                     rec["artifact"])
+            artifact, status, sub_manifest = rec["artifact"], "reused", rec.get("manifest")
+        else:
+            log.info("stage %d/%d %s: running (fingerprint %s)", i, len(P.STAGES), stage, fp[:12])
+            with manifest.timed(stage):
+                if stage == "promote":
+                    artifact, sub_manifest = promote(cfg, manifest, made["evaluate"], made["train"]), None
+                else:
+                    promoted = embed_target(read_promoted(made["promote"], cfg), cfg) if stage == "embed" else None
+                    artifact, sub_manifest, _ = run_job_stage(cfg, manifest, stage, made, promoted)
+            status = "ran"
+            P.write_record(out, manifest.run_id, stage, fp, artifact, sub_manifest, s3)
+        made[stage] = artifact
+        markers[stage] = artifacts.read_marker(artifact, s3)
+        info[stage] = {"status": status, "fingerprint": fp, "artifact": artifact, "manifest": sub_manifest,
+                       "artifact_run_id": markers[stage]["run_id"],
+                       "record": join(P.record_dir(out, manifest.run_id if status == "ran" else
+                                                   rec["run_id"].rsplit("/", 1)[0], stage), artifacts.SUCCESS),
+                       "seconds": round(time.perf_counter() - t0, 3)}
+        log.info("stage %d/%d %s: %s in %.1f s -> %s", i, len(P.STAGES), stage, status, info[stage]["seconds"],
+                 artifact)
+        manifest.write()
+
+    promoted = read_promoted(made["promote"], cfg)
+    table = markers["embed"]
+    results = report.read_results(join(made["evaluate"], "results"))
+    cmp = report.compare(results, metric=cfg.gate.metric, baseline=P.CURRENT)
+    decision = promoted["decision"]
+    manifest.set("gate", decision)
+    manifest.set("promoted", {**promoted, "record": join(made["promote"], PROMOTED)})
+    manifest.set("table", {"uri": made["embed"], "model_id": table.get("model_id"), "rows": table.get("rows")})
+    manifest.set("output", {"artifact": made["embed"], "promoted": join(made["promote"], PROMOTED),
+                            "evaluation": made["evaluate"]})
+    counts = {"stages_run": sum(v["status"] == "ran" for v in info.values()),
+              "stages_reused": sum(v["status"] == "reused" for v in info.values()),
+              "promoted": promoted["promoted"], "table_rows": table.get("rows")}
+    for k, v in counts.items():
+        manifest.count(k, v)
+    summary = final_summary(report.to_text(cmp), decision, promoted, made, table)
+    log.info("pipeline %s done:\n%s", manifest.run_id, summary)
+    sys.stdout.write(summary)
+    sys.stdout.flush()
+    return counts
+
+
+def final_summary(table_text: str, decision: dict[str, Any], promoted: dict[str, Any], made: dict[str, str],
+                  table: dict[str, Any]) -> str:
+    lines = ["", "evaluation (" + made["evaluate"] + "):", table_text.rstrip(), "",
+             f"gate ({decision['metric']}, tolerance {decision['tolerance']:g}): "
+             f"{'PROMOTE candidate' if decision['promote'] else 'KEEP current model'} -- {decision['reason']}"]
+    for name, row in decision["datasets"].items():
+        lines.append(f"  {name}: current {row['current']:.4f}, candidate {row['candidate']:.4f}, "
+                     f"delta {row['delta']:+.4f} ({'pass' if row['passed'] else 'FAIL'})")
+    lines += [f"promoted model: {promoted['model_id']} ({promoted['model']['name']})",
+              f"candidate model folder: {made['train']}",
+              f"table: {made['embed']} ({table.get('rows')} rows, model {table.get('model_id')})", ""]
+    return "\n".join(lines)

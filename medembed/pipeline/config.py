@@ -1,0 +1,58 @@
+"""Configuration of the gated pipeline (`jobs/pipeline.py`, `medembed pipeline`).
+
+Each stage section (``pairs``, ``negatives``, ``train``, ``evaluate``, ``embed``) holds overrides of
+that stage's own job config (``generate-pairs``, ``mine-negatives``, ``train``, ``eval``, ``embed``);
+the pipeline fills in what joins the stages (input corpus, base model, paths between stages) and
+validates every composed stage config before any work starts. Imports no Ray, LanceDB or torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from medembed.config import InputConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
+
+
+class GateConfig(_Model):
+    """Promote the candidate only when it is not worse than the current model on every gate dataset."""
+
+    datasets: list[str] | None = Field(None, description="evaluated datasets the gate looks at (names); "
+                                       "default: every evaluated dataset")
+    metric: str = Field("ndcg_at_10", description="a score key of the results, e.g. ndcg_at_10, recall_at_100")
+    tolerance: float = Field(0.0, ge=0, description="the candidate may trail the current model by at most this "
+                             "much (absolute, on the metric's 0-1 scale) on each gate dataset")
+
+
+class PipelineOutputConfig(OutputConfig):
+    dir: str = Field("./output/pipeline", description="stage outputs go to <dir>/<pipeline run id>/<stage>/...; "
+                     "stage records to <dir>/<pipeline run id>/stages/<stage>/_SUCCESS.json")
+
+
+class PipelineJobConfig(_Model):
+    """Config of `jobs/pipeline.py` / `medembed pipeline`."""
+
+    input: InputConfig = Field(default_factory=InputConfig, description="the corpus: pairs come from it and the "
+                               "promoted model embeds it")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the current (base) model: fine-tuned, "
+                               "and the model the candidate must not be worse than")
+    dev_fraction: float = Field(0.2, gt=0, lt=1, description="share of notes (by hash of the note id) held out of "
+                                "training; the gate's pairs-dev set is their queries")
+    pairs: dict[str, Any] = Field(default_factory=dict, description="overrides of the generate-pairs config")
+    negatives: dict[str, Any] = Field(default_factory=dict, description="overrides of the mine-negatives config")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train config")
+    evaluate: dict[str, Any] = Field(default_factory=dict, description="overrides of the eval config (e.g. extra "
+                                     "BEIR datasets)")
+    gate: GateConfig = Field(default_factory=GateConfig)
+    embed: dict[str, Any] = Field(default_factory=dict, description="overrides of the embed config (store, embed)")
+    s3: S3Config = Field(default_factory=S3Config)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    output: PipelineOutputConfig = Field(default_factory=PipelineOutputConfig)
+
+    @model_validator(mode="after")
+    def _stages_valid(self) -> PipelineJobConfig:
+        from medembed.pipeline.stages import validate_stage_configs
+
+        validate_stage_configs(self)
+        return self

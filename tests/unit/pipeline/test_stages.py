@@ -1,0 +1,87 @@
+"""Pipeline stages: composed configs validate, fingerprints follow inputs, reuse needs a complete artifact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medembed.config import ConfigError, load_config
+from medembed.evaluation.config import EvaluateJobConfig
+from medembed.pipeline import stages as P
+from medembed.pipeline.config import PipelineJobConfig
+from medembed.runtime import artifacts
+
+
+def _cfg(tmp_path, *overrides: str) -> PipelineJobConfig:
+    return load_config(PipelineJobConfig, "pipeline", [f"output.dir={tmp_path / 'out'}", *overrides])
+
+
+def test_deep_merge_keeps_siblings_and_replaces_leaves():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    assert P.deep_merge(base, {"a": {"c": [3]}, "e": {"f": 2}}) == {"a": {"b": 1, "c": [3]}, "d": 1, "e": {"f": 2}}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+
+
+def test_stage_configs_join_the_stages(tmp_path):
+    cfg = _cfg(tmp_path, "evaluate.datasets=[{name: med, uri: /data/med}]", "train.train.dev_fraction=0.5")
+    out = str(tmp_path / "out")
+    inputs = {"pairs": f"{out}/r/pairs/runs/r/pairs", "negatives": f"{out}/r/negatives/triplets",
+              "train": f"{out}/r/train/model"}
+    neg = P.compose(cfg, "negatives", "r", inputs)
+    assert neg["pairs"]["path"] == f"{out}/r/pairs/runs/r/pairs/pairs"
+    assert neg["mining"]["num_negatives"] == 3 and neg["output"]["dir"] == out
+    train = P.compose(cfg, "train", "r", inputs)
+    assert train["triplets"]["path"] == inputs["negatives"]
+    assert train["train"]["dev_fraction"] == cfg.dev_fraction == 0.2  # the pipeline's split wins over the section
+    ev = EvaluateJobConfig.model_validate(P.compose(cfg, "evaluate", "r", inputs))
+    assert [m.label for m in ev.models] == [P.CURRENT, P.CANDIDATE] and ev.models[1].name == inputs["train"]
+    assert ev.pairs_dev.path == inputs["negatives"] and ev.pairs_dev.dev_fraction == 0.2
+    assert [d.name for d in ev.datasets] == ["med"] and ev.store.uri == f"{out}/eval_lancedb"
+    assert P.compose(cfg, "pairs", "r", {})["synth"]["output_dir"] == f"{out}/r/pairs"
+
+
+def test_a_bad_stage_section_fails_at_load_naming_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"negatives \(the mine_negatives config\): mining.num_negatives"):
+        _cfg(tmp_path, "negatives.mining.num_negatives=0")
+    with pytest.raises(ConfigError, match=r"evaluate \(the evaluate config\): retrieval"):
+        _cfg(tmp_path, "evaluate.retrieval=fuzzy")
+
+
+def test_fingerprint_follows_config_and_input_markers(tmp_path):
+    cfg = _cfg(tmp_path)
+    m1 = {"pairs": {"run_id": "a/pairs", "completed_at": "t1"}}
+    m2 = {"pairs": {"run_id": "b/pairs", "completed_at": "t2"}}
+    fp = P.fingerprint(cfg, "negatives", m1)
+    assert fp == P.fingerprint(cfg, "negatives", m1)
+    assert fp != P.fingerprint(cfg, "negatives", m2)
+    assert fp != P.fingerprint(_cfg(tmp_path, "negatives.mining.max_rank=40"), "negatives", m1)
+    # a section another stage reads does not change this stage
+    assert fp == P.fingerprint(_cfg(tmp_path, "train.train.max_steps=99"), "negatives", m1)
+
+
+def test_reuse_needs_the_record_and_the_same_complete_artifact(tmp_path):
+    out = str(tmp_path / "out")
+    art = tmp_path / "out" / "r1" / "train" / "model"
+    artifacts.mark_complete(str(art), "model", "r1/train")
+    P.write_record(out, "r1", "train", "fp1", str(art), None)
+    rec = P.find_reusable(out, "train", "fp1")
+    assert rec["artifact"] == str(art) and rec["run_id"] == "r1/train"
+    assert P.find_reusable(out, "train", "fp2") is None
+    assert P.find_reusable(out, "negatives", "fp1") is None
+
+    artifacts.mark_complete(str(art), "model", "r9/train")  # rewritten by another run: not the recorded output
+    assert P.find_reusable(out, "train", "fp1") is None
+    P.write_record(out, "r2", "train", "fp1", str(art), None)
+    assert P.find_reusable(out, "train", "fp1")["run_id"] == "r2/train"
+
+    artifacts.clear_marker(str(art))  # incomplete output
+    assert P.find_reusable(out, "train", "fp1") is None
+    artifacts.mark_complete(str(art), "model", "r3/train")
+    P.write_record(out, "r3", "train", "fp1", str(art), None)
+    (tmp_path / "out" / "r3" / "stages" / "train" / artifacts.SUCCESS).unlink()  # no record: redo
+    assert P.find_reusable(out, "train", "fp1") is None
+    with pytest.raises(RuntimeError, match="has no _SUCCESS.json"):
+        P.write_record(out, "r4", "train", "fp1", str(tmp_path / "nothing"), None)
+    assert json.loads((tmp_path / "out" / "r2" / "stages" / "train" / artifacts.SUCCESS).read_text())["kind"] == \
+        P.RECORD_KIND

@@ -71,6 +71,9 @@ class ModelConfig(_Model):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:0, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on CUDA, float32 elsewhere; vectors are always float32")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch (PyTorch), onnx (ONNX Runtime, optimized graph) or onnx-int8 (dynamic int8); "
+        "onnx* export once per model revision into cache_dir and need a passed quality check to write tables")
     max_seq_length: int | None = Field(None, gt=8)
     query_prompt: str | None = Field(None, description="override the model family's query instruction")
     document_prompt: str | None = Field(None, description="override the model family's document prefix")

@@ -47,11 +47,14 @@ META_MODEL_ID = "medembed.model_id"
 META_MODEL_REVISION = "medembed.model_revision"
 META_DIM = "medembed.dim"
 META_SCHEMA_VERSION = "medembed.schema_version"
+META_BACKEND = "medembed.backend"  # torch, onnx, onnx-int8 (tables written before: absent = torch)
+META_PRECISION = "medembed.precision"  # float32, bfloat16, int8, auto (absent = float32)
 SCHEMA_VERSION = "1"
 
 
-def table_schema(dim: int, model_id: str = "", model_revision: str = "") -> pa.Schema:
-    """Arrow schema of an embedding table, with model id/revision/dim in its metadata."""
+def table_schema(dim: int, model_id: str = "", model_revision: str = "", backend: str = "torch",
+                 precision: str = "float32") -> pa.Schema:
+    """Arrow schema of an embedding table, with model id/revision/dim and encoder backend/precision in its metadata."""
     return pa.schema(
         [
             pa.field(CHUNK_ID, pa.string(), nullable=False),
@@ -71,6 +74,8 @@ def table_schema(dim: int, model_id: str = "", model_revision: str = "") -> pa.S
             META_MODEL_REVISION: model_revision,
             META_DIM: str(dim),
             META_SCHEMA_VERSION: SCHEMA_VERSION,
+            META_BACKEND: backend,
+            META_PRECISION: precision,
         },
     )
 

@@ -59,6 +59,8 @@ class ModelCard:
     similarity: str = "cosine"
     base_model: str | None = None
     training: dict[str, Any] | None = None
+    backend: str = "torch"  # torch, onnx, onnx-int8: what computes the vectors (cards saved before: torch)
+    precision: str = "float32"  # float32, bfloat16, float16, int8; auto: torch's bfloat16 on CUDA, float32 on CPU
 
     @property
     def slug(self) -> str:
@@ -68,7 +70,8 @@ class ModelCard:
         return {"model_id": self.model_id, "revision": self.revision, "dim": self.dim,
                 "max_seq_length": self.max_seq_length, "query_prompt": self.prompts.query,
                 "document_prompt": self.prompts.document, "similarity": self.similarity,
-                "base_model": self.base_model, "training": self.training, "source": self.source}
+                "base_model": self.base_model, "training": self.training, "source": self.source,
+                "backend": self.backend, "precision": self.precision}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -264,7 +267,20 @@ def resolve_card(cfg: ModelConfig, s3: S3Config | None = None) -> ModelCard:
     return ModelCard(source=source, path=path, model_id=model_id, revision=revision,
                      dim=module_stack_dimension(folder), max_seq_length=_max_seq_length(folder, cfg),
                      prompts=prompts, similarity=similarity or "cosine",
-                     base_model=base.get("base_model"), training=base.get("training"))
+                     base_model=base.get("base_model"), training=base.get("training"), backend=cfg.backend,
+                     precision=backend_precision(cfg.backend, cfg.dtype))
+
+
+BACKEND_PRECISION = {"onnx": "float32", "onnx-int8": "int8"}
+
+
+def backend_precision(backend: str, dtype: str = "float32") -> str:
+    """The numeric precision a backend computes in (torch: the configured dtype)."""
+    if backend == "torch":
+        return dtype
+    if backend not in BACKEND_PRECISION:
+        raise ValueError(f"unknown encoder backend {backend!r}; known: {['torch', *sorted(BACKEND_PRECISION)]}")
+    return BACKEND_PRECISION[backend]
 
 
 def pick_device(device: str) -> str:

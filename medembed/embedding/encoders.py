@@ -61,6 +61,7 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024
     return batches
 
 
+@register_encoder("torch")
 @register_encoder("sentence-transformers")
 class SentenceTransformerEncoder:
     def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
@@ -102,8 +103,67 @@ class SentenceTransformerEncoder:
         return self._encode(list(texts), self.model.prompts.document, lengths)
 
 
+@register_encoder("onnx")
+@register_encoder("onnx-int8")
+class OnnxEncoder:
+    """ONNX Runtime on CPU over the model's one-time export (``onnx``: optimized fp32, ``onnx-int8``: dynamic int8).
+
+    The exported graph holds the whole SentenceTransformer (transformer, pooling, dense layers), so
+    vectors match torch's up to numerics; they are L2-normalized here like torch's.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+                 card: ModelCard | None = None):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        from medembed.embedding.onnx_export import MODEL_FILE, ensure_export, export_info
+
+        self.embed_cfg = embed_cfg or EmbedConfig()
+        card = card.on_this_node(model_cfg, s3) if card else resolve_card(model_cfg, s3)
+        self.model = dataclasses.replace(card, backend=model_cfg.backend) if card.backend != model_cfg.backend else card
+        folder = ensure_export(self.model, model_cfg.cache_dir, model_cfg.backend)
+        self.input_names = export_info(folder)["inputs"]
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        threads = self.embed_cfg.torch_threads or os.cpu_count() or 1
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+        self.dim = int(self.session.get_outputs()[0].shape[-1] or self.model.dim)
+        if self.dim != self.model.dim:
+            raise ValueError(f"model {self.model.model_id}: card says dim {self.model.dim}, {folder} gives {self.dim}")
+        log.info("encoder %s (%s) dim=%d on onnxruntime %s (%s), %d threads", self.model.model_id,
+                 self.model.revision, self.dim, ort.__version__, model_cfg.backend, threads)
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.model.max_seq_length,
+                             return_tensors="np")
+        out = self.session.run(None, {n: enc[n].astype(np.int64, copy=False) for n in self.input_names})[0]
+        out = out.astype(np.float32, copy=False)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def _encode(self, texts: Sequence[str], prompt: str, lengths: Sequence[int] | None) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if lengths is None:
+            lengths = [len(t) // 4 + 2 for t in texts]  # rough; only the order matters
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx in plan_batches(lengths, self.embed_cfg.token_budget):
+            out[idx] = self._forward([prompt + texts[i] for i in idx])
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.query, None)
+
+    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.document, lengths)
+
+
 def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
-                  card: ModelCard | None = None, backend: str = "sentence-transformers") -> Encoder:
+                  card: ModelCard | None = None, backend: str | None = None) -> Encoder:
+    """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model."""
+    backend = backend or model_cfg.backend
     if backend not in ENCODERS:
         raise ValueError(f"unknown encoder backend {backend!r}; known: {sorted(ENCODERS)}")
     return ENCODERS[backend](model_cfg, embed_cfg, s3, card)

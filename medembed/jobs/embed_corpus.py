@@ -20,6 +20,7 @@ from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import ChunkParams, chunk_batch, load_tokenizer
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.embedding.quality import require_quality_passed
 from medembed.index.changes import existing_signatures, filter_unchanged_docs
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, open_dataset, table_uri
@@ -93,9 +94,12 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Run the pipeline; returns the counts also recorded in ``manifest``."""
     s3 = cfg.s3
     card = resolve_card(cfg.model, s3)
+    quality = require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed check
     target = target_table(cfg, card)
-    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
     manifest.set("model", card.to_dict())
+    if quality:
+        manifest.set("backend_quality", quality)
     manifest.set("table", {"db_uri": target.db_uri, "name": target.name, "uri": target.uri})
     quarantine_dir = manifest.path("quarantine")
     manifest.set("quarantine_dir", quarantine_dir)

@@ -123,24 +123,28 @@ def test_rayjob_lifecycle(where, spec):
     assert env["working_dir"] == "/home/ray/medembed"  # the code baked into the image (cluster/Dockerfile)
 
 
-def _state_uris(job, cfg) -> dict[str, str]:
-    d = cfg.model_dump()
-    fields = {"output.run_dir": d["output"]["run_dir"]}
-    if "store" in d:
-        fields["store.uri"] = d["store"]["uri"]
-    if "synth" in d:
-        fields["synth.output_dir"] = d["synth"]["output_dir"]
-    if "candidates" in d:
-        fields["candidates.store_uri"] = d["candidates"]["store_uri"]
-    if "dir" in d["output"]:
-        fields["output.dir"] = d["output"]["dir"]
-    return fields
+STATE_KEYS = {"run_dir", "dir", "output_dir", "store_uri", "storage_path", "checkpoint_dir"}
+
+
+def _state_uris(data: Any, prefix: str = "") -> dict[str, str]:
+    """Every field (nested, including a pipeline's per-stage overrides) where a job keeps state."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            path = f"{prefix}{k}"
+            if isinstance(v, str) and (k in STATE_KEYS or (k == "uri" and prefix.endswith("store."))):
+                out[path] = v
+            else:
+                out.update(_state_uris(v, path + "."))
+    return out
 
 
 @pytest.mark.parametrize("where,spec", SPECS, ids=[n for n, _ in SPECS])
 def test_retried_jobs_resume_from_s3_not_the_head_disk(where, spec):
     job, cfg = job_config(spec)
-    local = {k: v for k, v in _state_uris(job, cfg).items() if not str(v).startswith("s3://")}
+    state = _state_uris(cfg.model_dump())
+    assert "output.run_dir" in state
+    local = {k: v for k, v in state.items() if not v.startswith("s3://")}
     assert not local, f"{where}: a retry starts a new Ray cluster; these must be on S3: {local}"
 
 
@@ -157,7 +161,7 @@ def test_worker_groups_fit_the_config(where, spec):
     head = spec["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
     embed = getattr(cfg, "embed", None)
-    if embed is not None and embed.num_gpus > 0:
+    if hasattr(embed, "num_gpus") and embed.num_gpus > 0:
         per_pod = g["gpu"] // embed.num_gpus
         assert per_pod >= 1 and g["cpu"] >= embed.num_cpus, f"{where}: a GPU pod cannot hold one embedder actor"
         assert gpu["maxReplicas"] * per_pod >= embed.num_actors, (
@@ -166,11 +170,10 @@ def test_worker_groups_fit_the_config(where, spec):
         s = cfg.synth
         assert s.backend == "openai" and gpu["maxReplicas"] == 0, "external LLM: no GPU workers"
         assert cpu["maxReplicas"] * c["cpu"] >= s.concurrency * s.actor_num_cpus
-    training = getattr(cfg, "training", None) or getattr(cfg, "train", None)
-    workers = getattr(training, "num_workers", None)
-    if workers:
-        gpus_per = getattr(training, "gpus_per_worker", None) or getattr(training, "num_gpus_per_worker", 1) or 1
-        assert gpu["maxReplicas"] * g["gpu"] >= workers * gpus_per, f"{where}: {workers} training workers don't fit"
+    training = getattr(cfg, "train", None)
+    if hasattr(training, "num_workers") and training.use_gpu:  # one GPU per Ray Train worker
+        assert gpu["maxReplicas"] * g["gpu"] >= training.num_workers, (
+            f"{where}: {training.num_workers} training workers, room for {gpu['maxReplicas'] * g['gpu']:g}")
 
 
 def test_credentials_only_from_kubernetes_secrets():

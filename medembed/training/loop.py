@@ -74,8 +74,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from medembed.mining import columns as M
     from medembed.training.batching import shard
     from medembed.training.config import TrainConfig
-    from medembed.training.loss import DualEncoder, build_loss, contrastive_loss, passage_texts, tokenize
+    from medembed.training.loss import DualEncoder, build_loss
     from medembed.training.schedule import build_optimizer
+    from medembed.training.step import train_step
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tc = TrainConfig(**config["train"])
@@ -83,7 +84,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
-    use_bf16 = tc.bf16 and device.type == "cuda"
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
 
     table = ray.get(config["data"])
     queries, positives = table[M.QUERY].to_pylist(), table[M.POSITIVE].to_pylist()
@@ -122,19 +124,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for step in range(start, total):
         _inject_crash(step, tc.crash_at_step, config.get("crash_marker"), rank)
         rows = shard(plan[step], rank, world)
-        q = tokenize(st, [queries[i] for i in rows], prompts["query"], tc.query_max_length, device)
-        d = tokenize(st, passage_texts([positives[i] for i in rows], [negatives[i] for i in rows],
-                                       tc.num_negatives), prompts["document"], tc.passage_max_length, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            q_emb, d_emb = model(q, d)
-        loss = contrastive_loss(loss_fn, q_emb, d_emb, tc.num_negatives)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-        opt.step()
-        sched.step()
-        window.append(float(loss.detach()))
+        loss = train_step(model, st, loss_fn, opt, sched, [queries[i] for i in rows], [positives[i] for i in rows],
+                          [negatives[i] for i in rows], prompts, tc, device)
+        window.append(loss)
         if first_loss is None:
             first_loss = _mean_across_workers(window[0])
         done = step + 1

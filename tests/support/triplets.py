@@ -40,3 +40,16 @@ def write_triplets_run(root: Path, table: pa.Table, run_id: str = "mine_negative
     pq.write_table(table, out / "part-00000.parquet")
     artifacts.mark_complete(str(out), "triplets", run_id, {"rows": table.num_rows, "format": "nested"})
     return out
+
+
+def tiny_train_overrides(triplets: Path, out: Path, run_name: str, **train: object) -> list[str]:
+    """``--set`` overrides of a tiny CPU fine-tuning run of the bundled model (few steps, 32 tokens)."""
+    settings = {"triplets.path": str(triplets), "model.name": "bundled:all-MiniLM-L6-v2",
+                "output.dir": str(out / "models"), "output.run_dir": str(out / "runs"), "output.run_name": run_name,
+                "train.num_workers": 2, "train.batch_size": 4, "train.num_negatives": 1,
+                "train.query_max_length": 32, "train.passage_max_length": 32, "train.learning_rate": 1e-4,
+                "train.checkpoint_every": 2, "train.dev_fraction": 0.0, "train.interpolate": None,
+                "train.max_failures": 1,
+                "ray.num_cpus": 2}
+    settings.update({f"train.{k}": v for k, v in train.items()})
+    return [f"{k}={'null' if v is None else v}" for k, v in settings.items()]

@@ -40,12 +40,12 @@ def test_choose_alpha_picks_the_best_dev_score_and_leaves_its_weights():
     base, tuned = {"w": torch.tensor([0.0])}, {"w": torch.tensor([1.0])}
 
     def score(m):  # best at w = 0.5
-        return {"ndcg_at_10": 1.0 - abs(float(m.w) - 0.5)}
+        return {"ndcg_at_10": 1.0 - abs(float(m.w.detach()) - 0.5)}
 
     alpha, results = choose_alpha(model, base, tuned, [0.25, 0.5, 1.0], score)
     assert alpha == 0.5
     assert sorted(results) == [0.0, 0.25, 0.5, 1.0]  # the base (0.0) is scored for reference
     assert results[0.0]["ndcg_at_10"] == 0.5
-    assert float(model.w) == 0.5
+    assert float(model.w.detach()) == 0.5
     alpha, _ = choose_alpha(model, base, tuned, [0.25, 0.75], score)  # a tie goes to the larger alpha
-    assert alpha == 0.75 and float(model.w) == 0.75
+    assert alpha == 0.75 and float(model.w.detach()) == 0.75

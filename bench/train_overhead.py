@@ -1,0 +1,175 @@
+"""Ray Train overhead: steps/s of a 1-worker Ray Train run vs a plain single-process loop, same data/model/loss.
+
+    HF_HUB_OFFLINE=1 python bench/train_overhead.py --steps 40 --batch-size 8 --threads 1
+
+Data: inverse-cloze triplets (sentence -> next two sentences; hard negatives = positives of other
+notes) from the bundled synthetic sample notes, batched by medembed's own batch plan (world size 1).
+Model: the bundled all-MiniLM-L6-v2. Both sides run ``medembed.training.step.train_step`` (same
+tokenization, DualEncoder, MultipleNegativesRankingLoss at temperature 0.02, AdamW + warmup/cosine,
+clipping) with the same seed and the same torch thread count (--threads; the Ray worker reserves
+that many CPUs).
+
+(a) plain: this process, no Ray: model load, then the loop; steps/s = steps / loop time.
+(b) Ray Train: ``medembed.training.trainer.fit`` on a local Ray instance (127.0.0.2), 1 worker, one
+    checkpoint at the end; steps/s = the worker's own steps / loop time (``attempt_steps_per_s``,
+    measured like (a)); end-to-end = ``fit()`` wall time (worker group start, model load, data from
+    the object store, checkpoint).
+overhead = 1 - (b) / (a), target <= 15%. Appends a section to bench/RESULTS.md (``--no-append`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pyarrow as pa  # noqa: E402
+
+from medembed.mining import columns as M  # noqa: E402
+
+log = logging.getLogger("bench.train_overhead")
+SAMPLE = REPO / "medembed" / "data" / "sample_notes.jsonl"
+WORK = REPO / "bench" / "_work" / "train_overhead"
+
+
+def triplets(num_negatives: int, per_note: int = 2) -> pa.Table:
+    notes = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.startswith("{")]
+    base = []
+    for note in notes:
+        sents = [s.strip() for s in re.split(r"(?<=[.!?])\s+", note["text"]) if s.strip()]
+        for i in range(min(per_note, len(sents) - 2)):
+            base.append((note["id"], sents[i], " ".join(sents[i + 1:i + 3])))
+    rows = []
+    for j, (note, query, pos) in enumerate(base):
+        others = [b[2] for b in base[j + 1:] + base[:j] if b[0] != note][:num_negatives]
+        rows.append({M.QUERY: query, M.POSITIVE: pos, M.NEGATIVES: others, M.QUERY_ID: f"q{j:05d}",
+                     M.QUERY_NOTE_ID: note, M.POSITIVE_ID: M.positive_id(pos)})
+    return pa.Table.from_pylist(rows)
+
+
+def plain_loop(table: pa.Table, plan: list[list[int]], tc, card) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from medembed.training.loop import seed_everything
+    from medembed.training.loss import DualEncoder, build_loss
+    from medembed.training.schedule import build_optimizer
+    from medembed.training.step import train_step
+
+    torch.set_num_threads(int(tc.cpus_per_worker))
+    t_load = time.perf_counter()
+    seed_everything(tc.seed)
+    st = SentenceTransformer(card.path, device="cpu")
+    st.max_seq_length = max(tc.query_max_length, tc.passage_max_length)
+    model = DualEncoder(st)
+    opt, sched = build_optimizer(st, tc.learning_rate, tc.weight_decay, len(plan), tc.warmup_ratio, tc.min_lr_ratio)
+    loss_fn = build_loss(st, tc.temperature, False)
+    model.train()
+    q, p, n = (table[c].to_pylist() for c in (M.QUERY, M.POSITIVE, M.NEGATIVES))
+    prompts = {"query": card.prompts.query, "document": card.prompts.document}
+    device = torch.device("cpu")
+    losses = []
+    t0 = time.perf_counter()
+    for rows in plan:
+        losses.append(train_step(model, st, loss_fn, opt, sched, [q[i] for i in rows], [p[i] for i in rows],
+                                 [n[i] for i in rows], prompts, tc, device))
+    loop_s = time.perf_counter() - t0
+    return {"steps": len(plan), "loop_s": loop_s, "steps_per_s": len(plan) / loop_s,
+            "total_s": time.perf_counter() - t_load, "first_loss": losses[0], "mean_loss": sum(losses) / len(losses)}
+
+
+def ray_loop(table: pa.Table, tc, card) -> dict:
+    import shutil
+
+    from medembed.config import RayConfig
+    from medembed.runtime.ray_setup import init_ray
+    from medembed.training.trainer import fit
+
+    init_ray(RayConfig(num_cpus=max(2, int(tc.cpus_per_worker))))
+    out = WORK / "ray"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    res = fit(table, tc, card, str(out), "bench")
+    wall = time.perf_counter() - t0
+    m = res.metrics
+    return {"steps": m["step"], "steps_per_s": m["attempt_steps_per_s"], "fit_wall_s": wall,
+            "first_loss": m["first_loss"], "mean_loss": m["loss"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--num-negatives", type=int, default=3)
+    ap.add_argument("--max-length", type=int, default=64, help="query and passage max tokens")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (plain) = CPUs of the Ray worker")
+    ap.add_argument("--no-append", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from medembed.config import ModelConfig
+    from medembed.embedding.card import resolve_card
+    from medembed.training.config import TrainConfig
+    from medembed.training.trainer import make_plan
+
+    tc = TrainConfig(num_workers=1, cpus_per_worker=args.threads, batch_size=args.batch_size,
+                     num_negatives=args.num_negatives, query_max_length=args.max_length,
+                     passage_max_length=args.max_length, max_steps=args.steps, checkpoint_every=args.steps,
+                     epochs=max(1, args.steps * args.batch_size // 380 + 1), max_failures=0, log_every=10)
+    card = resolve_card(ModelConfig())
+    table = triplets(args.num_negatives)
+    plan = make_plan(table, tc)
+    log.info("%d triplets, %d steps of %d rows", table.num_rows, len(plan.batches), args.batch_size)
+
+    plain = plain_loop(table, plan.batches, tc, card)
+    log.info("plain: %s", plain)
+    ray_r = ray_loop(table, tc, card)
+    log.info("ray train: %s", ray_r)
+    overhead = 1 - ray_r["steps_per_s"] / plain["steps_per_s"]
+    log.info("overhead %.1f%% (target <= 15%%)", 100 * overhead)
+    if not args.no_append:
+        append(args, plain, ray_r, overhead)
+    return 0
+
+
+def append(args, plain: dict, ray_r: dict, overhead: float) -> None:
+    load = os.getloadavg()
+    cpu = platform.processor() or subprocess.run(["uname", "-p"], capture_output=True, text=True).stdout.strip()
+    text = "\n".join([
+        "", "## train_overhead", "",
+        f"- date: {datetime.now(timezone.utc).strftime('%a %b %d %H:%M:%S UTC %Y')}",
+        f"- machine: {os.cpu_count()}-core CPU ({cpu}), no GPU; load average at the end "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
+        f"- command: `HF_HUB_OFFLINE=1 python bench/train_overhead.py {shlex.join(sys.argv[1:])}`",
+        f"- setup: bundled all-MiniLM-L6-v2, {args.steps} steps of {args.batch_size} queries x "
+        f"(1 positive + {args.num_negatives} hard negatives), {args.max_length} tokens, {args.threads} torch "
+        "thread(s) each side, same batch plan, seed and train_step",
+        "",
+        "| loop | steps | steps/s | first loss | mean loss | wall s |",
+        "|---|---|---|---|---|---|",
+        f"| plain single process | {plain['steps']} | {plain['steps_per_s']:.3f} | {plain['first_loss']:.4f} | "
+        f"{plain['mean_loss']:.4f} | {plain['total_s']:.1f} (load + loop) |",
+        f"| Ray Train, 1 worker | {ray_r['steps']} | {ray_r['steps_per_s']:.3f} | {ray_r['first_loss']:.4f} | "
+        f"{ray_r['mean_loss']:.4f} | {ray_r['fit_wall_s']:.1f} (fit(), worker start to checkpoint) |",
+        "",
+        f"Ray Train overhead on steps/s: **{100 * overhead:.1f}%** (target <= 15%).", ""])
+    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

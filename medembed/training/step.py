@@ -1,0 +1,37 @@
+"""One optimizer step on a batch of triplet rows, shared by the Ray Train worker loop and plain loops.
+
+No Ray here: the same function runs inside a Ray Train worker (``model`` wrapped in DDP) and in a
+single process (the overhead benchmark), so the two differ only by what Ray Train adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from medembed.training.loss import contrastive_loss, passage_texts, tokenize
+
+
+def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+               queries: Sequence[str], positives: Sequence[str], negatives: Sequence[Sequence[str]],
+               prompts: Mapping[str, str], tc: Any, device: torch.device) -> float:
+    """Tokenize (own prompt and max length per side), embed, InfoNCE, backward, clip, AdamW + schedule step.
+
+    ``model`` is the :class:`~medembed.training.loss.DualEncoder` (or its DDP wrapper), ``st`` the
+    SentenceTransformer inside it, ``tc`` a ``TrainConfig``. Returns the loss of the step.
+    """
+    q = tokenize(st, queries, prompts["query"], tc.query_max_length, device)
+    d = tokenize(st, passage_texts(positives, negatives, tc.num_negatives), prompts["document"],
+                 tc.passage_max_length, device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda"):
+        q_emb, d_emb = model(q, d)
+    loss = contrastive_loss(loss_fn, q_emb, d_emb, tc.num_negatives)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+    opt.step()
+    sched.step()
+    return float(loss.detach())

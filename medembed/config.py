@@ -89,6 +89,8 @@ class EmbedConfig(_Model):
     torch_threads: int | None = Field(None, gt=0, description="intra-op threads per actor; default: all cores")
     block_mib: float = Field(1.0, gt=0, description="target size of the blocks flowing between stages; each "
                              "embedded block becomes one Lance fragment (smaller: earlier, more frequent commits)")
+    stall_timeout_s: float = Field(1800.0, ge=0, description="fail the job when no embedded block reaches the "
+                                   "writer for this long (a lost actor can hang an actor pool); 0: wait forever")
 
 
 class StoreConfig(_Model):

@@ -58,8 +58,10 @@ def filter_unchanged_docs(chunks: pa.Table, known: Any, counters: Any = None) ->
         per_doc.setdefault(d, []).append(h)
     unchanged = {d for d, hs in per_doc.items() if known.get(d) == S.doc_signature(hs)}
     kept = chunks.filter(pa.array([d not in unchanged for d in docs], pa.bool_())) if unchanged else chunks
-    if counters is not None:
-        counters.add.remote("chunks_total", chunks.num_rows)
-        counters.add.remote("chunks_unchanged", chunks.num_rows - kept.num_rows)
-        counters.add.remote("documents_unchanged", len(unchanged))
+    if counters is not None:  # keyed by the batch's documents: a re-run task replaces, not adds, its counts
+        from medembed.runtime.counters import block_key
+
+        counters.put.remote(block_key(per_doc), {"chunks_total": chunks.num_rows,
+                                                 "chunks_unchanged": chunks.num_rows - kept.num_rows,
+                                                 "documents_unchanged": len(unchanged)})
     return kept

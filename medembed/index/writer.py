@@ -22,6 +22,7 @@ from medembed import schema as S
 from medembed.config import S3Config
 from medembed.index.tables import open_dataset
 from medembed.runtime.storage import lance_storage_options
+from medembed.runtime.watchdog import watch
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,20 @@ class FragmentWriter:
         from lance.fragment import write_fragments
 
         data = batch.select(self.schema.names).cast(self.schema)
-        frags = write_fragments(data, self.uri, schema=self.schema, storage_options=self.storage_options)
+        try:
+            frags = write_fragments(data, self.uri, schema=self.schema, storage_options=self.storage_options)
+        except Exception as e:  # name the location: the storage error alone often does not
+            raise WriteError(f"cannot write data files to {self.uri}: {type(e).__name__}: {e}") from e
         return pa.table({
             "fragment": [json.dumps(f.to_json()) for f in frags],
             "rows": [f.physical_rows for f in frags],
             "doc_ids": [sorted(set(data.column(S.DOC_ID).to_pylist()))] + [[] for _ in frags[1:]],
             "tokens": [int(pa.compute.sum(data.column(S.N_TOKENS)).as_py() or 0)] + [0 for _ in frags[1:]],
         })
+
+
+class WriteError(OSError):
+    """Writing to the table's location failed; the message names the location. Committed versions stay readable."""
 
 
 @dataclass
@@ -82,10 +90,19 @@ class Committer:
             self.flush()
 
     def flush(self) -> None:
-        import lance
-
         if not self.pending:
             return
+        try:
+            self._commit()
+        except Exception as e:
+            last = self.stats.versions[-1] if self.stats.versions else (self._ds.version if self._ds else None)
+            at = f"version {last}" if last is not None else "its last committed version"
+            raise WriteError(f"cannot commit to {self.uri}: {type(e).__name__}: {e} (the table stays readable at "
+                             f"{at}; a re-run resumes from there)") from e
+
+    def _commit(self) -> None:
+        import lance
+
         if self._ds is None:
             op = lance.LanceOperation.Overwrite(self.schema, self.pending)
             self._ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.storage_options)
@@ -136,11 +153,13 @@ class WriteResult:
 
 def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
                   known: dict[str, str] | None = None, commit_every: int = 64, block_mib: float = 1.0,
-                  progress: str = "rows written") -> WriteResult:
+                  progress: str = "rows written", stall_timeout_s: float | None = None) -> WriteResult:
     """Stream ``rows`` (table rows, ``schema`` columns) into the table at ``uri``; return what was committed.
 
     ``known`` (doc_id -> signature of stored documents) marks documents whose stored chunks are
-    replaced by the incoming ones. A new table is created by the first commit.
+    replaced by the incoming ones. A new table is created by the first commit. With ``stall_timeout_s``,
+    no new fragment for that long raises :class:`~medembed.runtime.watchdog.StalledError` (what was committed
+    stays committed) instead of waiting forever on a stuck actor pool.
     """
     written = rows.map_batches(
         FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "s3": s3.model_dump() if s3 else None},
@@ -155,7 +174,7 @@ def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3
     result = WriteResult(committer.stats)
     t0 = time.perf_counter()
     with tqdm(desc=progress, unit="row", disable=None) as bar:
-        for row in written.iter_rows():
+        for row in watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"):
             if result.first_write_s is None:
                 result.first_write_s = time.perf_counter() - t0
                 result.first_rows, result.first_tokens = int(row["rows"]), int(row["tokens"])

@@ -27,7 +27,7 @@ from medembed.index.tables import check_model, open_dataset, table_uri
 from medembed.index.writer import write_dataset
 from medembed.ingest import documents_accepted, read_documents, read_quarantine_counts
 from medembed.runtime import artifacts
-from medembed.runtime.counters import Counters
+from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,14 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
 
     check_resources(cfg)
     docs = read_documents(cfg.input, quarantine_dir, s3)
-    counters = Counters.remote()
+    counters = driver_counters()
     chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                               num_cpus=cfg.chunking.num_cpus,
                               fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
     with manifest.timed("embed_pipeline"):
         written = write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, s3=s3, known=known,
                                 commit_every=cfg.store.commit_every, block_mib=cfg.embed.block_mib,
-                                progress="chunks written")
+                                progress="chunks written", stall_timeout_s=cfg.embed.stall_timeout_s)
     st = written.stats
     with manifest.timed("indexes"):
         if st.rows:

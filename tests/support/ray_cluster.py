@@ -50,6 +50,7 @@ class RayCluster:
     cpus_per_node: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 90.0
+    head_cpus: int | None = None  # default cpus_per_node; 0: the head runs no tasks (as on real clusters)
 
     def __post_init__(self) -> None:
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
@@ -117,7 +118,8 @@ class RayCluster:
         self._start_node(["--head", f"--node-ip-address={LOOPBACK}", f"--port={self.gcs_port}",
                           f"--dashboard-host={LOOPBACK}", f"--dashboard-port={self.dashboard_port}",
                           "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-                          f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
+                          f"--num-cpus={self.cpus_per_node if self.head_cpus is None else self.head_cpus}",
+                          f"--temp-dir={self.temp_dir}",
                           *self._node_ports()], "head")
         self.wait_for_nodes(1)
         for i in range(self.num_workers):
@@ -179,6 +181,45 @@ class RayCluster:
             except OSError:
                 continue
         return found
+
+    # --- faults ---------------------------------------------------------------------------------
+    @staticmethod
+    def process_tree(root: int) -> list[int]:
+        """``root`` and all its descendants (by parent pid), from /proc."""
+        children: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def node_of_pid(self, pid: int) -> int:
+        """Index (0 = head, 1.. = workers) of the node whose process tree holds ``pid``."""
+        for i, p in enumerate(self.procs):
+            if pid in self.process_tree(p.pid):
+                return i
+        raise LookupError(f"pid {pid} belongs to no node of this cluster")
+
+    def kill_node(self, index: int) -> list[int]:
+        """SIGKILL a node's whole process tree (``ray start``, raylet, its workers): a node lost at once."""
+        p = self.procs[index]
+        pids = self.process_tree(p.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.wait(timeout=30)
+        return pids
 
     def stop(self, timeout_s: float = 8.0) -> list[int]:
         """Stop every process of this cluster; return the pids that had to be killed afterwards."""

@@ -1,0 +1,34 @@
+"""A failing write names the table location and the last version that stays readable."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from medembed import schema as S
+from medembed.index.writer import Committer, FragmentWriter, WriteError
+
+
+def test_a_failed_commit_names_the_location_and_last_version(tmp_path):
+    import lance
+
+    schema = S.table_schema(4, "m", "r")
+    uri = str(tmp_path / "t.lance")
+    row = {S.CHUNK_ID: "d#0", S.DOC_ID: "d", S.CHUNK_INDEX: 0, S.TITLE: "", S.TEXT: "t", S.METADATA: "{}",
+           S.CONTENT_HASH: "h", S.N_TOKENS: 1, S.VECTOR: [0.5] * 4}
+    lance.write_dataset(pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema), uri,
+                        schema=schema)  # version 1, readable
+    c = Committer(uri, schema, None, {}, every=100)
+    c.pending = ["not fragment metadata"]  # what a corrupted hand-off or a storage failure makes commit raise on
+    with pytest.raises(WriteError, match=rf"cannot commit to {uri}: .*readable at version 1"):
+        c.flush()
+    assert lance.dataset(uri).version == 1
+
+
+def test_a_failed_data_file_write_names_the_location(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    uri = str(blocker / "t.lance")  # a path under a regular file: the write must fail
+    schema = pa.schema([pa.field("a", pa.int64())])
+    with pytest.raises(WriteError, match=rf"cannot write data files to {uri}"):
+        FragmentWriter(uri, schema)(pa.table({"a": [1, 2]}))

@@ -20,7 +20,7 @@ import logging
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from medembed.config import S3Config
@@ -174,3 +174,34 @@ def resolve(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[str, in
         return name, None
     ptr = read_pointer(db_uri, name, s3)
     return (ptr.current.table, ptr.current.version) if ptr else (name, None)
+
+
+def cleanup(db_uri: str, pointer: Pointer, older_than: timedelta, s3: S3Config | None = None) -> dict[str, Any]:
+    """After a switch: drop serving tags the pointer no longer remembers, versions older than ``older_than``
+    (tagged ones are kept) of the tables it serves, and its other ``<name>__*`` tables idle that long."""
+    from medembed.index.tables import connect, open_dataset, table_names, table_uri
+
+    keep = pointer.referenced()
+    served = {t for t, _ in keep}
+    cutoff = datetime.now(timezone.utc) - older_than
+    out: dict[str, Any] = {"tags_deleted": [], "versions_removed": 0, "tables_dropped": []}
+    db = connect(db_uri, s3)
+    for tname in table_names(db):
+        ds = open_dataset(table_uri(db_uri, tname), s3) if tname.startswith(f"{pointer.name}__") else None
+        if ds is None:
+            continue
+        for tag, meta in list(ds.tags.list().items()):
+            if tag.startswith(TAG_PREFIX) and (tname, meta["version"]) not in keep:
+                ds.tags.delete(tag)
+                out["tags_deleted"].append(f"{tname}:{tag}")
+        if tname in served:
+            stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
+            out["versions_removed"] += int(getattr(stats, "old_versions", 0) or 0)
+            continue
+        last = ds.versions()[-1]["timestamp"]
+        last = last if last.tzinfo else last.astimezone(timezone.utc)
+        if last < cutoff and not ds.tags.list():
+            db.drop_table(tname)
+            out["tables_dropped"].append(tname)
+    log.info("cleanup of %r: %s", pointer.name, out)
+    return out

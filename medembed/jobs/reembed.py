@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from medembed.index.diff import DOC_SIGNATURE, Diff, add_doc_signatures, diff_si
 from medembed.index.indexes import finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
-from medembed.index.tables import check_model, connect, open_dataset, table_names, table_uri
+from medembed.index.tables import check_model, connect, open_dataset, table_uri
 from medembed.ingest import read_documents, read_quarantine_counts
 from medembed.jobs.embed_corpus import check_resources, chunk_params, embedding_stage
 from medembed.runtime import artifacts
@@ -111,37 +111,6 @@ def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str,
         info["fts_index"] = "built"
     info["rows"] = tbl.count_rows()
     return info
-
-
-def cleanup(cfg: ReembedJobConfig, name: str, pointer: serving.Pointer) -> dict[str, Any]:
-    """Drop serving tags no pointer entry uses, versions older than the retention, unserved old tables."""
-    db_uri, s3 = cfg.store.uri, cfg.s3
-    keep = pointer.referenced()
-    older_than = timedelta(days=cfg.sync.retention_days)
-    cutoff = datetime.now(timezone.utc) - older_than
-    out: dict[str, Any] = {"tags_deleted": [], "versions_removed": 0, "tables_dropped": []}
-    db = connect(db_uri, s3)
-    served_tables = {t for t, _ in keep}
-    for tname in table_names(db):
-        if not tname.startswith(f"{name}__"):
-            continue
-        ds = open_dataset(table_uri(db_uri, tname), s3)
-        if ds is None:
-            continue
-        for tag, meta in list(ds.tags.list().items()):
-            if tag.startswith(serving.TAG_PREFIX) and (tname, meta["version"]) not in keep:
-                ds.tags.delete(tag)
-                out["tags_deleted"].append(f"{tname}:{tag}")
-        if tname in served_tables:
-            stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
-            out["versions_removed"] += int(getattr(stats, "old_versions", 0) or 0)
-            continue
-        last = ds.versions()[-1]["timestamp"]
-        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
-        if last < cutoff and not ds.tags.list():
-            db.drop_table(tname)
-            out["tables_dropped"].append(tname)
-    return out
 
 
 def _counts(diff: Diff, deferred: list[str], commit: SyncCommit, n_chunks: int, n_docs: int,
@@ -255,7 +224,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
                 s3, cfg.sync.keep_history)
         if cfg.sync.cleanup:
             with manifest.timed("cleanup"):
-                manifest.set("cleanup", cleanup(cfg, name, after))
+                manifest.set("cleanup", serving.cleanup(db_uri, after, timedelta(days=cfg.sync.retention_days), s3))
     else:
         log.info("nothing changed: %s@v%d stays served, no version written", tname, latest)
     manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after,

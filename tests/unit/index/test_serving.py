@@ -120,3 +120,30 @@ def test_corrupt_pointer_is_a_clear_error(tmp_path):
     (path / "n.json").write_text("{not json")
     with pytest.raises(ValueError, match="n.json"):
         serving.read_pointer(str(tmp_path), "n")
+
+
+def test_cleanup_keeps_served_and_remembered_versions_and_drops_the_rest(tmp_path):
+    from datetime import timedelta
+
+    db = tmp_path / "db"
+    db.mkdir()
+    uri = make_table(db, "notes__a", {"x": 1})
+    for i in range(3):  # versions 2..4
+        lance.write_dataset(rows({f"y{i}": 1}, seed=i), uri, mode="append", schema=S.table_schema(DIM, "m"))
+    make_table(db, "notes__old", {"x": 1})  # a table nothing serves any more
+    make_table(db, "other__a", {"x": 1})  # another serving name's table: not ours to touch
+    ds = lance.dataset(uri)
+    for v in (1, 2, 4):
+        ds.tags.create(serving.serving_tag(v), v)
+    serving.switch(str(db), "notes", serving.ServedVersion("notes__a", 2), keep_history=1)
+    _, ptr = serving.switch(str(db), "notes", serving.ServedVersion("notes__a", 4), keep_history=1)
+    assert ptr.referenced() == {("notes__a", 2), ("notes__a", 4)}
+    out = serving.cleanup(str(db), ptr, timedelta(0))
+    assert out["tags_deleted"] == [f"notes__a:{serving.serving_tag(1)}"] and out["tables_dropped"] == ["notes__old"]
+    ds = lance.dataset(uri)
+    assert [v["version"] for v in ds.versions()] == [2, 4]  # v1 and v3: untagged and past the retention
+    assert lance.dataset(uri, version=2).count_rows() == 2
+    assert (db / "other__a.lance").exists() and not (db / "notes__old.lance").exists()
+    # a long retention removes nothing
+    assert serving.cleanup(str(db), ptr, timedelta(days=7)) == {"tags_deleted": [], "versions_removed": 0,
+                                                                 "tables_dropped": []}

@@ -119,9 +119,9 @@ def config_argument(config: str | None, working_dir: Path) -> str | None:
     return config
 
 
-def entrypoint(job_name: str, config: str | None, overrides: list[str], verbose: bool = False) -> str:
+def entrypoint(driver: str, config: str | None, overrides: list[str], verbose: bool = False) -> str:
     """``python jobs/<name>.py --config C --set k=v ...``, shell-quoted."""
-    argv = ["python", f"jobs/{job_name}.py"]
+    argv = ["python", driver]
     if config:
         argv += ["--config", config]
     for ov in overrides:
@@ -129,6 +129,20 @@ def entrypoint(job_name: str, config: str | None, overrides: list[str], verbose:
     if verbose:
         argv.append("--verbose")
     return shlex.join(argv)
+
+
+def driver_path(working_dir: Path, job_name: str) -> str:
+    """The thin driver of a job, relative to the working dir: ``jobs/<name>.py``, else the ``jobs/*.py`` that
+    calls ``main_for("<name>")``."""
+    default = working_dir / "jobs" / f"{job_name}.py"
+    if default.is_file():
+        return f"jobs/{job_name}.py"
+    call = f'main_for("{job_name}")'
+    for f in sorted((working_dir / "jobs").glob("*.py")):
+        if call in f.read_text(encoding="utf-8"):
+            return f"jobs/{f.name}"
+    raise SubmitError(f"{working_dir} has no driver for job {job_name} (jobs/*.py calling {call}): run from the "
+                      "repository root or pass --working-dir")
 
 
 def exit_code(status: str) -> int:
@@ -175,9 +189,7 @@ def submit(args: argparse.Namespace) -> int:
 
     job = by_name(args.job)
     working_dir = Path(args.working_dir).resolve()
-    if not (working_dir / "jobs" / f"{job.name}.py").is_file():
-        raise SubmitError(f"{working_dir} has no jobs/{job.name}.py: run from the repository root or pass "
-                          "--working-dir")
+    driver = driver_path(working_dir, job.name)
     config = config_argument(args.config or job.default_config, working_dir)
     try:  # fail here, before uploading anything, on an invalid config
         load_config(job.config_class(), (working_dir / config) if (working_dir / config).is_file() else config,
@@ -188,7 +200,7 @@ def submit(args: argparse.Namespace) -> int:
     from medembed.runtime.artifacts import new_run_id
 
     c = client(args.address)
-    job_id = c.submit_job(entrypoint=entrypoint(job.name, config, args.overrides, args.verbose), runtime_env=env,
+    job_id = c.submit_job(entrypoint=entrypoint(driver, config, args.overrides, args.verbose), runtime_env=env,
                           submission_id=args.submission_id or new_run_id(job.name),
                           metadata={"medembed_job": job.command})
     sys.stdout.write(f"{job_id}\n")

@@ -70,9 +70,16 @@ def entry(spec: dict) -> tuple[str, str, list[str]]:
     return argv[1], cfg, argv[2:]
 
 
+def driver_job(driver: str):
+    """The registered job a thin driver runs (its ``main_for("<name>")``)."""
+    m = re.search(r'main_for\("([^"]+)"\)', (REPO / driver).read_text())
+    assert m, f"{driver} is not a medembed job driver"
+    return by_name(m.group(1))
+
+
 def job_config(spec: dict):
     driver, config, args = entry(spec)
-    job = by_name(Path(driver).stem)
+    job = driver_job(driver)
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     return job, load_config(job.config_class(), config, overrides)
 
@@ -95,8 +102,8 @@ def test_manifests_found():
 
 
 def test_every_registered_job_has_a_rayjob():
-    covered = {Path(entry(spec)[0]).stem for name, spec in SPECS if name.startswith("rayjob-")}
-    missing = sorted(j.command for j in JOBS.values() if j.name not in covered)
+    covered = {driver_job(entry(spec)[0]).command for name, spec in SPECS if name.startswith("rayjob-")}
+    missing = sorted(j.command for j in JOBS.values() if j.command not in covered)
     assert not missing, f"no cluster/kuberay/rayjob-<job>.yaml for {missing}"
     for j in JOBS.values():
         assert (KUBERAY / f"rayjob-{j.command}.yaml").is_file(), j.command
@@ -106,8 +113,7 @@ def test_every_registered_job_has_a_rayjob():
 def test_entrypoint_is_a_driver_with_a_shipped_config(where, spec):
     driver, config, _ = entry(spec)
     assert (REPO / driver).is_file(), f"{where}: {driver} missing"
-    job = by_name(Path(driver).stem)  # KeyError when the driver is not a registered job
-    assert f'main_for("{job.name}")' in (REPO / driver).read_text()
+    driver_job(driver)  # KeyError when the driver runs no registered job
     assert config in shipped_configs(), f"{where}: config {config} is not in medembed/configs/"
     job_config(spec)  # loads and validates with the job's config class
 

@@ -81,7 +81,7 @@ def test_config_argument(tmp_path):
 
 
 def test_entrypoint_is_shell_quoted():
-    ep = S.entrypoint("embed_corpus", "embed_local", ["input.uri=/data/my notes.jsonl", "embed.num_actors=2"])
+    ep = S.entrypoint("jobs/embed_corpus.py", "embed_local", ["input.uri=/data/my notes.jsonl", "embed.num_actors=2"])
     assert shlex.split(ep) == ["python", "jobs/embed_corpus.py", "--config", "embed_local", "--set",
                                "input.uri=/data/my notes.jsonl", "--set", "embed.num_actors=2"]
 
@@ -108,3 +108,14 @@ def test_invalid_config_fails_before_contacting_a_cluster(caplog):
                "--set", "embed.num_actors=0"])
     assert rc == 2
     assert "embed.num_actors: Input should be greater than 0" in caplog.text
+
+
+def test_every_registered_job_has_a_driver_to_submit():
+    from medembed.jobs import JOBS
+
+    for job in JOBS.values():
+        driver = S.driver_path(REPO, job.name)
+        assert f'main_for("{job.name}")' in (REPO / driver).read_text(), (job.command, driver)
+    assert S.driver_path(REPO, "embed_corpus") == "jobs/embed_corpus.py"
+    with pytest.raises(S.SubmitError, match="no driver for job nope"):
+        S.driver_path(REPO, "nope")

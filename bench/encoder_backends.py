@@ -66,16 +66,33 @@ def chunk_params(cache_dir: str):
 
 
 def pmc_chunks(n: int, cache_dir: str) -> tuple[list[str], list[int]]:
-    """>= n chunk texts (document_input form) and their token counts, from PMC-Patients notes (repeated)."""
+    """>= n chunk texts (document_input form) and their token counts, from PMC-Patients notes (repeated).
+
+    Notes are chunked 50 at a time until n chunks exist, and cached in bench/_work for the workers.
+    """
     from medembed.embedding.chunking import chunk_batch, document_input
 
+    cached = WORK / f"pmc_chunks_{n}.json"
+    if cached.exists():
+        d = json.loads(cached.read_text(encoding="utf-8"))
+        return d["texts"], d["lengths"]
     notes = [json.loads(line) for line in NOTES.open(encoding="utf-8") if line.strip()]
-    t = chunk_batch({"doc_id": [x["patient_uid"] for x in notes], "title": [x.get("title") or "" for x in notes],
-                     "text": [x["patient"] for x in notes], "metadata": ["{}"] * len(notes)}, chunk_params(cache_dir))
-    texts = [document_input(a, b) for a, b in zip(t.column("title").to_pylist(), t.column("text").to_pylist())]
-    lengths = t.column("n_tokens").to_pylist()
+    params = chunk_params(cache_dir)
+    texts: list[str] = []
+    lengths: list[int] = []
+    for i in range(0, len(notes), 50):
+        part = notes[i:i + 50]
+        t = chunk_batch({"doc_id": [x["patient_uid"] for x in part], "title": [x.get("title") or "" for x in part],
+                         "text": [x["patient"] for x in part], "metadata": ["{}"] * len(part)}, params)
+        texts += [document_input(a, b) for a, b in zip(t.column("title").to_pylist(), t.column("text").to_pylist())]
+        lengths += t.column("n_tokens").to_pylist()
+        if len(texts) >= n:
+            break
     reps = -(-n // len(texts))
-    return (texts * reps)[:n], (lengths * reps)[:n]
+    texts, lengths = (texts * reps)[:n], (lengths * reps)[:n]
+    WORK.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps({"texts": texts, "lengths": lengths}), encoding="utf-8")
+    return texts, lengths
 
 
 def notes_file(n_chunks: int, cache_dir: str) -> tuple[Path, int]:
@@ -103,17 +120,22 @@ def notes_file(n_chunks: int, cache_dir: str) -> tuple[Path, int]:
     return path, chunks
 
 
-def subsample(ds, max_docs: int | None, seed: int = 0):
-    """Every judged document plus a seeded sample of the rest, up to max_docs (None: the whole corpus)."""
+def shrink(ds, max_queries: int | None, max_docs: int | None, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(query rows, document rows): a seeded sample of queries, every document judged for them, plus a seeded
+    sample of the other documents up to max_docs (None: everything). The same for every backend."""
+    rng = np.random.default_rng(seed)
+    q = ds.queries
+    qrows = list(range(len(q))) if not max_queries or len(q) <= max_queries else sorted(
+        rng.choice(len(q), size=max_queries, replace=False).tolist())
     c = ds.corpus
     if not max_docs or len(c) <= max_docs:
-        return list(range(len(c)))
-    judged = {d for q in ds.qrels.values() for d in q}
+        return qrows, list(range(len(c)))
+    judged = {d for i in qrows for d in ds.qrels.get(q.ids[i], {})}
     keep = [i for i, d in enumerate(c.ids) if d in judged]
     rest = [i for i, d in enumerate(c.ids) if d not in judged]
-    rng = np.random.default_rng(seed)
-    extra = rng.choice(len(rest), size=max(0, max_docs - len(keep)), replace=False) if len(keep) < max_docs else []
-    return sorted(keep + [rest[j] for j in extra])
+    n_extra = max(0, max_docs - len(keep))
+    extra = rng.choice(len(rest), size=n_extra, replace=False).tolist() if n_extra else []
+    return qrows, sorted(keep + [rest[j] for j in extra])
 
 
 # --- quality --------------------------------------------------------------------------------------
@@ -125,62 +147,82 @@ def encoder(backend: str, cache_dir: str, threads: int | None):
     return build_encoder(ModelConfig(backend=backend, cache_dir=cache_dir), EmbedConfig(torch_threads=threads))
 
 
-def ndcg10(enc, ds, rows: list[int]) -> float:
+def ndcg10(enc, ds, qrows: list[int], rows: list[int]) -> float:
     from medembed.embedding.chunking import document_input
     from medembed.evaluation.metrics import evaluate
 
-    c = ds.corpus
+    c, q = ds.corpus, ds.queries
     docs = enc.encode_documents([document_input(c.titles[i], c.texts[i]) for i in rows])
     ids = [c.ids[i] for i in rows]
-    q = enc.encode_queries(ds.queries.texts)
-    scores = q @ docs.T
+    qids = [q.ids[i] for i in qrows]
+    scores = enc.encode_queries([q.texts[i] for i in qrows]) @ docs.T
     top = np.argsort(-scores, axis=1)[:, :10]
-    run = {qid: {ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(ds.queries.ids)}
-    return evaluate(run, ds.qrels, k_values=(10,)).mean["ndcg_at_10"]
+    run = {qid: {ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
+    return evaluate(run, {qid: ds.qrels[qid] for qid in qids}, k_values=(10,)).mean["ndcg_at_10"]
 
 
-def quality(args) -> str:
-    from medembed.embedding.quality import write_quality_record
+def _datasets(args):
     from medembed.evaluation.datasets import load_beir
 
     sets = {name: load_beir(str(DATA / name), "test") for name in ("scifact", "med")}
-    rows = {name: subsample(ds, args.max_docs) for name, ds in sets.items()}
-    texts, _ = pmc_chunks(args.cos_chunks, args.cache_dir)
-    results = {}
-    ref_vecs = None
-    for backend in ["torch", *args.backends]:
-        t0 = time.perf_counter()
-        enc = encoder(backend, args.cache_dir, args.threads)
-        built = time.perf_counter() - t0
-        nd = {name: ndcg10(enc, ds, rows[name]) for name, ds in sets.items()}
-        vecs = enc.encode_documents(texts)
-        if backend == "torch":
-            ref_vecs, ref_nd = vecs, nd
-            cos = 1.0
-        else:
-            cos = float((vecs * ref_vecs).sum(1).mean())
-            rec = write_quality_record(enc.model, args.cache_dir, backend, {k: (nd[k], ref_nd[k]) for k in nd}, cos,
-                                       len(texts), min_cosine=float((vecs * ref_vecs).sum(1).min()),
-                                       corpus_docs={k: len(v) for k, v in rows.items()},
-                                       queries={k: len(ds.queries) for k, ds in sets.items()})
-            results[backend] = rec
-        results.setdefault(backend, {})["seconds"] = time.perf_counter() - t0
-        results[backend]["build_s"] = built
-        results[backend]["nd"], results[backend]["cos"] = nd, cos
-        log.info("%s: nDCG@10 %s, mean cos %.4f (%.0fs)", backend, {k: round(v, 4) for k, v in nd.items()}, cos,
-                 time.perf_counter() - t0)
+    return sets, {name: shrink(ds, args.max_queries, args.max_docs) for name, ds in sets.items()}
+
+
+def quality_worker(args) -> None:
+    """One process, one backend: nDCG@10 per dataset and the vectors of the cosine chunks."""
+    sets, picks = _datasets(args)
+    texts, lengths = pmc_chunks(args.cos_chunks, args.cache_dir)
+    t0 = time.perf_counter()
+    enc = encoder(args.worker_quality, args.cache_dir, args.threads)
+    nd = {name: ndcg10(enc, ds, *picks[name]) for name, ds in sets.items()}
+    np.save(args.out + ".npy", enc.encode_documents(texts, lengths))
+    Path(args.out).write_text(json.dumps({"nd": nd, "seconds": time.perf_counter() - t0}))
+
+
+def quality(args) -> str:
+    """torch and every backend in parallel processes (one thread each), then compare and record."""
+    from medembed.config import ModelConfig
+    from medembed.embedding.card import resolve_card
+    from medembed.embedding.quality import write_quality_record
+
+    sets, picks = _datasets(args)
+    texts, _ = pmc_chunks(args.cos_chunks, args.cache_dir)  # cached for the workers
+    for b in args.backends:  # export once, before the workers start
+        encoder(b, args.cache_dir, 1)
+    procs = {}
+    for b in ["torch", *args.backends]:
+        out = str(WORK / f"quality_{b}.json")
+        cmd = [sys.executable, __file__, "--_quality_worker", b, "--out", out, "--cache-dir", args.cache_dir,
+               "--cos-chunks", str(args.cos_chunks), "--threads", str(args.threads or 1)]
+        cmd += (["--max-docs", str(args.max_docs)] if args.max_docs else []) + (
+            ["--max-queries", str(args.max_queries)] if args.max_queries else [])
+        procs[b] = (subprocess.Popen(cmd, env=_env(), cwd=ROOT), out)
+    for b, (proc, _) in procs.items():
+        if proc.wait():
+            raise SystemExit(f"quality worker {b} failed (rc={proc.returncode})")
+    res = {b: json.loads(Path(out).read_text()) | {"vecs": np.load(out + ".npy")} for b, (_, out) in procs.items()}
+    ref = res["torch"]
+    for b in args.backends:
+        cos = (res[b]["vecs"] * ref["vecs"]).sum(1)
+        card = resolve_card(ModelConfig(backend=b, cache_dir=args.cache_dir))
+        res[b]["record"] = write_quality_record(
+            card, args.cache_dir, b, {k: (res[b]["nd"][k], ref["nd"][k]) for k in ref["nd"]}, float(cos.mean()),
+            len(texts), min_cosine=float(cos.min()), corpus_docs={k: len(v[1]) for k, v in picks.items()},
+            queries={k: len(v[0]) for k, v in picks.items()})
+        log.info("%s: %s", b, res[b]["record"])
     lines = ["| backend | precision | SciFact nDCG@10 (Δ vs torch) | MED nDCG@10 (Δ) | mean cos vs torch (min) | "
              "passed |", "|---|---|---|---|---|---|"]
     prec = {"torch": "float32", "onnx": "float32", "onnx-int8": "int8"}
-    for b, r in results.items():
-        d = {k: (r["nd"][k], r["nd"][k] - results["torch"]["nd"][k]) for k in r["nd"]}
-        min_cos = "" if b == "torch" else " ({:.4f})".format(r.get("min_cosine", 0))
-        lines.append(f"| {b} | {prec.get(b, '?')} | {d['scifact'][0]:.4f} ({100 * d['scifact'][1]:+.2f} pt) | "
-                     f"{d['med'][0]:.4f} ({100 * d['med'][1]:+.2f} pt) | {r['cos']:.4f}"
-                     f"{min_cos} | "
-                     f"{'reference' if b == 'torch' else ('yes' if r.get('passed') else 'NO: ' + '; '.join(r['reasons']))} |")
-    docs = ", ".join(f"{k} {len(v)} docs / {len(sets[k].queries)} queries" for k, v in rows.items())
-    return (f"Quality vs torch fp32 (exact top-10; corpora: {docs}; cosine on {len(texts)} PMC-Patients chunks):\n\n"
+    for b, r in res.items():
+        d = {k: (r["nd"][k], 100 * (r["nd"][k] - ref["nd"][k])) for k in r["nd"]}
+        rec = r.get("record")
+        cos = "1 (reference)" if rec is None else "{:.4f} ({:.4f})".format(rec["mean_cosine"], rec["min_cosine"])
+        verdict = "reference" if rec is None else ("yes" if rec["passed"] else "NO: " + "; ".join(rec["reasons"]))
+        lines.append(f"| {b} | {prec.get(b, '?')} | {d['scifact'][0]:.4f} ({d['scifact'][1]:+.2f} pt) | "
+                     f"{d['med'][0]:.4f} ({d['med'][1]:+.2f} pt) | {cos} | {verdict} |")
+    docs = ", ".join(f"{k}: {len(v[1])} of {len(sets[k].corpus)} docs, {len(v[0])} of {len(sets[k].queries)} queries"
+                     for k, v in picks.items())
+    return (f"Quality vs torch fp32 (exact top-10; {docs}; cosine on {len(texts)} PMC-Patients chunks):\n\n"
             + "\n".join(lines) + "\n")
 
 
@@ -282,7 +324,7 @@ def run_job(backend: str, notes: Path, args) -> dict:
 
 
 def throughput(args) -> str:
-    notes, n_job = notes_file(args.chunks, args.cache_dir)
+    notes, n_job = (None, 0) if args.no_job else notes_file(args.chunks, args.cache_dir)
     rows = {}
     base = run_plain("baseline", args)
     base_cps = base["chunks"] / base["encode_s"]
@@ -326,16 +368,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", type=int, default=5000)
     p.add_argument("--cos-chunks", type=int, default=2000)
     p.add_argument("--max-docs", type=int, default=None, help="subsample each BEIR corpus (judged docs kept)")
+    p.add_argument("--max-queries", type=int, default=None, help="subsample each BEIR split's queries (seeded)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--no-job", action="store_true", help="skip the embed-job runs")
     p.add_argument("--cache-dir", default=str(WORK / "model_cache"))
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--_worker", dest="worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_quality_worker", dest="worker_quality", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.worker:
         plain_worker(args)
+        return 0
+    if args.worker_quality:
+        quality_worker(args)
         return 0
     args.backends_all = ["torch", *args.backends]
     WORK.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ runs that can run out, which is the machine and not the code under test. Startin
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def local_ray(num_cpus: int = 2, attempts: int = 3) -> Iterator[None]:
+def local_ray(num_cpus: int = 2, attempts: int = 5) -> Iterator[None]:
     """``ray.init`` on 127.0.0.2 (retried when the node times out starting), shut down at the end."""
     import ray
 
@@ -30,6 +31,7 @@ def local_ray(num_cpus: int = 2, attempts: int = 3) -> Iterator[None]:
                 raise
             log.warning("local Ray node timed out starting (attempt %d of %d); starting again", attempt, attempts)
             ray.shutdown()
+            time.sleep(10)
     try:
         yield
     finally:

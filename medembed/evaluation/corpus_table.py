@@ -54,15 +54,16 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     return h.hexdigest()
 
 
-def document_key(card: ModelCard) -> str:
-    """What a document vector depends on besides its text: model id, revision, document prompt, max length."""
-    return f"{card.model_id}@{card.revision}|{card.prompts.document}|{card.max_seq_length}"
+def document_key(card: ModelCard, model_cfg: ModelConfig) -> str:
+    """What a document vector depends on besides its text: model id, revision, document prompt, max length, backend."""
+    backend = getattr(model_cfg, "backend", "torch")
+    return f"{card.model_id}@{card.revision}|{card.prompts.document}|{card.max_seq_length}|{backend}"
 
 
-def table_name(dataset: str, card: ModelCard) -> str:
+def table_name(dataset: str, card: ModelCard, model_cfg: ModelConfig) -> str:
     """``eval__<dataset>__<model slug>__<8 hex of document_key>``."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
-    return f"eval__{safe}__{card.slug}__{hashlib.sha256(document_key(card).encode()).hexdigest()[:8]}"
+    return f"eval__{safe}__{card.slug}__{hashlib.sha256(document_key(card, model_cfg).encode()).hexdigest()[:8]}"
 
 
 def corpus_rows(corpus: Corpus) -> pa.Table:
@@ -85,9 +86,9 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
     """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built."""
     if not len(corpus):
         raise ValueError(f"{dataset}: the corpus is empty")
-    name = table_name(dataset, card)
+    name = table_name(dataset, card, model_cfg)
     uri = table_uri(store.uri, name)
-    expect = {"model_id": card.model_id, "revision": card.revision, "document_key": document_key(card),
+    expect = {"model_id": card.model_id, "revision": card.revision, "document_key": document_key(card, model_cfg),
               "corpus": corpus_fingerprint(corpus), "rows": len(corpus)}
     marker = artifacts.read_marker(uri, s3)
     if marker is not None and all(marker.get(k) == v for k, v in expect.items()):

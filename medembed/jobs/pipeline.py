@@ -52,8 +52,7 @@ def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, m
     s3 = cfg.s3
     results = report.read_results(join(eval_artifact, "results"))
     decision = decide(cfg.gate, results, P.CURRENT, P.CANDIDATE)
-    chosen = ModelConfig(name=model_dir, device=cfg.model.device, dtype=cfg.model.dtype) if decision.promote \
-        else cfg.model
+    chosen = ModelConfig.model_validate(P.candidate_model(cfg, model_dir)) if decision.promote else cfg.model
     from medembed.embedding.card import resolve_card
 
     card = resolve_card(chosen, s3)

@@ -52,6 +52,15 @@ def record_dir(out_dir: str, run_id: str, stage: str) -> str:
     return join(out_dir, run_id, "stages", stage)
 
 
+RUNTIME_MODEL_FIELDS = ("device", "dtype", "backend", "cache_dir")  # how to run a model, not which model
+
+
+def candidate_model(cfg: Any, model_dir: str) -> dict[str, Any]:
+    """The fine-tuned model folder, run the way the current model is (device, dtype, backend)."""
+    current = cfg.model.model_dump()
+    return {"name": model_dir, **{k: current[k] for k in RUNTIME_MODEL_FIELDS if k in current}}
+
+
 def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted: dict[str, Any] | None = None
             ) -> dict[str, Any]:
     """The stage job's config (as a dict) for pipeline run ``run_id``; ``inputs`` maps upstream stages to artifacts.
@@ -77,7 +86,7 @@ def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted:
                   "train": {"dev_fraction": cfg.dev_fraction}, "output": {**run_output, "dir": out}}
         return deep_merge(d, {**common, **forced})
     if stage == "evaluate":
-        candidate = {"name": inputs["train"], "device": cfg.model.device, "dtype": cfg.model.dtype, "label": CANDIDATE}
+        candidate = {**candidate_model(cfg, inputs["train"]), "label": CANDIDATE}
         d = deep_merge({"store": {"uri": join(out, "eval_lancedb")}}, cfg.evaluate)
         forced = {"models": [{**model, "label": CURRENT}, candidate],
                   "pairs_dev": {"path": inputs["negatives"], "name": PAIRS_DEV, "dev_fraction": cfg.dev_fraction},

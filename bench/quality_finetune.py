@@ -1,0 +1,127 @@
+"""Quality benchmark (issue 10 item 13): does fine-tuning on medembed's own offline pairs lift the bundled MiniLM?
+
+One run, the product's own jobs in one driver process on one local Ray instance:
+
+1. ``generate-pairs`` on a corpus used as an unlabelled user corpus (default: the SciFact corpus; never a
+   benchmark's queries or qrels), extractive backend (title pairs + claim-like finding pairs);
+2. ``mine-negatives`` (hard negatives from a rank window, false-negative margin);
+3. ``train`` (Ray Train, 1 CPU worker; interpolation with the base picked on the dev notes);
+4. ``eval``: base vs fine-tuned on the test splits of ../shared/data/{scifact,med,pubmedqa}.
+
+Appends the comparison (nDCG@10 and deltas), the data counts, the recipe and each stage's time to
+bench/RESULTS.md.
+
+    HF_HUB_OFFLINE=1 python bench/quality_finetune.py --steps 150 --lr 1e-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from medembed.runtime.runner import main_for
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
+log = logging.getLogger("bench.quality")
+
+
+def sets(*pairs: str) -> list[str]:
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def stage(name: str, job: str, argv: list[str], times: dict[str, float]) -> None:
+    t = time.perf_counter()
+    rc = main_for(job, argv)
+    times[name] = round(time.perf_counter() - t, 1)
+    if rc != 0:
+        raise SystemExit(f"{job} failed with exit code {rc}")
+
+
+def manifest(work: Path, run: str) -> dict:
+    return json.loads((work / "runs" / run / "manifest.json").read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(REPO / "bench" / "_work" / "quality"))
+    ap.add_argument("--corpus", default="scifact", help="BEIR folder under ../shared/data used as a user corpus")
+    ap.add_argument("--findings", type=int, default=2, help="finding pairs per document")
+    ap.add_argument("--queries-per-note", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--temperature", type=float, default=0.05)
+    ap.add_argument("--negatives", type=int, default=1, help="mined hard negatives per query in training")
+    ap.add_argument("--min-rank", type=int, default=10)
+    ap.add_argument("--max-rank", type=int, default=60)
+    ap.add_argument("--interpolate", default="[0.25, 0.5, 0.75, 1.0]")
+    ap.add_argument("--datasets", default="scifact,med,pubmedqa")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    common = [f"output.run_dir={work / 'runs'}"]
+    times: dict[str, float] = {}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    pairs_run, mine_run, train_run, eval_run = (f"qf-{s}-{stamp}" for s in ("pairs", "mine", "train", "eval"))
+
+    stage("generate_pairs", "generate_pairs", sets(
+        f"input.uri={DATA / args.corpus / 'corpus.jsonl'}", "input.id_field=_id", "input.title_field=title",
+        "input.text_fields=[text]", "synth.backend=extractive", f"synth.extractive_findings={args.findings}",
+        f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
+        f"output.run_name={pairs_run}", *common), times)
+    stage("mine_negatives", "mine_negatives", sets(
+        f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
+        f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
+        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times)
+    stage("train", "train", sets(
+        f"triplets.path={work / 'triplets' / mine_run / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2",
+        "train.num_workers=1", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
+        f"train.num_negatives={args.negatives}", f"train.temperature={args.temperature}",
+        f"train.learning_rate={args.lr}", "train.query_max_length=64", "train.passage_max_length=256",
+        "train.dev_fraction=0.05", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
+        f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times)
+    model_dir = work / "models" / train_run / "model"
+    datasets = [{"name": d, "uri": str(DATA / d), "split": "test"} for d in args.datasets.split(",")]
+    models = [{"name": "bundled:all-MiniLM-L6-v2", "label": "base"}, {"name": str(model_dir), "label": "fine-tuned"}]
+    stage("evaluate", "evaluate", sets(
+        f"models={json.dumps(models)}", f"datasets={json.dumps(datasets)}", "retrieval=exact",
+        f"store.uri={work / 'eval_lancedb'}", f"output.dir={work / 'eval'}", f"output.run_name={eval_run}",
+        *common), times)
+
+    pm, mm, tm = manifest(work, pairs_run), manifest(work, mine_run), manifest(work, train_run)
+    comparison = (work / "eval" / eval_run / "comparison.md").read_text()
+    load = os.getloadavg()
+    lines = [
+        "", "## quality_finetune", "",
+        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {os.cpu_count()}-core CPU, no GPU ({platform.processor() or platform.machine()}); "
+        f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
+        f"- command: `HF_HUB_OFFLINE=1 python bench/quality_finetune.py {' '.join(subprocess.list2cmdline([a]) for a in sys.argv[1:])}`",
+        f"- data: {pm['counts'].get('notes_in')} {args.corpus} corpus documents as a user corpus -> "
+        f"{pm['counts'].get('pairs_out')} pairs (extractive: title + {args.findings} finding pairs per document); "
+        f"{mm['counts'].get('queries_in')} queries mined, {mm['counts'].get('negatives_out')} negatives "
+        f"(ranks [{args.min_rank}, {args.max_rank})); training: {tm['counts'].get('train_triplets')} train / "
+        f"{tm['counts'].get('dev_triplets')} dev triplets, {tm['counts'].get('steps')} steps of {args.batch_size}, "
+        f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), interpolation "
+        f"weight picked on dev: {tm['counts'].get('interpolation_alpha')}",
+        f"- stage times (s): {json.dumps(times)}",
+        "- evaluation (test splits; no benchmark query or qrel used in training):", "", comparison.strip(), "",
+    ]
+    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

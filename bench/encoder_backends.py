@@ -211,7 +211,7 @@ def quality(args) -> str:
             queries={k: len(v[0]) for k, v in picks.items()})
         log.info("%s: %s", b, res[b]["record"])
     lines = ["| backend | precision | SciFact nDCG@10 (Δ vs torch) | MED nDCG@10 (Δ) | mean cos vs torch (min) | "
-             "passed |", "|---|---|---|---|---|---|"]
+             "passed | worker s (same work, run concurrently) |", "|---|---|---|---|---|---|---|"]
     prec = {"torch": "float32", "onnx": "float32", "onnx-int8": "int8"}
     for b, r in res.items():
         d = {k: (r["nd"][k], 100 * (r["nd"][k] - ref["nd"][k])) for k in r["nd"]}
@@ -219,7 +219,7 @@ def quality(args) -> str:
         cos = "1 (reference)" if rec is None else "{:.4f} ({:.4f})".format(rec["mean_cosine"], rec["min_cosine"])
         verdict = "reference" if rec is None else ("yes" if rec["passed"] else "NO: " + "; ".join(rec["reasons"]))
         lines.append(f"| {b} | {prec.get(b, '?')} | {d['scifact'][0]:.4f} ({d['scifact'][1]:+.2f} pt) | "
-                     f"{d['med'][0]:.4f} ({d['med'][1]:+.2f} pt) | {cos} | {verdict} |")
+                     f"{d['med'][0]:.4f} ({d['med'][1]:+.2f} pt) | {cos} | {verdict} | {r['seconds']:.0f} |")
     docs = ", ".join(f"{k}: {len(v[1])} of {len(sets[k].corpus)} docs, {len(v[0])} of {len(sets[k].queries)} queries"
                      for k, v in picks.items())
     return (f"Quality vs torch fp32 (exact top-10; {docs}; cosine on {len(texts)} PMC-Patients chunks):\n\n"

@@ -30,20 +30,20 @@ def test_second_writer_is_refused_with_the_holder_named(tmp_path):
 
 def test_heartbeat_keeps_the_lease_alive_past_its_ttl(tmp_path):
     db = str(tmp_path / "db")
-    with WriterLease(db, "notes", "run-a", ttl_s=0.6).acquire() as a:
-        time.sleep(1.5)  # > 2 ttl: only the heartbeat keeps it
+    with WriterLease(db, "notes", "run-a", ttl_s=2.0).acquire() as a:
+        time.sleep(5)  # > 2 ttl: only the heartbeat keeps it
         with pytest.raises(LeaseHeld):
-            WriterLease(db, "notes", "run-b", ttl_s=0.6).acquire(wait_s=0)
+            WriterLease(db, "notes", "run-b", ttl_s=2.0).acquire(wait_s=0)
         a.check()
 
 
 def test_expired_lease_of_a_dead_holder_is_taken_over(tmp_path):
     db = str(tmp_path / "db")
-    dead = WriterLease(db, "notes", "killed-run", ttl_s=0.5)
+    dead = WriterLease(db, "notes", "killed-run", ttl_s=5.0)
     assert dead.try_acquire() is None  # acquired, but no heartbeat: as if the process was SIGKILLed
     with pytest.raises(LeaseHeld):
         WriterLease(db, "notes", "run-b", ttl_s=30).acquire(wait_s=0)
-    time.sleep(0.7)
+    time.sleep(max(0.0, dead.record.expires_at - time.time()) + 0.2)
     with WriterLease(db, "notes", "run-b", ttl_s=30).acquire() as b:
         assert b.took_over["run_id"] == "killed-run"
         assert b.took_over["expired_for_s"] >= 0

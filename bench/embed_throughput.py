@@ -57,11 +57,11 @@ sys.path.insert(0, str(ROOT))
 
 def _params(config: Path, overrides: list[str]):
     from medembed.config import EmbedJobConfig, load_config
-    from medembed.embedding.card import resolve_model
+    from medembed.embedding.card import resolve_card
     from medembed.jobs.embed_corpus import chunk_params
 
     cfg = load_config(EmbedJobConfig, config, overrides)
-    return chunk_params(cfg, resolve_model(cfg.model, cfg.s3))
+    return chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
 
 
 def _chunk(notes: list[dict], params):
@@ -108,10 +108,10 @@ def baseline_worker(args: argparse.Namespace) -> None:
     from sentence_transformers import SentenceTransformer
 
     from medembed.config import ModelConfig
-    from medembed.embedding.card import resolve_model
+    from medembed.embedding.card import resolve_card
     from medembed.embedding.chunking import document_input
 
-    model = resolve_model(ModelConfig(name="bundled:all-MiniLM-L6-v2"))
+    model = resolve_card(ModelConfig(name="bundled:all-MiniLM-L6-v2"))
     st = SentenceTransformer(model.path, device="cpu")
     t_loaded = time.perf_counter()
     notes = [json.loads(line) for line in open(args.data, encoding="utf-8") if line.strip()]

@@ -47,9 +47,10 @@ def numpy_baseline(cfg, pairs, cand_uri: str, exclude_same_note: bool, top_k: in
     """Single process: encode queries, exact top-k, select; returns ({pair_id: negative ids}, seconds)."""
     from medembed import schema as S
     from medembed.embedding.encoders import build_encoder
+    from medembed.index.search import top_k_exact
     from medembed.index.tables import open_dataset
     from medembed.mining import columns as M
-    from medembed.mining.selection import SelectParams, select_negatives, top_k_exact
+    from medembed.mining.selection import SelectParams, select_negatives
 
     t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
     ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)
@@ -77,9 +78,9 @@ def st_baseline(cfg, pairs):
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from medembed.embedding.card import load_sentence_transformer, resolve_model
+    from medembed.embedding.card import load_sentence_transformer, resolve_card
 
-    model = load_sentence_transformer(resolve_model(cfg.model), cfg.model)
+    model = load_sentence_transformer(resolve_card(cfg.model), cfg.model)
     mc = cfg.mining
     data = Dataset.from_dict({"query": pairs["query"].to_pylist(), "positive": pairs["passage"].to_pylist()})
     t0 = time.perf_counter()

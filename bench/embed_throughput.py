@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 def _params(config: Path, overrides: list[str]):
     from medembed.config import EmbedJobConfig, load_config
     from medembed.embedding.card import resolve_card
-    from medembed.jobs.embed_corpus import chunk_params
+    from medembed.embedding.stage import chunk_params
 
     cfg = load_config(EmbedJobConfig, config, overrides)
     return chunk_params(cfg, resolve_card(cfg.model, cfg.s3))

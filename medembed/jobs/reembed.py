@@ -24,6 +24,7 @@ import ray
 from medembed import schema as S
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import ChunkParams, chunk_batch
+from medembed.embedding.stage import check_resources, chunk_params, embedding_stage
 from medembed.index import serving
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import DOC_SIGNATURE, Diff, add_doc_signatures, diff_signatures, document_rows, select_to_embed
@@ -32,7 +33,6 @@ from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
 from medembed.ingest import read_documents, read_quarantine_counts
-from medembed.jobs.embed_corpus import check_resources, chunk_params, embedding_stage
 from medembed.runtime import artifacts
 from medembed.runtime.manifest import RunManifest
 

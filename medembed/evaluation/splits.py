@@ -13,11 +13,9 @@ import logging
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from medembed.config import S3Config
 from medembed.evaluation.datasets import PAIR_COLUMNS
-from medembed.runtime.storage import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +43,9 @@ def split_by_note(table: pa.Table, dev_fraction: float, note_column: str = "note
 
 def read_pair_rows(path: str, s3: S3Config | None = None) -> pa.Table:
     """(pair_id, note_id, query, passage) rows from pairs Parquet, a generate-pairs output_dir or nested triplets."""
-    from medembed.synth.ledger import complete_runs, read_pairs
+    from medembed.synth.ledger import read_pairs_from
 
-    if complete_runs(path, s3):
-        table = read_pairs(path, s3)
-    else:
-        fs, p = filesystem(path, s3)
-        if not fs.exists(p):
-            raise FileNotFoundError(f"pairs not found: {path}")
-        files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
-        if not files:
-            raise FileNotFoundError(f"no .parquet files under {path}")
-        table = pads.dataset(files, format="parquet", filesystem=fs).to_table()
+    table = read_pairs_from(path, s3)
     if all(c in table.column_names for c in TRIPLET_TO_PAIR) and "passage" not in table.column_names:
         table = table.select(list(TRIPLET_TO_PAIR)).rename_columns(list(TRIPLET_TO_PAIR.values()))
     missing = [c for c in PAIR_COLUMNS if c not in table.column_names]

@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import ray
 
 from medembed import schema as S
@@ -27,7 +26,7 @@ from medembed.index.tables import check_model, connect, open_dataset, table_uri
 from medembed.index.writer import write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
-from medembed.runtime.storage import filesystem, join, lance_storage_options
+from medembed.runtime.storage import join, lance_storage_options
 from medembed.synth import columns as P
 
 log = logging.getLogger(__name__)
@@ -37,19 +36,9 @@ PAIR_INPUT_COLUMNS = (P.PAIR_ID, P.NOTE_ID, P.QUERY, P.PASSAGE)
 
 def read_pairs(path: str, s3: S3Config | None = None, limit: int | None = None) -> pa.Table:
     """Pairs (PAIR_INPUT_COLUMNS) from a Parquet file/folder or a synth output_dir, sorted by pair id."""
-    from medembed.synth.ledger import complete_runs
-    from medembed.synth.ledger import read_pairs as read_synth_pairs
+    from medembed.synth.ledger import read_pairs_from
 
-    if complete_runs(path, s3):
-        table = read_synth_pairs(path, s3)
-    else:
-        fs, p = filesystem(path, s3)
-        if not fs.exists(p):
-            raise FileNotFoundError(f"pairs not found: {path}")
-        files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
-        if not files:
-            raise FileNotFoundError(f"no .parquet files under {path}")
-        table = pads.dataset(files, format="parquet", filesystem=fs).to_table()
+    table = read_pairs_from(path, s3)
     missing = [c for c in PAIR_INPUT_COLUMNS if c not in table.column_names]
     if missing:
         raise KeyError(f"pairs at {path} lack columns {missing}; got {table.column_names}")

@@ -60,3 +60,15 @@ def filesystem(uri: str, s3: S3Config | None = None) -> tuple[fsspec.AbstractFil
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
 
+
+def read_parquet(path: str, s3: S3Config | None = None) -> Any:
+    """A Parquet file, or every ``.parquet`` file under a folder (sorted), as one Arrow table."""
+    import pyarrow.dataset as pads
+
+    fs, p = filesystem(path, s3)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"not found: {path}")
+    files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
+    if not files:
+        raise FileNotFoundError(f"no .parquet files under {path}")
+    return pads.dataset(files, format="parquet", filesystem=fs).to_table()

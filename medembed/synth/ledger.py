@@ -90,3 +90,10 @@ def done_note_ids(output_dir: str, gen_key: str, s3: S3Config | None = None) -> 
 def mark_complete(output_dir: str, run_id: str, summary: dict[str, Any], s3: S3Config | None = None) -> None:
     """The run folder gets the common completion marker (``medembed.runtime.artifacts``)."""
     artifacts.mark_complete(run_dir(output_dir, run_id), "pairs", run_id, summary, s3)
+
+
+def read_pairs_from(path: str, s3: S3Config | None = None) -> pa.Table:
+    """Pairs of every complete run under a generate-pairs ``output_dir``, else any Parquet file or folder."""
+    from medembed.runtime.storage import read_parquet
+
+    return read_pairs(path, s3) if complete_runs(path, s3) else read_parquet(path, s3)

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from medembed.config import S3Config
 from medembed.mining import columns as M
 from medembed.runtime import artifacts
-from medembed.runtime.storage import filesystem
+from medembed.runtime.storage import filesystem, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,10 @@ def read_triplets(path: str, s3: S3Config | None = None, limit: int | None = Non
     if marker is not None and marker.get("format") == "flat":
         raise TripletsError(f"{path} holds flat triplets; training reads the nested format "
                             "(mine-negatives --set output.format=nested)")
-    files = [p] if fs.isfile(p) else sorted(f for f in fs.find(p) if f.endswith(".parquet"))
-    if not files:
-        raise TripletsError(f"no .parquet files under {path}")
-    table = pads.dataset(files, format="parquet", filesystem=fs).to_table()
+    try:
+        table = read_parquet(path, s3)
+    except FileNotFoundError as e:
+        raise TripletsError(str(e)) from None
     missing = [c for c in _REQUIRED if c not in table.column_names]
     if missing:
         raise TripletsError(f"triplets at {path} lack columns {missing} (nested format expected); "

@@ -38,9 +38,25 @@ def sets(*pairs: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-def stage(name: str, job: str, argv: list[str], times: dict[str, float]) -> None:
+RAY_START_TIMEOUT = "timed out during startup"
+RAY_START_TRIES = 5
+
+
+def stage(name: str, job: str, argv: list[str], times: dict[str, float], work: Path, run: str) -> None:
+    """Run one job; retry (up to RAY_START_TRIES) only when the local Ray instance timed out starting.
+
+    On a heavily loaded machine Ray's raylet can miss its fixed 30 s registration window; the job body
+    has not run then, so starting again with the same run name is safe.
+    """
+    import ray
+
     t = time.perf_counter()
-    rc = main_for(job, argv)
+    for attempt in range(1, RAY_START_TRIES + 1):
+        rc = main_for(job, argv)
+        if rc == 0 or RAY_START_TIMEOUT not in (manifest(work, run).get("error") or ""):
+            break
+        log.warning("%s: local Ray timed out during startup (try %d of %d); retrying", job, attempt, RAY_START_TRIES)
+        ray.shutdown()
     times[name] = round(time.perf_counter() - t, 1)
     if rc != 0:
         raise SystemExit(f"{job} failed with exit code {rc}")
@@ -78,25 +94,25 @@ def main() -> int:
         f"input.uri={DATA / args.corpus / 'corpus.jsonl'}", "input.id_field=_id", "input.title_field=title",
         "input.text_fields=[text]", "synth.backend=extractive", f"synth.extractive_findings={args.findings}",
         f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
-        f"output.run_name={pairs_run}", *common), times)
+        f"output.run_name={pairs_run}", *common), times, work, pairs_run)
     stage("mine_negatives", "mine_negatives", sets(
         f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
         f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
-        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times)
+        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times, work, mine_run)
     stage("train", "train", sets(
         f"triplets.path={work / 'triplets' / mine_run / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2",
         "train.num_workers=1", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
         f"train.num_negatives={args.negatives}", f"train.temperature={args.temperature}",
         f"train.learning_rate={args.lr}", "train.query_max_length=64", "train.passage_max_length=256",
         "train.dev_fraction=0.05", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
-        f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times)
+        f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times, work, train_run)
     model_dir = work / "models" / train_run / "model"
     datasets = [{"name": d, "uri": str(DATA / d), "split": "test"} for d in args.datasets.split(",")]
     models = [{"name": "bundled:all-MiniLM-L6-v2", "label": "base"}, {"name": str(model_dir), "label": "fine-tuned"}]
     stage("evaluate", "evaluate", sets(
         f"models={json.dumps(models)}", f"datasets={json.dumps(datasets)}", "retrieval=exact",
         f"store.uri={work / 'eval_lancedb'}", f"output.dir={work / 'eval'}", f"output.run_name={eval_run}",
-        *common), times)
+        *common), times, work, eval_run)
 
     pm, mm, tm = manifest(work, pairs_run), manifest(work, mine_run), manifest(work, train_run)
     comparison = (work / "eval" / eval_run / "comparison.md").read_text()

@@ -61,9 +61,38 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024
     return batches
 
 
+class BucketedEncoder:
+    """Shared by the backends: rows sorted by length and cut into forward passes of at most
+    ``embed.token_budget`` padded tokens; the query or document prompt of the model card applied."""
+
+    model: ModelCard
+    dim: int
+    embed_cfg: EmbedConfig
+
+    def _forward(self, texts: list[str], prompt: str) -> np.ndarray:
+        """Normalized float32 vectors of one forward pass."""
+        raise NotImplementedError
+
+    def _encode(self, texts: Sequence[str], prompt: str, lengths: Sequence[int] | None) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if lengths is None:
+            lengths = [len(t) // 4 + 2 for t in texts]  # rough; only the order matters
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx in plan_batches(lengths, self.embed_cfg.token_budget):
+            out[idx] = self._forward([texts[i] for i in idx], prompt)
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.query, None)
+
+    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray:
+        return self._encode(list(texts), self.model.prompts.document, lengths)
+
+
 @register_encoder("torch")
 @register_encoder("sentence-transformers")
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(BucketedEncoder):
     def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
                  card: ModelCard | None = None):
         import torch
@@ -81,31 +110,18 @@ class SentenceTransformerEncoder:
         log.info("encoder %s (%s) dim=%d on %s, %d threads", self.model.model_id, self.model.revision, self.dim,
                  self.st.device, threads)
 
-    def _encode(self, texts: Sequence[str], prompt: str, lengths: Sequence[int] | None) -> np.ndarray:
+    def _forward(self, texts: list[str], prompt: str) -> np.ndarray:
         import torch
 
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if lengths is None:
-            lengths = [len(t) // 4 + 2 for t in texts]  # rough; only the order matters
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for idx in plan_batches(lengths, self.embed_cfg.token_budget):
-                vecs = self.st.encode([texts[i] for i in idx], prompt=prompt or None, batch_size=len(idx),
-                                      normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-                out[idx] = vecs.astype(np.float32, copy=False)
-        return out
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts), self.model.prompts.query, None)
-
-    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray:
-        return self._encode(list(texts), self.model.prompts.document, lengths)
+            vecs = self.st.encode(texts, prompt=prompt or None, batch_size=len(texts), normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
+        return vecs.astype(np.float32, copy=False)
 
 
 @register_encoder("onnx")
 @register_encoder("onnx-int8")
-class OnnxEncoder:
+class OnnxEncoder(BucketedEncoder):
     """ONNX Runtime on CPU over the model's one-time export (``onnx``: optimized fp32, ``onnx-int8``: dynamic int8).
 
     The exported graph holds the whole SentenceTransformer (transformer, pooling, dense layers), so
@@ -136,28 +152,13 @@ class OnnxEncoder:
         log.info("encoder %s (%s) dim=%d on onnxruntime %s (%s), %d threads", self.model.model_id,
                  self.model.revision, self.dim, ort.__version__, model_cfg.backend, threads)
 
-    def _forward(self, texts: list[str]) -> np.ndarray:
+    def _forward(self, texts: list[str], prompt: str) -> np.ndarray:
+        texts = [prompt + t for t in texts] if prompt else texts
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.model.max_seq_length,
                              return_tensors="np")
         out = self.session.run(None, {n: enc[n].astype(np.int64, copy=False) for n in self.input_names})[0]
         out = out.astype(np.float32, copy=False)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    def _encode(self, texts: Sequence[str], prompt: str, lengths: Sequence[int] | None) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if lengths is None:
-            lengths = [len(t) // 4 + 2 for t in texts]  # rough; only the order matters
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for idx in plan_batches(lengths, self.embed_cfg.token_budget):
-            out[idx] = self._forward([prompt + texts[i] for i in idx])
-        return out
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts), self.model.prompts.query, None)
-
-    def encode_documents(self, texts: Sequence[str], lengths: Sequence[int] | None = None) -> np.ndarray:
-        return self._encode(list(texts), self.model.prompts.document, lengths)
 
 
 def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,

@@ -39,8 +39,15 @@ def ray_local():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+        for attempt in range(3):  # Ray's fixed node-registration deadline can pass on a loaded machine
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK,
+                         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+                break
+            except Exception as e:
+                ray.shutdown()
+                if "timed out during startup" not in str(e) or attempt == 2:
+                    raise
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

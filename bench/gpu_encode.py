@@ -43,25 +43,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+# numpy-only module: on a GPU machine without medembed installed, run from the checkout with PYTHONPATH=.
+from medembed.embedding.batching import plan_batches
+
 log = logging.getLogger("gpu_encode")
-
-
-def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024) -> list[np.ndarray]:
-    """Copy of medembed.embedding.encoders.plan_batches (that module needs pydantic): longest first,
-    padded tokens <= budget per forward pass."""
-    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]
-    batches, cur, cur_max = [], [], 0
-    for idx in order:
-        n = max(1, int(lengths[idx]))
-        new_max = max(cur_max, n)
-        if cur and (new_max * (len(cur) + 1) > token_budget or len(cur) >= max_rows):
-            batches.append(np.asarray(cur))
-            cur, new_max = [], n
-        cur.append(idx)
-        cur_max = new_max
-    if cur:
-        batches.append(np.asarray(cur))
-    return batches
 
 
 def fixed_batches(n: int, rows: int) -> list[np.ndarray]:

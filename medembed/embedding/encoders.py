@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from medembed.config import EmbedConfig, ModelConfig, S3Config
+from medembed.embedding.batching import plan_batches
 from medembed.embedding.card import ModelCard, load_sentence_transformer, resolve_card
 
 log = logging.getLogger(__name__)
@@ -42,23 +43,6 @@ def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[.
         return factory
 
     return deco
-
-
-def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 1024) -> list[np.ndarray]:
-    """Indices grouped into forward passes: sorted by length, padded tokens <= budget per pass."""
-    order = np.argsort(np.asarray(lengths), kind="stable")[::-1]  # longest first: OOM shows up early
-    batches, cur, cur_max = [], [], 0
-    for idx in order:
-        n = max(1, int(lengths[idx]))
-        new_max = max(cur_max, n)
-        if cur and (new_max * (len(cur) + 1) > token_budget or len(cur) >= max_rows):
-            batches.append(np.asarray(cur))
-            cur, new_max = [], n
-        cur.append(idx)
-        cur_max = new_max
-    if cur:
-        batches.append(np.asarray(cur))
-    return batches
 
 
 class BucketedEncoder:

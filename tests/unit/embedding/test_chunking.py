@@ -4,8 +4,8 @@ import pyarrow as pa
 import pytest
 
 from medembed import schema as S
-from medembed.embedding.chunking import ChunkParams, chunk_batch, document_input, load_tokenizer, split_tokens
 from medembed.embedding.batching import plan_batches
+from medembed.embedding.chunking import ChunkParams, chunk_batch, document_input, load_tokenizer, split_tokens
 
 
 def test_split_tokens_windows_overlap_and_cover():

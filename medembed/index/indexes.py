@@ -7,7 +7,18 @@ from typing import Any
 
 from medembed import schema as S
 from medembed.config import S3Config, StoreConfig
-from medembed.index.tables import connect
+from medembed.index.tables import connect, open_dataset, table_uri
+
+
+def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
+    """Merge small fragments into one commit; returns the fragments removed.
+
+    Lance's own ``compact_files``, not LanceDB's ``Table.optimize``: that one also cleans up versions
+    older than a week and refuses while such versions are tagged (served tables keep tags; version
+    cleanup is ``index.serving.cleanup``'s job, with the configured retention).
+    """
+    stats = open_dataset(table_uri(db_uri, table), s3).optimize.compact_files()
+    return int(getattr(stats, "fragments_removed", 0) or 0)
 
 
 def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None) -> dict[str, Any]:
@@ -17,7 +28,8 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
     n = tbl.count_rows()
     info: dict[str, Any] = {"rows": n, "fts_index": False, "ann_index": None}
     if cfg.compact and n:
-        tbl.optimize()
+        info["fragments_compacted"] = compact(db_uri, table, s3)
+        tbl = db.open_table(table)
     if cfg.fts and n:
         tbl.create_fts_index(S.TEXT, replace=True)
         info["fts_index"] = True

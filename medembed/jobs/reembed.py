@@ -29,7 +29,7 @@ from medembed.embedding.stage import check_resources, chunk_params, embedding_st
 from medembed.index import serving
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import DOC_SIGNATURE, Diff, add_doc_signatures, diff_signatures, document_rows, select_to_embed
-from medembed.index.indexes import finalize_table
+from medembed.index.indexes import compact, finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
@@ -94,16 +94,15 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
 def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str, Any]:
     """A new table gets its indexes built; a synced one is compacted and its indexes take in the new rows.
 
-    Synced tables go through Lance's own optimize calls: LanceDB's ``Table.optimize`` also cleans up
-    versions and refuses while old versions are tagged for serving (cleanup is ``cleanup``'s job).
+    Synced tables go through Lance's own calls (``index.indexes.compact``, ``optimize_indices``), never
+    LanceDB's ``Table.optimize``, which refuses while old versions are tagged for serving.
     """
     if fresh:  # no serving tags yet
         return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
     uri = table_uri(cfg.store.uri, table)
     info: dict[str, Any] = {"optimized": True}
     if cfg.store.compact:
-        stats = open_dataset(uri, cfg.s3).optimize.compact_files()
-        info["fragments_compacted"] = int(getattr(stats, "fragments_removed", 0) or 0)
+        info["fragments_compacted"] = compact(cfg.store.uri, table, cfg.s3)
     open_dataset(uri, cfg.s3).optimize.optimize_indices()
     tbl = connect(cfg.store.uri, cfg.s3).open_table(table)
     if cfg.store.fts and not any("FTS" in str(i.index_type).upper() or "INVERTED" in str(i.index_type).upper()

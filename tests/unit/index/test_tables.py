@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from medembed import schema as S
 from medembed.config import StoreConfig
@@ -83,3 +84,28 @@ def test_unchanged_documents_are_filtered_by_signature(tmp_path):
 
 def test_open_dataset_absent_is_none(tmp_path):
     assert open_dataset(str(tmp_path / "nothing.lance")) is None
+
+
+def test_compaction_keeps_tagged_versions(tmp_path):
+    """finalize_table compacts with Lance's compact_files: served (tagged) old versions stay readable.
+
+    LanceDB's Table.optimize also cleans up old versions and refuses when one of them is tagged (what
+    serving does), so a served table could not be finalized once its tagged version aged past the
+    cleanup window; shown here with a zero window.
+    """
+    from datetime import timedelta
+
+    uri = table_uri(str(tmp_path), "t")
+    write(uri, rows(40), every=1, parts=4)
+    ds = open_dataset(uri)
+    first = ds.version
+    ds.tags.create("medembed-serving-v1", first)
+    write(uri, rows(8, prefix="e", seed=1), every=1, parts=2)
+    before = len(open_dataset(uri).get_fragments())
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=10_000), None)
+    after = open_dataset(uri)
+    assert before == 6 and info["fragments_compacted"] == before and len(after.get_fragments()) == 1
+    assert after.count_rows() == 48
+    assert open_dataset(uri).checkout_version("medembed-serving-v1").count_rows() == 40
+    with pytest.raises(Exception, match="(?i)tag"):  # what finalize_table used to call
+        connect(str(tmp_path)).open_table("t").optimize(cleanup_older_than=timedelta(0))

@@ -81,6 +81,11 @@ def main() -> int:
     ap.add_argument("--max-rank", type=int, default=60)
     ap.add_argument("--interpolate", default="[0.25, 0.5, 0.75, 1.0]")
     ap.add_argument("--datasets", default="scifact,med,pubmedqa")
+    ap.add_argument("--docs", type=int, default=None, help="use the first N corpus documents (input.limit)")
+    ap.add_argument("--passage-len", type=int, default=256, help="train.passage_max_length (tokens)")
+    ap.add_argument("--dev-queries", type=int, default=2000, help="train.dev_eval_max_queries")
+    ap.add_argument("--dev-fraction", type=float, default=0.05)
+    ap.add_argument("--mine-len", type=int, default=None, help="model.max_seq_length of the mining encoder")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.work)
@@ -92,19 +97,22 @@ def main() -> int:
 
     stage("generate_pairs", "generate_pairs", sets(
         f"input.uri={DATA / args.corpus / 'corpus.jsonl'}", "input.id_field=_id", "input.title_field=title",
-        "input.text_fields=[text]", "synth.backend=extractive", f"synth.extractive_findings={args.findings}",
+        "input.text_fields=[text]", *([f"input.limit={args.docs}"] if args.docs else []), "synth.backend=extractive",
+        f"synth.extractive_findings={args.findings}",
         f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
         f"output.run_name={pairs_run}", *common), times, work, pairs_run)
     stage("mine_negatives", "mine_negatives", sets(
         f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
         f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
+        *([f"model.max_seq_length={args.mine_len}"] if args.mine_len else []),
         f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times, work, mine_run)
     stage("train", "train", sets(
         f"triplets.path={work / 'triplets' / mine_run / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2",
         "train.num_workers=1", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
         f"train.num_negatives={args.negatives}", f"train.temperature={args.temperature}",
-        f"train.learning_rate={args.lr}", "train.query_max_length=64", "train.passage_max_length=256",
-        "train.dev_fraction=0.05", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
+        f"train.learning_rate={args.lr}", "train.query_max_length=64", f"train.passage_max_length={args.passage_len}",
+        f"train.dev_fraction={args.dev_fraction}", f"train.dev_eval_max_queries={args.dev_queries}",
+        "train.cpus_per_worker=2", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
         f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times, work, train_run)
     model_dir = work / "models" / train_run / "model"
     datasets = [{"name": d, "uri": str(DATA / d), "split": "test"} for d in args.datasets.split(",")]
@@ -128,7 +136,8 @@ def main() -> int:
         f"{mm['counts'].get('queries_in')} queries mined, {mm['counts'].get('negatives_out')} negatives "
         f"(ranks [{args.min_rank}, {args.max_rank})); training: {tm['counts'].get('train_triplets')} train / "
         f"{tm['counts'].get('dev_triplets')} dev triplets, {tm['counts'].get('steps')} steps of {args.batch_size}, "
-        f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), interpolation "
+        f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), passages cut to "
+        f"{args.passage_len} tokens in training, interpolation "
         f"weight picked on dev: {tm['counts'].get('interpolation_alpha')}",
         f"- stage times (s): {json.dumps(times)}",
         "- evaluation (test splits; no benchmark query or qrel used in training):", "", comparison.strip(), "",

@@ -61,8 +61,12 @@ def prepare_corpus(n_chunks: int, extra: list[str]) -> tuple[list[dict], list[di
 
     cfg = _cfg(WORK / "corpus", WORK / "db", "prep", extra)
     params = chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
-    notes = [json.loads(line) for line in NOTES.open(encoding="utf-8") if line.strip()]
-    random.Random(0).shuffle(notes)
+    base = [json.loads(line) for line in NOTES.open(encoding="utf-8") if line.strip()]
+    random.Random(0).shuffle(base)
+    # the 1,000 notes give ~39k chunks of 32 tokens: past that, repeat them under new ids (<id>-r<k>), as the
+    # embed memory runs did; enough rounds for the corpus plus the spare notes that the 0.5% additions use
+    rounds = 1 + int(n_chunks * 1.1 / 35_000)
+    notes = [n if k == 0 else {**n, "patient_uid": f"{n['patient_uid']}-r{k}"} for k in range(rounds) for n in base]
     used, total, i = [], 0, 0
     while total < n_chunks and i < len(notes):
         batch = notes[i:i + 200]

@@ -8,6 +8,7 @@ interpolation weight in ``training.interpolate`` and the model folder in ``train
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,10 @@ def finish_model(cfg: TrainJobConfig, card: ModelCard, tuned: dict[str, Any], de
 
 def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
-    from medembed.training.trainer import fit
+    from medembed.training.trainer import check_resources, fit
 
     tc, s3 = cfg.train, cfg.s3
+    check_resources(tc, bool(cfg.ray.address or os.environ.get("RAY_ADDRESS")))
     card = resolve_card(cfg.model, s3)
     card = card.on_this_node(cfg.model, s3)
     manifest.set("model", card.to_dict())

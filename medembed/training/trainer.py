@@ -44,6 +44,24 @@ def storage_path(output_dir: str) -> str:
     return output_dir if "://" in output_dir else os.path.abspath(os.path.expanduser(output_dir))
 
 
+def check_resources(tc: TrainConfig, external_cluster: bool) -> None:
+    """Refuse a worker group the cluster cannot place (Ray Train would wait for it forever), naming the fields.
+
+    On an existing cluster (``ray.address`` / ``RAY_ADDRESS``) an autoscaler may add nodes: warn instead.
+    """
+    have = ray.cluster_resources()
+    need = {"CPU": tc.num_workers * tc.cpus_per_worker, "GPU": tc.num_workers if tc.use_gpu else 0}
+    problems = [f"{need[r]:g} {r}s (train.num_workers x train.{'cpus_per_worker' if r == 'CPU' else 'use_gpu'}) "
+                f"but the cluster has {have.get(r, 0):g}" for r in need if have.get(r, 0) < need[r]]
+    if not problems:
+        return
+    msg = "the training worker group needs " + "; and ".join(problems)
+    if external_cluster:
+        log.warning("%s (waiting for the autoscaler, if any)", msg)
+    else:
+        raise RuntimeError(msg)
+
+
 def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_name: str) -> FitResult:
     """Train on ``train`` (TRAIN_COLUMNS, negatives cut to ``tc.num_negatives``) with ``tc.num_workers`` workers."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

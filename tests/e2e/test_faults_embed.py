@@ -132,9 +132,6 @@ def embedder_pid(cluster: RayCluster) -> int | None:
     return None
 
 
-@pytest.mark.skipif(os.environ.get("MEDEMBED_SLOW_E2E") != "1",
-                    reason="failed on a quiet machine on 2026-11-28: the node-kill fault path needs work "
-                           "(run with MEDEMBED_SLOW_E2E=1)")
 def test_worker_node_killed_mid_embedding(cluster, client, expected_ids, tmp_path):
     job_id = submit(client, tmp_path, "node-kill")
     partial = wait_for_partial(client, job_id, tmp_path)

@@ -3,9 +3,6 @@ the model card, a resource check that fails fast, and the embedder actor pool ov
 
 from __future__ import annotations
 
-import logging
-import os
-
 import ray
 
 from medembed.config import EmbedJobConfig
@@ -13,8 +10,7 @@ from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import ChunkParams, load_tokenizer
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
-
-log = logging.getLogger(__name__)
+from medembed.runtime.ray_setup import require_resources
 
 
 def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
@@ -27,25 +23,13 @@ def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
 
 
 def check_resources(cfg: EmbedJobConfig) -> None:
-    """Refuse a plan the cluster cannot run (it would wait forever), naming the fields to change."""
-    have = ray.cluster_resources()
+    """Refuse an embedding plan the cluster cannot place (see ``runtime.ray_setup.require_resources``)."""
     need_cpu = cfg.embed.num_actors * cfg.embed.num_cpus
     if cfg.embed.num_gpus or cfg.embed.num_cpus != cfg.chunking.num_cpus:
         need_cpu += cfg.chunking.num_cpus  # read+chunk run as separate tasks, not fused into the embedder
-    need_gpu = cfg.embed.num_actors * cfg.embed.num_gpus
-    problems = []
-    if have.get("CPU", 0) < need_cpu:
-        problems.append(f"{need_cpu:g} CPUs (embed.num_actors x embed.num_cpus + chunking.num_cpus) but the cluster "
-                        f"has {have.get('CPU', 0):g}")
-    if have.get("GPU", 0) < need_gpu:
-        problems.append(f"{need_gpu:g} GPUs (embed.num_actors x embed.num_gpus) but the cluster has "
-                        f"{have.get('GPU', 0):g}")
-    if problems:
-        msg = "the embedding plan needs " + "; and ".join(problems)
-        if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-            log.warning("%s (waiting for the autoscaler, if any)", msg)
-        else:
-            raise RuntimeError(msg)
+    require_resources("the embedding plan", {
+        "CPU": (need_cpu, "embed.num_actors x embed.num_cpus + chunking.num_cpus"),
+        "GPU": (cfg.embed.num_actors * cfg.embed.num_gpus, "embed.num_actors x embed.num_gpus")}, cfg.ray)
 
 
 def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCard) -> ray.data.Dataset:

@@ -8,7 +8,6 @@ interpolation weight in ``training.interpolate`` and the model folder in ``train
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,7 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     from medembed.training.trainer import check_resources, fit
 
     tc, s3 = cfg.train, cfg.s3
-    check_resources(tc, bool(cfg.ray.address or os.environ.get("RAY_ADDRESS")))
+    check_resources(tc, cfg.ray)
     card = resolve_card(cfg.model, s3)
     card = card.on_this_node(cfg.model, s3)
     manifest.set("model", card.to_dict())

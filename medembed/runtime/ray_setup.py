@@ -54,12 +54,35 @@ def _start_local(cfg: RayConfig, kwargs: dict[str, object]) -> None:
             ray.shutdown()
 
 
+def cluster_address(cfg: RayConfig) -> str | None:
+    """The existing cluster a job connects to (``ray.address``, else ``RAY_ADDRESS``); None: a local instance."""
+    return cfg.address or os.environ.get("RAY_ADDRESS")
+
+
+def require_resources(what: str, needs: dict[str, tuple[float, str]], cfg: RayConfig) -> None:
+    """Refuse a plan the cluster cannot place (Ray would wait for it forever), naming the fields to change.
+
+    ``needs`` maps a resource ("CPU", "GPU") to (amount, the config fields that set it). On an existing
+    cluster an autoscaler may add nodes: warn instead of failing.
+    """
+    have = ray.cluster_resources()
+    problems = [f"{n:g} {r}s ({fields}) but the cluster has {have.get(r, 0):g}"
+                for r, (n, fields) in needs.items() if have.get(r, 0) < n]
+    if not problems:
+        return
+    msg = f"{what} needs " + "; and ".join(problems)
+    if cluster_address(cfg):
+        log.warning("%s (waiting for the autoscaler, if any)", msg)
+    else:
+        raise RuntimeError(msg)
+
+
 def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
     """Connect to (or start) Ray once; return a short description for the run manifest."""
     cfg = cfg or RayConfig()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not ray.is_initialized():
-        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        address = cluster_address(cfg)
         job_keys = _job_env_var_keys()
         env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ and k not in job_keys}
         kwargs: dict[str, object] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
@@ -71,7 +94,7 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
     ctx = ray.get_runtime_context()
     res = ray.cluster_resources()
     return {
-        "address": cfg.address or os.environ.get("RAY_ADDRESS") or "local",
+        "address": cluster_address(cfg) or "local",
         "job_id": ctx.get_job_id(),
         "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
         "node_ips": sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}),

@@ -15,8 +15,10 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from medembed.config import RayConfig
 from medembed.embedding.card import ModelCard
 from medembed.mining import columns as M
+from medembed.runtime.ray_setup import require_resources
 from medembed.training.batching import BatchPlan, plan_batches
 from medembed.training.config import TrainConfig
 from medembed.training.loop import load_state, train_loop_per_worker
@@ -44,22 +46,11 @@ def storage_path(output_dir: str) -> str:
     return output_dir if "://" in output_dir else os.path.abspath(os.path.expanduser(output_dir))
 
 
-def check_resources(tc: TrainConfig, external_cluster: bool) -> None:
-    """Refuse a worker group the cluster cannot place (Ray Train would wait for it forever), naming the fields.
-
-    On an existing cluster (``ray.address`` / ``RAY_ADDRESS``) an autoscaler may add nodes: warn instead.
-    """
-    have = ray.cluster_resources()
-    need = {"CPU": tc.num_workers * tc.cpus_per_worker, "GPU": tc.num_workers if tc.use_gpu else 0}
-    problems = [f"{need[r]:g} {r}s (train.num_workers x train.{'cpus_per_worker' if r == 'CPU' else 'use_gpu'}) "
-                f"but the cluster has {have.get(r, 0):g}" for r in need if have.get(r, 0) < need[r]]
-    if not problems:
-        return
-    msg = "the training worker group needs " + "; and ".join(problems)
-    if external_cluster:
-        log.warning("%s (waiting for the autoscaler, if any)", msg)
-    else:
-        raise RuntimeError(msg)
+def check_resources(tc: TrainConfig, ray_cfg: RayConfig) -> None:
+    """Refuse a worker group the cluster cannot place (see ``runtime.ray_setup.require_resources``)."""
+    require_resources("the training worker group", {
+        "CPU": (tc.num_workers * tc.cpus_per_worker, "train.num_workers x train.cpus_per_worker"),
+        "GPU": (tc.num_workers if tc.use_gpu else 0, "train.num_workers x train.use_gpu")}, ray_cfg)
 
 
 def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_name: str) -> FitResult:

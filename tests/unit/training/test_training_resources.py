@@ -1,4 +1,4 @@
-"""A training worker group the cluster cannot place fails at once with the fields to change (local Ray)."""
+"""Plans the cluster cannot place fail at once with the fields to change (local Ray); warn on an existing cluster."""
 
 from __future__ import annotations
 
@@ -6,22 +6,36 @@ import logging
 
 import pytest
 
+from medembed.config import EmbedJobConfig, RayConfig
+from medembed.embedding import stage
+from medembed.runtime import ray_setup
 from medembed.training import trainer
 from medembed.training.config import TrainConfig
 
+LOCAL = RayConfig()
+
 
 def test_too_many_cpus_fails_on_a_local_instance(monkeypatch):
-    monkeypatch.setattr(trainer.ray, "cluster_resources", lambda: {"CPU": 2.0})
-    trainer.check_resources(TrainConfig(num_workers=1, cpus_per_worker=2), external_cluster=False)
-    trainer.check_resources(TrainConfig(num_workers=2, cpus_per_worker=1), external_cluster=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    trainer.check_resources(TrainConfig(num_workers=1, cpus_per_worker=2), LOCAL)
+    trainer.check_resources(TrainConfig(num_workers=2, cpus_per_worker=1), LOCAL)
     with pytest.raises(RuntimeError, match=r"4 CPUs \(train.num_workers x train.cpus_per_worker\) but the cluster has 2"):
-        trainer.check_resources(TrainConfig(num_workers=2, cpus_per_worker=2), external_cluster=False)
-    with pytest.raises(RuntimeError, match=r"1 GPUs .* but the cluster has 0"):
-        trainer.check_resources(TrainConfig(num_workers=1, use_gpu=True), external_cluster=False)
+        trainer.check_resources(TrainConfig(num_workers=2, cpus_per_worker=2), LOCAL)
+    with pytest.raises(RuntimeError, match=r"1 GPUs \(train.num_workers x train.use_gpu\) but the cluster has 0"):
+        trainer.check_resources(TrainConfig(num_workers=1, use_gpu=True), LOCAL)
+
+
+def test_embedding_plan_uses_the_same_check(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    cfg = EmbedJobConfig.model_validate({"embed": {"num_actors": 1, "num_gpus": 1}})
+    with pytest.raises(RuntimeError, match=r"the embedding plan needs .*1 GPUs \(embed.num_actors x embed.num_gpus\)"):
+        stage.check_resources(cfg)
 
 
 def test_existing_cluster_only_warns(monkeypatch, caplog):
-    monkeypatch.setattr(trainer.ray, "cluster_resources", lambda: {"CPU": 1.0})
-    with caplog.at_level(logging.WARNING, logger=trainer.__name__):
-        trainer.check_resources(TrainConfig(num_workers=4, cpus_per_worker=1), external_cluster=True)
+    monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 1.0})
+    with caplog.at_level(logging.WARNING, logger=ray_setup.__name__):
+        trainer.check_resources(TrainConfig(num_workers=4, cpus_per_worker=1), RayConfig(address="127.0.0.2:6379"))
     assert "waiting for the autoscaler" in caplog.text and "4 CPUs" in caplog.text

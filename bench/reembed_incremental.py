@@ -22,6 +22,7 @@ Appends a section to bench/RESULTS.md (``--no-append`` to skip).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -63,25 +64,27 @@ def prepare_corpus(n_chunks: int, extra: list[str]) -> tuple[list[dict], list[di
     params = chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
     base = [json.loads(line) for line in NOTES.open(encoding="utf-8") if line.strip()]
     random.Random(0).shuffle(base)
-    # the 1,000 notes give ~39k chunks of 32 tokens: past that, repeat them under new ids (<id>-r<k>), as the
-    # embed memory runs did; enough rounds for the corpus plus the spare notes that the 0.5% additions use
-    rounds = 1 + int(n_chunks * 1.1 / 35_000)
-    notes = [n if k == 0 else {**n, "patient_uid": f"{n['patient_uid']}-r{k}"} for k in range(rounds) for n in base]
-    used, total, i = [], 0, 0
-    while total < n_chunks and i < len(notes):
-        batch = notes[i:i + 200]
+    # the 1,000 notes give ~39k chunks of 32 tokens: past that, they repeat under new ids (<id>-r<k>), as the
+    # embed memory runs did, for as many rounds as the corpus and the spare notes (for the 0.5% additions) need
+    notes = (n if k == 0 else {**n, "patient_uid": f"{n['patient_uid']}-r{k}"} for k in itertools.count() for n in base)
+    used: list[dict] = []
+    total, rest = 0, []
+    while total < n_chunks:
+        batch = list(itertools.islice(notes, 200))
         t = chunk_batch({"doc_id": [n["patient_uid"] for n in batch], "title": [n.get("title") or "" for n in batch],
                          "text": [n["patient"] for n in batch], "metadata": ["{}"] * len(batch)}, params)
         per_doc: dict[str, int] = {}
         for d in t.column("doc_id").to_pylist():
             per_doc[d] = per_doc.get(d, 0) + 1
-        for n in batch:
+        for j, n in enumerate(batch):
             if total >= n_chunks:
+                rest = batch[j:]
                 break
             used.append(n)
             total += per_doc[n["patient_uid"]]
-        i += len(batch)
-    return used, notes[i:i + max(10, len(used) // 100)], total
+    spare = max(10, len(used) // 100)
+    rest += list(itertools.islice(notes, max(0, spare - len(rest))))
+    return used, rest[:spare], total
 
 
 def write_notes(notes: list[dict]) -> Path:

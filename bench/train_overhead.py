@@ -21,11 +21,9 @@ overhead = 1 - (b) / (a), target <= 15%. Appends a section to bench/RESULTS.md (
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -39,25 +37,11 @@ sys.path.insert(0, str(REPO))
 import pyarrow as pa  # noqa: E402
 
 from medembed.mining import columns as M  # noqa: E402
+from tests.support.triplets import sample_triplets_table  # noqa: E402
 
 log = logging.getLogger("bench.train_overhead")
 SAMPLE = REPO / "medembed" / "data" / "sample_notes.jsonl"
 WORK = REPO / "bench" / "_work" / "train_overhead"
-
-
-def triplets(num_negatives: int, per_note: int = 2) -> pa.Table:
-    notes = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.startswith("{")]
-    base = []
-    for note in notes:
-        sents = [s.strip() for s in re.split(r"(?<=[.!?])\s+", note["text"]) if s.strip()]
-        for i in range(min(per_note, len(sents) - 2)):
-            base.append((note["id"], sents[i], " ".join(sents[i + 1:i + 3])))
-    rows = []
-    for j, (note, query, pos) in enumerate(base):
-        others = [b[2] for b in base[j + 1:] + base[:j] if b[0] != note][:num_negatives]
-        rows.append({M.QUERY: query, M.POSITIVE: pos, M.NEGATIVES: others, M.QUERY_ID: f"q{j:05d}",
-                     M.QUERY_NOTE_ID: note, M.POSITIVE_ID: M.positive_id(pos)})
-    return pa.Table.from_pylist(rows)
 
 
 def plain_loop(table: pa.Table, plan: list[list[int]], tc, card) -> dict:
@@ -132,7 +116,7 @@ def main() -> int:
                      passage_max_length=args.max_length, max_steps=args.steps, checkpoint_every=args.steps,
                      epochs=max(1, args.steps * args.batch_size // 380 + 1), max_failures=0, log_every=10)
     card = resolve_card(ModelConfig())
-    table = triplets(args.num_negatives)
+    table = sample_triplets_table(None, per_note=2, num_negatives=args.num_negatives)
     plan = make_plan(table, tc)
     log.info("%d triplets, %d steps of %d rows", table.num_rows, len(plan.batches), args.batch_size)
 

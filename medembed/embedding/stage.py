@@ -29,7 +29,8 @@ def check_resources(cfg: EmbedJobConfig) -> None:
         need_cpu += cfg.chunking.num_cpus  # read+chunk run as separate tasks, not fused into the embedder
     require_resources("the embedding plan", {
         "CPU": (need_cpu, "embed.num_actors x embed.num_cpus + chunking.num_cpus"),
-        "GPU": (cfg.embed.num_actors * cfg.embed.num_gpus, "embed.num_actors x embed.num_gpus")}, cfg.ray)
+        "GPU": (cfg.embed.num_actors * cfg.embed.num_gpus, "embed.num_actors x embed.num_gpus")}, cfg.ray,
+        each={"CPU": (cfg.embed.num_cpus, "embed.num_cpus"), "GPU": (cfg.embed.num_gpus, "embed.num_gpus")})
 
 
 def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCard) -> ray.data.Dataset:

@@ -6,6 +6,7 @@ from typing import Any
 
 from medembed.ingest import read_documents, read_quarantine_counts
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.ray_setup import require_resources
 from medembed.synth.config import GeneratePairsJobConfig
 from medembed.synth.generate import generate_pairs_from_docs
 
@@ -13,6 +14,11 @@ from medembed.synth.generate import generate_pairs_from_docs
 def generate_pairs(cfg: GeneratePairsJobConfig, manifest: RunManifest) -> dict[str, Any]:
     qdir = manifest.path("quarantine")
     manifest.set("quarantine_dir", qdir)
+    sc = cfg.synth
+    if sc.backend != "vllm":  # vllm: ray.data.llm places its own engines
+        require_resources("pair generation", {"CPU": (sc.concurrency * sc.actor_num_cpus + 1,
+                                                      "synth.concurrency x synth.actor_num_cpus + 1 read task")},
+                          cfg.ray, each={"CPU": (sc.actor_num_cpus, "synth.actor_num_cpus")})
     docs = read_documents(cfg.input, qdir, cfg.s3)
     with manifest.timed("generate_pairs"):
         summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3, run_id=manifest.run_id)

@@ -109,7 +109,7 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     training = {"triplets_path": trip.source, "triplets_run_id": trip.run_id, "train_run_id": manifest.run_id,
                 "train_triplets": train_rows.num_rows, "dev_triplets": dev.num_rows, "steps": m.get("step"),
                 "first_loss": m.get("first_loss"), "final_loss": m.get("loss"),
-                "hyperparameters": tc.model_dump(exclude={"crash_at_step"}),
+                "hyperparameters": tc.model_dump(),
                 "base_model_revision": card.revision}
     with manifest.timed("dev_and_save"):
         dev_summary = finish_model(cfg, card, result.state["model"], dev, out_card, training, model_dir)

@@ -59,15 +59,23 @@ def cluster_address(cfg: RayConfig) -> str | None:
     return cfg.address or os.environ.get("RAY_ADDRESS")
 
 
-def require_resources(what: str, needs: dict[str, tuple[float, str]], cfg: RayConfig) -> None:
+def require_resources(what: str, needs: dict[str, tuple[float, str]], cfg: RayConfig,
+                      each: dict[str, tuple[float, str]] | None = None) -> None:
     """Refuse a plan the cluster cannot place (Ray would wait for it forever), naming the fields to change.
 
-    ``needs`` maps a resource ("CPU", "GPU") to (amount, the config fields that set it). On an existing
-    cluster an autoscaler may add nodes: warn instead of failing.
+    ``needs`` maps a resource ("CPU", "GPU") to (amount in all, the config fields that set it); ``each`` the
+    same for one worker or actor, which must fit on a single node. On an existing cluster an autoscaler may
+    add nodes: warn instead of failing.
     """
     have = ray.cluster_resources()
     problems = [f"{n:g} {r}s ({fields}) but the cluster has {have.get(r, 0):g}"
                 for r, (n, fields) in needs.items() if have.get(r, 0) < n]
+    if each:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(all(node.get(r, 0) >= n for r, (n, _) in each.items()) for node in nodes):
+            largest = {r: max((node.get(r, 0) for node in nodes), default=0) for r in each}
+            problems += [f"{n:g} {r}s on one node for each ({fields}) but the largest node has {largest[r]:g}"
+                         for r, (n, fields) in each.items() if n > 0]
     if not problems:
         return
     msg = f"{what} needs " + "; and ".join(problems)

@@ -363,6 +363,10 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
         # whose environment has the variable use their own.
         backend_kwargs = {"api_key": Secret.from_env(cfg.openai.api_key_env)} if cfg.backend == "openai" else {}
         per_actor = cfg.batches_per_actor if getattr(cls, "concurrent_batches", False) else 1
+        # one batch per block, so one per actor task: every actor gets work (a single input file is one read
+        # task), a task's results reach the driver (and the ledger) when it ends, and a lost node or actor takes
+        # only its batches in flight with it, not a whole input file. (Fused into the read tasks: 1 CPU each.)
+        docs = docs.repartition(target_num_rows_per_block=cfg.batch_size)
         results = docs.map_batches(
             NoteGenerator,
             fn_constructor_kwargs={"synth": cfg.model_dump_json(), "done": sorted(done), "run_id": run_id,

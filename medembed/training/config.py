@@ -51,8 +51,6 @@ class TrainConfig(_Model):
         None, description="weight interpolation with the base model: merged = a*tuned + (1-a)*base, a chosen "
         "from this grid by dev nDCG@10 (e.g. [0.25, 0.5, 0.75, 1.0]); null: keep the tuned weights")
     dev_eval_max_queries: int = Field(2000, gt=0, description="dev queries used to pick the interpolation weight")
-    crash_at_step: int | None = Field(None, gt=0, description="testing only: rank 0 kills itself (SIGKILL) "
-                                      "once, at the start of this step, to exercise the restart path")
 
     @field_validator("interpolate")
     @classmethod

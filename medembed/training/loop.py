@@ -10,9 +10,7 @@ after the whole job was started again with the same run name.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -51,16 +49,6 @@ def _mean_across_workers(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
-
-
-def _inject_crash(step: int, crash_at: int | None, marker: str | None, rank: int) -> None:
-    """Testing hook: rank 0 SIGKILLs itself once at ``crash_at`` (the marker file makes it once)."""
-    if crash_at is None or step != crash_at or rank != 0 or not marker or os.path.exists(marker):
-        return
-    Path(marker).parent.mkdir(parents=True, exist_ok=True)
-    Path(marker).write_text(f"killed rank 0 at step {step} (pid {os.getpid()})\n")
-    log.warning("crash_at_step=%d: killing this worker (pid %d)", step, os.getpid())
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -122,7 +110,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     window: list[float] = []
     t0 = time.perf_counter()
     for step in range(start, total):
-        _inject_crash(step, tc.crash_at_step, config.get("crash_marker"), rank)
         rows = shard(plan[step], rank, world)
         loss = train_step(model, st, loss_fn, opt, sched, [queries[i] for i in rows], [positives[i] for i in rows],
                           [negatives[i] for i in rows], prompts, tc, device)

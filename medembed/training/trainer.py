@@ -25,8 +25,6 @@ from medembed.training.loop import load_state, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
-CRASH_MARKER = ".crash_injected"
-
 
 @dataclass
 class FitResult:
@@ -50,7 +48,8 @@ def check_resources(tc: TrainConfig, ray_cfg: RayConfig) -> None:
     """Refuse a worker group the cluster cannot place (see ``runtime.ray_setup.require_resources``)."""
     require_resources("the training worker group", {
         "CPU": (tc.num_workers * tc.cpus_per_worker, "train.num_workers x train.cpus_per_worker"),
-        "GPU": (tc.num_workers if tc.use_gpu else 0, "train.num_workers x train.use_gpu")}, ray_cfg)
+        "GPU": (tc.num_workers if tc.use_gpu else 0, "train.num_workers x train.use_gpu")}, ray_cfg,
+        each={"CPU": (tc.cpus_per_worker, "train.cpus_per_worker"), "GPU": (1 if tc.use_gpu else 0, "train.use_gpu")})
 
 
 def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_name: str) -> FitResult:
@@ -65,8 +64,7 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
     store = storage_path(output_dir)
     config = {"train": tc.model_dump(), "model_path": card.path, "data": ray.put(train), "plan": plan.batches,
               "plan_fingerprint": plan.fingerprint(),
-              "prompts": {"query": card.prompts.query, "document": card.prompts.document},
-              "crash_marker": os.path.join(store, run_name, CRASH_MARKER) if "://" not in store else None}
+              "prompts": {"query": card.prompts.query, "document": card.prompts.document}}
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,

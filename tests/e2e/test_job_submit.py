@@ -9,24 +9,20 @@ write a local LanceDB table that the test then inspects.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.ray_cluster import RayCluster
+from tests.support.e2e_jobs import EXCLUDES, Jobs, job_command, read_manifest, running_cluster
+from tests.support.paths import REPO, SAMPLE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "medembed" / "data" / "sample_notes.jsonl"
 TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> for embed_local.yaml
-# what the working-dir upload leaves out: VCS, local outputs and caches (keeps the upload small)
-EXCLUDES = [".git", "lancedb", "runs", "output", "bench/_work", "**/__pycache__", "*.lance", ".pytest_cache",
-            "*.egg-info", ".venv", "build", "dist", "tests"]
 JOB_TIMEOUT_S = 180
 
 
@@ -36,20 +32,13 @@ def _sample_notes() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = RayCluster(num_workers=1, cpus_per_node=1)
-    c.start()
-    try:
+    with running_cluster(num_workers=1, cpus_per_node=1) as c:
         yield c
-    finally:
-        c.stop()
-        assert c._our_pids() == [], "processes of the test cluster survived its teardown"
 
 
 @pytest.fixture(scope="module")
-def client(cluster):
-    from ray.job_submission import JobSubmissionClient
-
-    return JobSubmissionClient(cluster.dashboard_url, headers=cluster.auth_headers)
+def jobs(cluster):
+    return Jobs(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -57,37 +46,8 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e")
 
 
-def runtime_env(**env_vars: str) -> dict:
-    return {"working_dir": str(REPO), "excludes": EXCLUDES,
-            "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env_vars}}
-
-
-def embed_entrypoint(work: Path, run_name: str, *extra: str) -> str:
-    args = ["python", "jobs/embed_corpus.py", "--config", "embed_local",
-            "--set", f"store.uri={work / 'db'}", "--set", f"output.run_dir={work / 'runs'}",
-            "--set", f"output.run_name={run_name}", *extra]
-    return " ".join(args)
-
-
-def wait_for_job(client, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> str:
-    from ray.job_submission import JobStatus
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get_job_status(job_id)
-        if status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            return str(status.value)
-        time.sleep(1.0)
-    client.stop_job(job_id)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s}s; logs:\n{client.get_job_logs(job_id)[-5000:]}")
-
-
-def submit(client, entrypoint: str, **env_vars: str) -> str:
-    return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(**env_vars))
-
-
-def read_manifest(work: Path, run_name: str) -> dict:
-    return json.loads((work / "runs" / run_name / "manifest.json").read_text())
+def embed_sets(work: Path, run_name: str) -> list[str]:
+    return [f"store.uri={work / 'db'}", f"output.run_dir={work / 'runs'}", f"output.run_name={run_name}"]
 
 
 def open_table(work: Path):
@@ -101,13 +61,13 @@ def table_ids(work: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(client, work):
+def first_run(jobs, work):
     """The sample corpus embedded once on the cluster, submitted with JobSubmissionClient."""
-    job_id = submit(client, embed_entrypoint(work, "e2e"))
-    status = wait_for_job(client, job_id)
-    logs = client.get_job_logs(job_id)
+    job_id = jobs.submit(job_command("embed_corpus", "embed_local", embed_sets(work, "e2e")))
+    status = jobs.wait(job_id, JOB_TIMEOUT_S)
+    logs = jobs.logs(job_id)
     assert status == "SUCCEEDED", logs[-5000:]
-    return {"job_id": job_id, "logs": logs, "manifest": read_manifest(work, "e2e")}
+    return {"job_id": job_id, "logs": logs, "manifest": read_manifest(work / "runs", "e2e")}
 
 
 def test_cluster_has_two_alive_nodes(cluster):
@@ -123,13 +83,13 @@ def test_job_sees_only_loopback_nodes(first_run):
     assert len(ips) >= 1 and all(ip.startswith("127.") for ip in ips), ips
 
 
-def test_working_dir_is_what_the_job_imports(client):
+def test_working_dir_is_what_the_job_imports(jobs):
     """The driver of a submitted job imports medembed from the uploaded working dir and sees RAY_ADDRESS."""
     code = ("import os, medembed; print('MEDEMBED_FILE=' + medembed.__file__); "
             "print('CWD=' + os.getcwd()); print('HAS_RAY_ADDRESS=' + str(bool(os.environ.get('RAY_ADDRESS'))))")
-    job_id = submit(client, f'python -c "{code}"')
-    assert wait_for_job(client, job_id, 60) == "SUCCEEDED", client.get_job_logs(job_id)
-    lines = dict(ln.split("=", 1) for ln in client.get_job_logs(job_id).splitlines() if "=" in ln)
+    job_id = jobs.submit(f'python -c "{code}"')
+    assert jobs.wait(job_id, 60) == "SUCCEEDED", jobs.logs(job_id)
+    lines = dict(ln.split("=", 1) for ln in jobs.logs(job_id).splitlines() if "=" in ln)
     cwd = lines["CWD"]
     assert Path(cwd).resolve() != REPO  # an uploaded copy, not this checkout
     assert Path(lines["MEDEMBED_FILE"]).resolve() == (Path(cwd) / "medembed" / "__init__.py").resolve()
@@ -188,11 +148,11 @@ def test_resubmitting_with_the_cli_writes_nothing(first_run, cluster, work):
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", cluster.dashboard_url,
            "--working-dir", str(REPO), "--runtime-env-json",
            json.dumps({"excludes": EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}}),
-           "--", *embed_entrypoint(work, "e2e-again").split()]
+           "--", *shlex.split(job_command("embed_corpus", "embed_local", embed_sets(work, "e2e-again")))]
     proc = subprocess.run(cmd, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "succeeded" in (proc.stdout + proc.stderr).lower()
-    m = read_manifest(work, "e2e-again")
+    m = read_manifest(work / "runs", "e2e-again")
     assert m["status"] == "succeeded"
     c = m["counts"]
     assert c["chunks_written"] == 0

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from medembed.jobs import JOBS
+from tests.support.e2e_jobs import running_cluster
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import REPO
-from tests.support.ray_cluster import RayCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000),
               pytest.mark.skipif(os.environ.get("MEDEMBED_SLOW_E2E") != "1",
@@ -44,12 +44,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = RayCluster(num_workers=1, cpus_per_node=1, extra_env=SECRETS, start_timeout_s=180)
-    c.start(attempts=6)
-    try:
+    with running_cluster(num_workers=1, cpus_per_node=1, extra_env=SECRETS) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +62,13 @@ def job_sets(work: Path, server: FakeOpenAIServer) -> dict[str, list[str]]:
         "mine-negatives": [f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'mining'}",
                            f"output.dir={work / 'triplets'}", "mining.max_rank=10", "mining.num_negatives=2"],
         "eval": ["datasets=[]", f"pairs_dev.path={work / 'pairs'}", "pairs_dev.dev_fraction=0.5",
-                 f"store.uri={work / 'eval_db'}", f"output.dir={work / 'eval'}", "k_values=[1,5]"],
-        "train": [f"triplets.path={work / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1",
+                 f"store.uri={work / 'eval_db'}", f"output.dir={work / 'eval'}", "k_values=[1,5]", "main_metric=ndcg_at_5"],
+        "train": [f"triplets.path={work / 'triplets' / 'mine-negatives' / 'triplets'}",
+                  "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1",
                   "train.batch_size=4", "train.max_steps=2", "train.interpolate=null", f"output.dir={work / 'models'}"],
         "reembed": ["input.limit=10", f"store.uri={work / 'reembed_db'}", *CHUNKING],
         "pipeline": ["input.limit=10", f"output.dir={work / 'pipeline'}", "train.train.max_steps=2",
-                     "train.train.num_workers=1", f"embed.store.uri={work / 'pipeline_db'}"],
+                     "train.train.num_workers=1", "train.train.cpus_per_worker=1", f"embed.store.uri={work / 'pipeline_db'}"],
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.e2e_jobs import running_cluster
 from tests.support.paths import REPO
 from tests.support.ray_cluster import RayCluster
 
@@ -27,13 +28,8 @@ TABLE = "sample__all_minilm_l6_v2"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = RayCluster(num_workers=1, cpus_per_node=1, start_timeout_s=180)
-    c.start(attempts=6)  # `ray start` has a fixed 30 s registration timeout that a loaded machine can miss
-    try:
+    with running_cluster(num_workers=1, cpus_per_node=1) as c:
         yield c
-    finally:
-        c.stop()
-        assert c._our_pids() == [], "processes of the test cluster survived its teardown"
 
 
 def cli_env(cluster: RayCluster, **extra: str) -> dict[str, str]:

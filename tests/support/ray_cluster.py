@@ -44,6 +44,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pids_titled(title: bytes, among: list[int] | None = None) -> list[int]:
+    """Pids (of ``among``, default all) whose command line contains ``title``: a Ray worker's process title
+    names its actor class, e.g. ``ray::RayTrainWorker``."""
+    if among is None:
+        among = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    found = []
+    for pid in among:
+        try:
+            if title in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 @dataclass
 class RayCluster:
     num_workers: int = 1
@@ -122,14 +137,29 @@ class RayCluster:
                           f"--temp-dir={self.temp_dir}",
                           *self._node_ports()], "head")
         self.wait_for_nodes(1)
-        for i in range(self.num_workers):
-            # Own temp dir per worker node: without one a worker node uses the head's (same machine, same
-            # path), so two runtime-env agents unpack a job's working dir into the same folder at once and a
-            # driver or worker imports from a half-unpacked copy ("No module named medembed.<random module>").
-            self._start_node([f"--address={self.gcs_address}", f"--node-ip-address={LOOPBACK}",
-                              f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}/w{i}",
-                              *self._node_ports()], f"worker{i}")
+        for _ in range(self.num_workers):
+            self._start_worker()
         self.wait_for_nodes(1 + self.num_workers)
+
+    def _start_worker(self) -> None:
+        i = len(self.procs) - 1
+        # Own temp dir per worker node: without one a worker node uses the head's (same machine, same
+        # path), so two runtime-env agents unpack a job's working dir into the same folder at once and a
+        # driver or worker imports from a half-unpacked copy ("No module named medembed.<random module>").
+        self._start_node([f"--address={self.gcs_address}", f"--node-ip-address={LOOPBACK}",
+                          f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}/w{i}",
+                          *self._node_ports()], f"worker{i}")
+
+    def add_worker(self) -> None:
+        """Start one more worker node (e.g. to replace a killed one) and wait until it is alive. A killed node
+        can still be listed alive for a while, so this waits for a node id not seen before, not for a count."""
+        before = {n["node_id"] for n in self.alive_nodes()}
+        self._start_worker()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not any(n["node_id"] not in before for n in self.alive_nodes()):
+            if time.monotonic() > deadline or self.procs[-1].poll() is not None:
+                raise RuntimeError(f"the new worker node did not come up:\n{self.tail_logs()}")
+            time.sleep(1.0)
 
     def _get(self, path: str) -> dict:
         req = urllib.request.Request(self.dashboard_url + path, headers=self.auth_headers)
@@ -205,6 +235,18 @@ class RayCluster:
             tree.append(pid)
             todo.extend(children.get(pid, []))
         return tree
+
+    def find_pids(self, title: bytes) -> list[int]:
+        """Pids of this cluster's processes titled ``title`` (see :func:`pids_titled`)."""
+        return pids_titled(title, [pid for p in self.procs for pid in self.process_tree(p.pid)])
+
+    def wait_for_pid(self, title: bytes, timeout_s: float = 60) -> int:
+        deadline = time.monotonic() + timeout_s
+        while not (pids := self.find_pids(title)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no process titled {title!r} in the cluster after {timeout_s}s")
+            time.sleep(0.5)
+        return pids[0]
 
     def node_of_pid(self, pid: int) -> int:
         """Index (0 = head, 1.. = workers) of the node whose process tree holds ``pid``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,17 +10,12 @@ import pyarrow.parquet as pq
 
 from medembed.mining import columns as M
 from medembed.runtime import artifacts
-from tests.support.paths import SAMPLE
+from tests.support.builders import inverse_cloze
 
 
-def sample_triplets_table(n_notes: int = 32, per_note: int = 2, num_negatives: int = 4) -> pa.Table:
+def sample_triplets_table(n_notes: int | None = 32, per_note: int = 2, num_negatives: int = 4) -> pa.Table:
     """Inverse-cloze triplets: sentence -> the next two sentences; negatives are positives of the next notes."""
-    notes = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.startswith("{")][:n_notes]
-    base = []
-    for note in notes:
-        sents = [s.strip() for s in re.split(r"(?<=[.!?])\s+", note["text"]) if s.strip()]
-        for i in range(min(per_note, len(sents) - 2)):
-            base.append((note["id"], sents[i], " ".join(sents[i + 1:i + 3])))
+    base = inverse_cloze(n_notes, per_note)
     rows = []
     for j, (note, query, pos) in enumerate(base):
         others = [b for b in base[j + 1:] + base[:j] if b[0] != note][:num_negatives]
@@ -53,3 +47,15 @@ def tiny_train_overrides(triplets: Path, out: Path, run_name: str, **train: obje
                 "ray.num_cpus": 2}
     settings.update({f"train.{k}": v for k, v in train.items()})
     return [f"{k}={'null' if v is None else v}" for k, v in settings.items()]
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered for the run (its snapshot file)."""
+    snap = run_dir / "checkpoint_manager_snapshot.json"
+    if not snap.exists():
+        return []
+    try:
+        data = json.loads(snap.read_text())
+    except ValueError:  # being written
+        return []
+    return sorted(int(r["metrics"]["step"]) for r in data.get("checkpoint_results", []))

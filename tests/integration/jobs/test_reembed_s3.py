@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from medembed.index import serving
 from medembed.index.lease import LeaseHeld, WriterLease
-from tests.support.s3_server import S3Server
+from tests.support.s3_server import S3Process, S3Server, s3_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -34,43 +30,10 @@ def put_corpus(server: S3Server, notes: list[dict]) -> None:
                                Body="".join(json.dumps(n) + "\n" for n in notes).encode())
 
 
-class S3Process(S3Server):
-    """The moto server in its own process: a Lance call that waits on S3 while holding the GIL (a fragment's
-    filtered row count) would deadlock a server running in the test process's threads."""
-
-    def start(self) -> S3Process:
-        self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline or self._proc.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def s3():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = S3Process().start()
-    mp = pytest.MonkeyPatch()
-    for k, v in server.env.items():
-        mp.setenv(k, v)
-    for k in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        mp.delenv(k, raising=False)
-    try:
-        server.client().create_bucket(Bucket=BUCKET)
+    with s3_environment(S3Process(), BUCKET) as server:
         yield server
-    finally:
-        mp.undo()
-        server.stop()
 
 
 @pytest.fixture(scope="module")

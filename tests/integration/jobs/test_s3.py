@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.support.paths import REPO
-from tests.support.s3_server import S3Server
+from tests.support.s3_server import S3Server, s3_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -51,23 +50,11 @@ EXPECTED_QUARANTINE = {"duplicate_id": 1, "empty_text": 1, "malformed_csv": 1, "
 
 @pytest.fixture(scope="module")
 def s3():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = S3Server().start()
-    mp = pytest.MonkeyPatch()
-    for k, v in server.env.items():
-        mp.setenv(k, v)
-    mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    mp.delenv("AWS_PROFILE", raising=False)
-    mp.delenv("AWS_SESSION_TOKEN", raising=False)
-    try:
+    with s3_environment(S3Server(), BUCKET) as server:
         client = server.client()
-        client.create_bucket(Bucket=BUCKET)
         client.upload_file(str(SAMPLE), BUCKET, "corpus/sample_notes.jsonl")
         client.put_object(Bucket=BUCKET, Key="corpus/extra.csv", Body=_bad_csv())
         yield server
-    finally:
-        mp.undo()
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import REPO
-from tests.support.triplets import sample_triplets_table, tiny_train_overrides, write_triplets_run
+from tests.support.triplets import checkpoint_steps, sample_triplets_table, tiny_train_overrides, write_triplets_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -30,18 +30,6 @@ def start(cwd: Path, overrides: list[str], log: Path) -> subprocess.Popen:
 def node_start_timed_out(log: Path) -> bool:
     """The local Ray node did not register within Ray's 30 s on a loaded machine (not the code under test)."""
     return "timed out during startup" in log.read_text(errors="replace")
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    """Steps of the checkpoints Ray Train has registered for the run (its snapshot file)."""
-    snap = run_dir / "checkpoint_manager_snapshot.json"
-    if not snap.exists():
-        return []
-    try:
-        data = json.loads(snap.read_text())
-    except ValueError:  # being written
-        return []
-    return sorted(int(r["metrics"]["step"]) for r in data.get("checkpoint_results", []))
 
 
 def test_killed_job_resumes_with_the_same_run_name(tmp_path):

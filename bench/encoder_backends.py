@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queries", type=int, default=None, help="subsample each BEIR split's queries (seeded)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--no-job", action="store_true", help="skip the embed-job runs")
+    p.add_argument("--no-torch-backend", action="store_true", help="throughput: skip medembed's torch backend (plain "
+                   "encode and job); the SentenceTransformer.encode baseline always runs")
     p.add_argument("--cache-dir", default=str(WORK / "model_cache"))
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--_worker", dest="worker", default=None, help=argparse.SUPPRESS)
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_quality:
         quality_worker(args)
         return 0
-    args.backends_all = ["torch", *args.backends]
+    args.backends_all = [*([] if args.no_torch_backend else ["torch"]), *args.backends]
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     parts = []

@@ -20,22 +20,11 @@ from pathlib import Path
 import pytest
 
 from medembed import schema as S
-from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, running_cluster, sample_chunk_ids
+from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 TABLE = SAMPLE_TABLE
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(num_workers=2, cpus_per_node=1, head_cpus=0) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def jobs(cluster):
-    return Jobs(cluster)
 
 
 @pytest.fixture(scope="module")

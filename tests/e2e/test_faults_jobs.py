@@ -22,7 +22,7 @@ import pytest
 
 from medembed import schema as S
 from medembed.synth import columns as C
-from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, running_cluster, sample_chunk_ids
+from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import SAMPLE
 from tests.support.s3_server import S3Process, s3_environment
@@ -32,17 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 BUCKET = "medembed-faults"
 SAMPLE_IDS = [json.loads(ln)["id"] for ln in SAMPLE.read_text().splitlines() if ln.startswith("{")]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(num_workers=2, cpus_per_node=1, head_cpus=0) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def jobs(cluster):
-    return Jobs(cluster)
 
 
 # --- training --------------------------------------------------------------------------------------------

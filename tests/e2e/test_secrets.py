@@ -9,7 +9,6 @@ key from its environment.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -22,10 +21,7 @@ from tests.support.e2e_jobs import running_cluster
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000),
-              pytest.mark.skipif(os.environ.get("MEDEMBED_SLOW_E2E") != "1",
-                                 reason="written on an overloaded machine where no multi-node cluster could start; "
-                                        "not yet seen passing: run with MEDEMBED_SLOW_E2E=1")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000)]
 
 SECRETS = {
     "OPENAI_API_KEY": f"sk-fake-{uuid.uuid4().hex}",
@@ -64,7 +60,7 @@ def job_sets(work: Path, server: FakeOpenAIServer) -> dict[str, list[str]]:
         "eval": ["datasets=[]", f"pairs_dev.path={work / 'pairs'}", "pairs_dev.dev_fraction=0.5",
                  f"store.uri={work / 'eval_db'}", f"output.dir={work / 'eval'}", "k_values=[1,5]", "main_metric=ndcg_at_5"],
         "train": [f"triplets.path={work / 'triplets' / 'mine-negatives' / 'triplets'}",
-                  "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1",
+                  "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1", "train.num_negatives=2",
                   "train.batch_size=4", "train.max_steps=2", "train.interpolate=null", f"output.dir={work / 'models'}"],
         "reembed": ["input.limit=10", f"store.uri={work / 'reembed_db'}", *CHUNKING],
         "pipeline": ["input.limit=10", f"output.dir={work / 'pipeline'}", "train.train.max_steps=2",

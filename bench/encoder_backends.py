@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     if not parts:
         p.error("say --quality and/or --throughput")
     load = os.getloadavg()
-    text = (f"## encoder_backends\n\n- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; 2-core CPU shared with "
-            f"other engineers; load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; "
+    text = (f"## encoder_backends\n\n- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {os.cpu_count()}-core CPU; "
+            f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; "
             f"{time.perf_counter() - t0:.0f}s\n- command: `python bench/encoder_backends.py "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n" + "\n".join(parts))
     print(text)

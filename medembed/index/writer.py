@@ -72,7 +72,7 @@ class Committer:
         self.uri = uri
         self.schema = schema
         self.storage_options = lance_storage_options(uri, s3) or None
-        self.known = known
+        self.known = dict(known)  # documents whose stored chunks the next commit with any of their chunks replaces
         self.every = every
         self.pending: list[Any] = []
         self.pending_docs: list[str] = []
@@ -113,6 +113,8 @@ class Committer:
                     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in replaced[k:k + 1000])
                     self._ds.delete(f"{S.DOC_ID} IN ({ids})")
                 self.stats.documents_replaced += len(replaced)
+                for d in replaced:  # once: a document's new chunks can span several commits; a later one must
+                    del self.known[d]  # not delete the ones an earlier one just wrote
             op = lance.LanceOperation.Append(self.pending)
             self._ds = lance.LanceDataset.commit(self.uri, op, read_version=self._ds.version,
                                                  storage_options=self.storage_options)

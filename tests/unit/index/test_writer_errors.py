@@ -1,4 +1,5 @@
-"""A failing write names the table location and the last version that stays readable."""
+"""A failing write names the table location and the last version that stays readable; a replaced document's new
+chunks survive when they span several commits."""
 
 from __future__ import annotations
 
@@ -32,3 +33,26 @@ def test_a_failed_data_file_write_names_the_location(tmp_path):
     schema = pa.schema([pa.field("a", pa.int64())])
     with pytest.raises(WriteError, match=rf"cannot write data files to {uri}"):
         FragmentWriter(uri, schema)(pa.table({"a": [1, 2]}))
+
+
+def test_a_replaced_document_spanning_commits_keeps_all_its_new_chunks(tmp_path):
+    """A killed run left 2 of a document's chunks; the resumed run writes its 4 chunks in two commits: the old ones
+    are deleted once, at the first, and the second commit does not delete what the first wrote."""
+    import lance
+
+    schema = S.table_schema(4, "m", "r")
+    uri = str(tmp_path / "t.lance")
+
+    def rows(ids: list[str]) -> pa.Table:
+        return pa.Table.from_pylist([{S.CHUNK_ID: i, S.DOC_ID: i.split("#")[0], S.CHUNK_INDEX: int(i.split("#")[1]),
+                                      S.TITLE: "", S.TEXT: i, S.METADATA: "{}", S.CONTENT_HASH: i, S.N_TOKENS: 1,
+                                      S.VECTOR: [0.5] * 4} for i in ids], schema=schema)
+
+    lance.write_dataset(rows(["d#0", "d#1", "e#0"]), uri, schema=schema)  # d partial, e complete
+    c = Committer(uri, schema, None, {"d": "partial-signature"}, every=1)
+    for part in (["d#0", "d#1"], ["d#2", "d#3"]):
+        frag = FragmentWriter(uri, schema)(rows(part))
+        c.add(frag["fragment"][0].as_py(), 2, ["d"], 2)
+    assert sorted(lance.dataset(uri).to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()) == \
+        ["d#0", "d#1", "d#2", "d#3", "e#0"]
+    assert c.stats.documents_replaced == 1 and c.stats.commits == 2

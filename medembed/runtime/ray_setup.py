@@ -74,8 +74,10 @@ def require_resources(what: str, needs: dict[str, tuple[float, str]], cfg: RayCo
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         if not any(all(node.get(r, 0) >= n for r, (n, _) in each.items()) for node in nodes):
             largest = {r: max((node.get(r, 0) for node in nodes), default=0) for r in each}
-            problems += [f"{n:g} {r}s on one node for each ({fields}) but the largest node has {largest[r]:g}"
-                         for r, (n, fields) in each.items() if n > 0]
+            short = [f"{n:g} {r}s on one node for each ({fields}) but the largest node has {largest[r]:g}"
+                     for r, (n, fields) in each.items() if n > largest[r]]
+            problems += short or ["one node with " + " and ".join(f"{n:g} {r}s ({fields})" for r, (n, fields)
+                                                                 in each.items() if n > 0) + " for each, and none has all"]
     if not problems:
         return
     msg = f"{what} needs " + "; and ".join(problems)

@@ -24,14 +24,14 @@ from medembed import schema as S
 from medembed.synth import columns as C
 from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
 from tests.support.openai_server import FakeOpenAIServer
-from tests.support.paths import SAMPLE
+from tests.support.paths import sample_notes
 from tests.support.s3_server import S3Process, s3_environment
 from tests.support.triplets import checkpoint_steps, sample_triplets_table, tiny_train_overrides, write_triplets_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 BUCKET = "medembed-faults"
-SAMPLE_IDS = [json.loads(ln)["id"] for ln in SAMPLE.read_text().splitlines() if ln.startswith("{")]
+SAMPLE_IDS = [n["id"] for n in sample_notes()]
 
 
 # --- training --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.support.e2e_jobs import EXCLUDES, Jobs, job_command, read_manifest, running_cluster
-from tests.support.paths import REPO, SAMPLE
+from tests.support.paths import REPO, sample_notes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -27,7 +27,7 @@ JOB_TIMEOUT_S = 180
 
 
 def _sample_notes() -> list[dict]:
-    return [json.loads(ln) for ln in SAMPLE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return sample_notes()
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
 from medembed.synth import columns as P
-from tests.support.paths import SAMPLE
+from tests.support.paths import sample_notes
 
 
 def inverse_cloze(n_notes: int | None = None, per_note: int = 3) -> list[tuple[str, str, str]]:
     """(note id, query, passage) from the bundled sample notes: a sentence -> the next two sentences."""
-    notes = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.startswith("{")][:n_notes]
+    notes = sample_notes()[:n_notes]
     out = []
     for note in notes:
         sents = [s.strip() for s in re.split(r"(?<=[.!?])\s+", note["text"]) if s.strip()]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.paths import REPO, SAMPLE
+from tests.support.paths import REPO, sample_notes
 from tests.support.ray_cluster import RayCluster
 
 # what the working-dir upload leaves out: VCS, local outputs and caches (keeps the upload small)
@@ -35,7 +35,7 @@ def sample_chunk_ids(model_path: str) -> set[str]:
     from medembed.embedding.chunking import ChunkParams, chunk_batch
     from medembed.ingest.normalize import clean_text
 
-    notes = [json.loads(ln) for ln in SAMPLE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    notes = sample_notes()
     docs = pa.table({S.DOC_ID: [n["id"] for n in notes], S.TITLE: [clean_text(n.get("title") or "") for n in notes],
                      S.TEXT: [clean_text(n["text"]) for n in notes], S.METADATA: ["{}"] * len(notes)})
     ids = chunk_batch(docs, ChunkParams(model_path, MAX_TOKENS, OVERLAP, 0)).column(S.CHUNK_ID).to_pylist()

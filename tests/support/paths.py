@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,3 +11,8 @@ SAMPLE = REPO / "medembed" / "data" / "sample_notes.jsonl"
 SHARED_DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
 # Ray rewrites 127.0.0.1 to the machine's network address; other loopback addresses stay loopback
 LOOPBACK = "127.0.0.2"
+
+
+def sample_notes() -> list[dict]:
+    """The bundled sample corpus's notes (JSON lines; ``#`` lines are comments)."""
+    return [json.loads(ln) for ln in SAMPLE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

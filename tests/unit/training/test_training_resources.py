@@ -65,3 +65,13 @@ def test_a_worker_must_fit_on_one_node(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger=ray_setup.__name__):
         trainer.check_resources(TrainConfig(num_workers=1, cpus_per_worker=2), RayConfig(address="127.0.0.2:6379"))
     assert "on one node" in caplog.text and "waiting for the autoscaler" in caplog.text
+
+
+def test_each_names_only_what_no_node_has(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    monkeypatch.setattr(ray_setup.ray, "nodes", lambda: nodes(4.0) + nodes(2.0, gpus=1))
+    with pytest.raises(RuntimeError, match=r"none has all") as e:  # a 4-CPU node, a GPU node with 2 CPUs
+        trainer.check_resources(TrainConfig(num_workers=1, cpus_per_worker=4, use_gpu=True), LOCAL)
+    assert "largest node" not in str(e.value)
+    trainer.check_resources(TrainConfig(num_workers=1, cpus_per_worker=2, use_gpu=True), LOCAL)

@@ -53,6 +53,11 @@ def summarize(stats: pa.Table, num_negatives: int) -> dict[str, Any]:
     }
 
 
+def score_kind(mc: Any) -> str:
+    """What the triplets' positive_score / negative_scores are (recorded in their marker, read by training)."""
+    return "cosine" if mc.teacher == "dense" else f"hybrid(lexical_weight={mc.lexical_weight})"
+
+
 def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: str, table: str) -> ray.data.Dataset:
     """The lazy mining stage over ``pairs``: one MINED_SCHEMA row per pair."""
     mc = cfg.mining
@@ -64,7 +69,8 @@ def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: 
         fn_constructor_kwargs={"encoder": encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
                                "db_uri": db_uri, "table": table, "params": params, "top_k": mc.retrieve_k,
                                "retrieval": cfg.candidates.retrieval, "nprobes": cfg.candidates.nprobes,
-                               "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump()},
+                               "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump(),
+                               "teacher": mc.teacher, "lexical_weight": mc.lexical_weight},
         batch_size=mc.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=mc.num_actors), num_cpus=mc.num_cpus,
         num_gpus=mc.num_gpus)
@@ -105,7 +111,7 @@ def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[s
         manifest.count(k, v)
     artifacts.mark_complete(out_dir, "triplets", manifest.run_id,
                             {"rows": counts["rows_out"], "format": cfg.output.format, "pairs": cfg.pairs.path,
-                             "model_id": card.model_id}, s3)
+                             "model_id": card.model_id, "scores": score_kind(cfg.mining)}, s3)
     manifest.set("throughput", {"queries_per_s": round(pairs.num_rows / elapsed, 2) if elapsed else None,
                                 "mine_s": round(elapsed, 3)})
     fnf = counts["false_negative_filter"]

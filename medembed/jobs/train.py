@@ -92,6 +92,10 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
              trip.source, train_rows.num_rows, short, tc.num_negatives, dev.num_rows)
     if train_rows.num_rows == 0:
         raise ValueError(f"no training triplets with >= {tc.num_negatives} negatives in {trip.source}")
+    if tc.distill_weight:
+        data.teacher_scores(train_rows, tc.num_negatives)  # fail here, on the driver, not in every worker
+        log.info("distilling the teacher scores of %s (%s) with weight %s", trip.source, trip.scores,
+                 tc.distill_weight)
 
     run_root = f"{cfg.output.dir.rstrip('/')}/{manifest.run_id}"
     model_dir = f"{run_root}/model"
@@ -109,7 +113,7 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     training = {"triplets_path": trip.source, "triplets_run_id": trip.run_id, "train_run_id": manifest.run_id,
                 "train_triplets": train_rows.num_rows, "dev_triplets": dev.num_rows, "steps": m.get("step"),
                 "first_loss": m.get("first_loss"), "final_loss": m.get("loss"),
-                "hyperparameters": tc.model_dump(),
+                "hyperparameters": tc.model_dump(), "teacher_scores": trip.scores if tc.distill_weight else None,
                 "base_model_revision": card.revision}
     with manifest.timed("dev_and_save"):
         dev_summary = finish_model(cfg, card, result.state["model"], dev, out_card, training, model_dir)

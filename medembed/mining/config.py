@@ -11,6 +11,8 @@ from pydantic import Field, model_validator
 
 from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
 
+DEFAULT_LEXICAL_WEIGHT = 0.43  # the hybrid teacher's BM25 weight (bench/RESULTS.md, quality_finetune)
+
 
 class PairsConfig(_Model):
     path: str = Field("./output/pairs", description="pairs Parquet file or folder, or a `generate-pairs` "
@@ -45,6 +47,11 @@ class MiningConfig(_Model):
                                           "pos - |pos| * relative_margin (ST; NV-Retriever recommends 0.05)")
     absolute_margin: float | None = Field(None, description="drop candidates scoring above pos - absolute_margin")
     exclude_same_note: bool = Field(True, description="never pick passages of the query's own note")
+    teacher: Literal["dense", "hybrid"] = Field(
+        "dense", description="how candidates are scored and ranked: dense = cosine of the model's vectors; "
+        "hybrid = z(cosine) + lexical_weight * z(BM25), both z-normalized over all candidates of the query "
+        "(exact retrieval only); the scores are written with the triplets for train.distill_weight")
+    lexical_weight: float = Field(DEFAULT_LEXICAL_WEIGHT, gt=0, description="weight of BM25 in the hybrid teacher")
     batch_size: int = Field(256, gt=0, description="queries per actor call")
     num_actors: int = Field(1, gt=0, description="mining actor pool size")
     num_cpus: float = Field(1.0, gt=0)
@@ -57,6 +64,11 @@ class MiningConfig(_Model):
         if self.num_negatives > self.max_rank - self.min_rank:
             raise ValueError(f"mining.num_negatives={self.num_negatives} does not fit the rank window "
                              f"[{self.min_rank}, {self.max_rank})")
+        if self.teacher == "hybrid" and self.relative_margin is not None:
+            if "relative_margin" in self.model_fields_set:
+                raise ValueError("mining.relative_margin assumes cosine scores; with mining.teacher=hybrid use "
+                                 "mining.absolute_margin (in standard deviations of the query's scores)")
+            self.relative_margin = None  # the cosine default does not apply to hybrid scores
         if self.top_k is not None and self.top_k <= self.max_rank:
             raise ValueError("mining.top_k must exceed mining.max_rank (the positive takes a slot)")
         return self
@@ -86,3 +98,10 @@ class MineNegativesJobConfig(_Model):
     s3: S3Config = Field(default_factory=S3Config)
     ray: RayConfig = Field(default_factory=RayConfig)
     output: MiningOutputConfig = Field(default_factory=MiningOutputConfig)
+
+    @model_validator(mode="after")
+    def _hybrid_exact(self) -> MineNegativesJobConfig:
+        if self.mining.teacher == "hybrid" and self.candidates.retrieval == "ann":
+            raise ValueError("mining.teacher=hybrid scores every candidate of a query: it needs "
+                             "candidates.retrieval exact or auto, not ann")
+        return self

@@ -3,6 +3,9 @@
 Each actor loads the encoder and opens the candidate table once (``__init__``); retrieval goes
 through the one ``Retriever``: exact (candidate vectors held in the actor: deterministic) or, when the
 table has a vector index, ANN search. Vectors are normalized, so inner product = cosine.
+
+With ``teacher="hybrid"`` every candidate is scored by cosine and by BM25 (``mining.lexical``), the two
+fused per query (``z(cos) + w * z(bm25)``), and negatives are picked and scored by the fused ranking.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from medembed.config import S3Config
 from medembed.embedding.encoders import encoder_from_kwargs
 from medembed.index.search import Retriever
 from medembed.mining import columns as M
+from medembed.mining.config import DEFAULT_LEXICAL_WEIGHT
+from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.mining.selection import Selection, SelectParams, select_negatives
 from medembed.synth import columns as P
 
@@ -31,7 +36,8 @@ class NegativeMiner:
 
     def __init__(self, encoder: dict[str, Any], db_uri: str, table: str, params: dict[str, Any], top_k: int,
                  retrieval: str = "auto", nprobes: int = 20, refine_factor: int | None = 10,
-                 s3: dict[str, Any] | None = None):
+                 s3: dict[str, Any] | None = None, teacher: str = "dense",
+                 lexical_weight: float = DEFAULT_LEXICAL_WEIGHT):
         s3c = S3Config.model_validate(s3) if s3 else None
         self.params = SelectParams(**params)
         self.top_k = top_k
@@ -40,9 +46,15 @@ class NegativeMiner:
         self.mode = {"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval]
         rows = self.retriever.rows()
         self.ids, self.notes, self.texts = rows[S.CHUNK_ID], rows[S.DOC_ID], rows[S.TEXT]
-        if self.mode == "exact" or (self.mode == "vector" and not self.retriever.has_ann_index):
+        if teacher not in ("dense", "hybrid"):
+            raise ValueError(f"mining teacher must be dense or hybrid, not {teacher!r}")
+        self.lexical = BM25(list(self.texts)) if teacher == "hybrid" else None
+        self.lexical_weight = lexical_weight
+        if self.lexical is not None or self.mode == "exact" or (
+                self.mode == "vector" and not self.retriever.has_ann_index):
             self.retriever.vectors()  # load once, here, rather than on the first batch
-        log.info("miner: %d candidates, %s retrieval, top_k=%d", len(self.ids), self.mode, top_k)
+        log.info("miner: %d candidates, %s retrieval, %s teacher, top_k=%d", len(self.ids),
+                 "exact" if self.lexical is not None else self.mode, teacher, top_k)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         missing = [c for c in self.REQUIRED if c not in batch.column_names]
@@ -53,8 +65,11 @@ class NegativeMiner:
         notes = batch[P.NOTE_ID].to_pylist()
         pos_ids = [M.positive_id(p) for p in passages]
         qvecs = self.retriever.encode(queries)
-        pos_scores = np.einsum("ij,ij->i", qvecs, self.retriever.vectors_of(pos_ids))
-        cand_idx, cand_scores = self.retriever.search_vectors(qvecs, self.top_k, self.mode)
+        if self.lexical is not None:
+            pos_scores, cand_idx, cand_scores = self._hybrid(queries, qvecs, pos_ids)
+        else:
+            pos_scores = np.einsum("ij,ij->i", qvecs, self.retriever.vectors_of(pos_ids))
+            cand_idx, cand_scores = self.retriever.search_vectors(qvecs, self.top_k, self.mode)
         rows = []
         for i, (pair_id, query, passage, note) in enumerate(zip(batch[P.PAIR_ID].to_pylist(), queries, passages, notes)):
             ci = cand_idx[i]
@@ -62,6 +77,22 @@ class NegativeMiner:
             sel = select_negatives(cand_scores[i], is_pos, self.notes[ci] == note, float(pos_scores[i]), self.params)
             rows.append(self._row(pair_id, query, passage, note, pos_ids[i], float(pos_scores[i]), ci[sel.indices], sel))
         return pa.Table.from_pylist(rows, schema=M.MINED_SCHEMA)
+
+    def _hybrid(self, queries: list[str], qvecs: np.ndarray, pos_ids: list[str]
+                ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Fused scores of every candidate; (positive scores, top-k rows, their scores) per query."""
+        fused = hybrid_scores(np.asarray(qvecs, dtype=np.float32) @ self.retriever.vectors().T,
+                              self.lexical.scores(queries), self.lexical_weight)
+        pos_rows = np.asarray([self.retriever.row_of(p) for p in pos_ids], dtype=np.int64)
+        pos_scores = fused[np.arange(len(queries)), pos_rows]
+        k = min(self.top_k, fused.shape[1])
+        top = np.argpartition(-fused, k - 1, axis=1)[:, :k]
+        idx, val = [], []
+        for i in range(len(queries)):
+            order = top[i][np.argsort(-fused[i, top[i]], kind="stable")]
+            idx.append(order)
+            val.append(fused[i, order])
+        return pos_scores, idx, val
 
     def _row(self, pair_id: str, query: str, passage: str, note: str, pos_id: str, pos_score: float,
              neg: np.ndarray, sel: Selection) -> dict[str, Any]:

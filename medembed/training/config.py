@@ -32,6 +32,12 @@ class TrainConfig(_Model):
                                "0.02 like FlagEmbedding")
     gather_across_workers: bool = Field(True, description="every query also sees the other workers' "
                                         "passages as negatives (all-gather with gradients)")
+    distill_weight: float = Field(0.0, ge=0, description="weight of a listwise distillation term added to "
+                                  "InfoNCE: KL divergence from the teacher's softmax over each query's positive and "
+                                  "hard negatives (their mining scores / teacher_temperature) to the model's; "
+                                  "0: off. Mine with mining.teacher=hybrid to distil the BM25 + dense ranking")
+    teacher_temperature: float = Field(0.5, gt=0, description="temperature of the teacher's scores in the "
+                                       "distillation term (0.5 suits hybrid z-scores; ~0.02 suits cosine)")
     query_max_length: int = Field(64, gt=4, description="tokens per query (prompt included)")
     passage_max_length: int = Field(256, gt=4, description="tokens per passage (prompt included)")
     learning_rate: float = Field(2e-5, gt=0)
@@ -82,6 +88,8 @@ class TrainJobConfig(_Model):
 
     @model_validator(mode="after")
     def _dev_split(self) -> TrainJobConfig:
+        if self.train.distill_weight and self.train.num_negatives == 0:
+            raise ValueError("train.distill_weight > 0 distils over the mined negatives: set train.num_negatives > 0")
         if self.train.interpolate and self.train.dev_fraction == 0:
             raise ValueError("train.interpolate needs a dev split: set train.dev_fraction > 0")
         return self

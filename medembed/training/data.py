@@ -20,8 +20,13 @@ from medembed.runtime.storage import filesystem, read_parquet
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = (M.QUERY, M.POSITIVE, M.NEGATIVES, M.QUERY_ID, M.QUERY_NOTE_ID, M.POSITIVE_ID)
+TRAIN_COLUMNS = (M.QUERY, M.POSITIVE, M.NEGATIVES, M.QUERY_ID, M.QUERY_NOTE_ID, M.POSITIVE_ID, M.POSITIVE_SCORE,
+                 M.NEGATIVE_SCORES)
 _REQUIRED = (M.QUERY, M.POSITIVE, M.NEGATIVES, M.QUERY_NOTE_ID)
+
+
+TRAIN_SCHEMA = pa.schema([(c, {M.NEGATIVES: pa.list_(pa.string()), M.POSITIVE_SCORE: pa.float32(),
+                               M.NEGATIVE_SCORES: pa.list_(pa.float32())}.get(c, pa.string())) for c in TRAIN_COLUMNS])
 
 
 class TripletsError(ValueError):
@@ -36,6 +41,7 @@ class Triplets:
     source: str
     run_id: str | None
     dropped: dict[str, int]
+    scores: str | None = None  # what positive_score / negative_scores are ("cosine", "hybrid(...)"); None: unknown
 
 
 def read_triplets(path: str, s3: S3Config | None = None, limit: int | None = None) -> Triplets:
@@ -64,7 +70,8 @@ def read_triplets(path: str, s3: S3Config | None = None, limit: int | None = Non
         table = table.slice(0, limit)
     if table.num_rows == 0:
         raise TripletsError(f"no usable triplets in {path} (dropped: {dropped})")
-    return Triplets(table, path, marker.get("run_id") if marker else None, dropped)
+    return Triplets(table, path, marker.get("run_id") if marker else None, dropped,
+                    (marker or {}).get("scores", "cosine" if marker else None))
 
 
 def clean(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
@@ -73,6 +80,8 @@ def clean(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     cols = {c: table[c].to_pylist() for c in _REQUIRED}
     qids = table[M.QUERY_ID].to_pylist() if M.QUERY_ID in table.column_names else [None] * n
     pids = table[M.POSITIVE_ID].to_pylist() if M.POSITIVE_ID in table.column_names else [None] * n
+    pscores = table[M.POSITIVE_SCORE].to_pylist() if M.POSITIVE_SCORE in table.column_names else [None] * n
+    nscores = table[M.NEGATIVE_SCORES].to_pylist() if M.NEGATIVE_SCORES in table.column_names else [None] * n
     out: dict[str, list] = {c: [] for c in TRAIN_COLUMNS}
     dropped = {"empty_query": 0, "empty_positive": 0, "missing_note_id": 0, "duplicate_query_id": 0}
     seen: set[str] = set()
@@ -94,15 +103,19 @@ def clean(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
         seen.add(qid)
         out[M.QUERY].append(q)
         out[M.POSITIVE].append(pos)
-        out[M.NEGATIVES].append([t for t in (cols[M.NEGATIVES][i] or []) if isinstance(t, str) and t.strip()])
+        negs = cols[M.NEGATIVES][i] or []
+        keep = [j for j, t in enumerate(negs) if isinstance(t, str) and t.strip()]
+        out[M.NEGATIVES].append([negs[j] for j in keep])
+        ns = nscores[i]
+        out[M.NEGATIVE_SCORES].append([ns[j] for j in keep] if ns is not None and len(ns) == len(negs) else None)
+        out[M.POSITIVE_SCORE].append(pscores[i])
         out[M.QUERY_ID].append(qid)
         out[M.QUERY_NOTE_ID].append(str(note))
         out[M.POSITIVE_ID].append(pids[i] or M.positive_id(pos))
     for reason, k in dropped.items():
         if k:
             log.warning("triplets: dropped %d rows (%s)", k, reason)
-    schema = pa.schema([(c, pa.list_(pa.string()) if c == M.NEGATIVES else pa.string()) for c in TRAIN_COLUMNS])
-    return pa.table(out, schema=schema), {k: v for k, v in dropped.items() if v}
+    return pa.table(out, schema=TRAIN_SCHEMA), {k: v for k, v in dropped.items() if v}
 
 
 def note_bucket(note_id: str) -> float:
@@ -120,15 +133,25 @@ def split_by_note(table: pa.Table, dev_fraction: float) -> tuple[pa.Table, pa.Ta
 def with_negatives(table: pa.Table, num_negatives: int) -> tuple[pa.Table, int]:
     """Rows with at least ``num_negatives`` negatives, truncated to the hardest ``num_negatives``; and how many
     rows had fewer (left out)."""
-    if num_negatives == 0:
-        return table.set_column(table.schema.get_field_index(M.NEGATIVES), M.NEGATIVES,
-                                pa.array([[] for _ in range(table.num_rows)], pa.list_(pa.string()))), 0
     negs = table[M.NEGATIVES].to_pylist()
     keep = pa.array([len(n) >= num_negatives for n in negs], pa.bool_())
     kept = table.filter(keep)
-    cut = pa.array([n[:num_negatives] for n, k in zip(negs, keep.to_pylist()) if k], pa.list_(pa.string()))
-    kept = kept.set_column(kept.schema.get_field_index(M.NEGATIVES), M.NEGATIVES, cut)
+    for col in (c for c in (M.NEGATIVES, M.NEGATIVE_SCORES) if c in kept.column_names):
+        vals = kept[col].to_pylist()
+        cut = pa.array([v[:num_negatives] if v is not None else None for v in vals], TRAIN_SCHEMA.field(col).type)
+        kept = kept.set_column(kept.schema.get_field_index(col), col, cut)
     return kept, table.num_rows - kept.num_rows
+
+
+def teacher_scores(table: pa.Table, num_negatives: int) -> tuple[list[float], list[list[float]]]:
+    """(positive scores, negative scores) for distillation; a clear error when any row lacks them."""
+    pos, neg = table[M.POSITIVE_SCORE].to_pylist(), table[M.NEGATIVE_SCORES].to_pylist()
+    bad = [i for i, (p, n) in enumerate(zip(pos, neg)) if p is None or n is None or len(n) != num_negatives]
+    if bad:
+        raise TripletsError(f"train.distill_weight > 0 needs the mining scores of every positive and negative; "
+                            f"{len(bad)} of {table.num_rows} triplets lack them (first: "
+                            f"{table[M.QUERY_ID][bad[0]].as_py()}); mine them with medembed mine-negatives")
+    return [float(p) for p in pos], [[float(x) for x in n] for n in neg]
 
 
 def dev_pairs(dev: pa.Table) -> pa.Table:

@@ -78,6 +78,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     table = ray.get(config["data"])
     queries, positives = table[M.QUERY].to_pylist(), table[M.POSITIVE].to_pylist()
     negatives = table[M.NEGATIVES].to_pylist()
+    teacher = None
+    if tc.distill_weight:
+        from medembed.training.data import teacher_scores
+
+        pos_s, neg_s = teacher_scores(table, tc.num_negatives)
+        teacher = [[p, *n] for p, n in zip(pos_s, neg_s)]
     plan: list[list[int]] = config["plan"]
     total = len(plan)
     prompts = config["prompts"]
@@ -112,7 +118,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for step in range(start, total):
         rows = shard(plan[step], rank, world)
         loss = train_step(model, st, loss_fn, opt, sched, [queries[i] for i in rows], [positives[i] for i in rows],
-                          [negatives[i] for i in rows], prompts, tc, device)
+                          [negatives[i] for i in rows], prompts, tc, device,
+                          [teacher[i] for i in rows] if teacher is not None else None)
         window.append(loss)
         if first_loss is None:
             first_loss = _mean_across_workers(window[0])

@@ -49,6 +49,25 @@ def contrastive_loss(loss_fn: nn.Module, q_emb: torch.Tensor, d_emb: torch.Tenso
     return loss_fn.compute_loss_from_embeddings([q_emb.float(), *docs], None)
 
 
+def distill_loss(q_emb: torch.Tensor, d_emb: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                 teacher_temperature: float) -> torch.Tensor:
+    """Listwise distillation: KL(teacher || model) over each query's own [positive, negatives...].
+
+    ``d_emb`` is laid out as for :func:`contrastive_loss`; ``teacher`` is ``[batch, 1 + num_negatives]``
+    (the mining scores, positive first). The model's scores are cosines / ``temperature``.
+    """
+    b, n = teacher.shape
+    if d_emb.size(0) != b * n:
+        raise ValueError(f"expected {b * n} passage embeddings for teacher scores {tuple(teacher.shape)}, "
+                         f"got {d_emb.size(0)}")
+    q = nn.functional.normalize(q_emb.float(), dim=-1)
+    d = nn.functional.normalize(d_emb.float(), dim=-1).view(n, b, -1)
+    student = torch.einsum("bd,nbd->bn", q, d) / temperature
+    target = nn.functional.log_softmax(teacher.float().to(student.device) / teacher_temperature, dim=-1)
+    return nn.functional.kl_div(nn.functional.log_softmax(student, dim=-1), target, log_target=True,
+                                reduction="batchmean")
+
+
 def passage_texts(positives: Sequence[str], negatives: Sequence[Sequence[str]], num_negatives: int) -> list[str]:
     """Passages in the order :func:`contrastive_loss` expects: all positives, then each negative rank."""
     out = list(positives)

@@ -11,16 +11,18 @@ from typing import Any
 
 import torch
 
-from medembed.training.loss import contrastive_loss, passage_texts, tokenize
+from medembed.training.loss import contrastive_loss, distill_loss, passage_texts, tokenize
 
 
 def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                queries: Sequence[str], positives: Sequence[str], negatives: Sequence[Sequence[str]],
-               prompts: Mapping[str, str], tc: Any, device: torch.device) -> float:
+               prompts: Mapping[str, str], tc: Any, device: torch.device,
+               teacher: Sequence[Sequence[float]] | None = None) -> float:
     """Tokenize (own prompt and max length per side), embed, InfoNCE, backward, clip, AdamW + schedule step.
 
     ``model`` is the :class:`~medembed.training.loss.DualEncoder` (or its DDP wrapper), ``st`` the
-    SentenceTransformer inside it, ``tc`` a ``TrainConfig``. Returns the loss of the step.
+    SentenceTransformer inside it, ``tc`` a ``TrainConfig``. ``teacher``: per query the mining scores of
+    [positive, negatives...], needed when ``tc.distill_weight`` > 0. Returns the loss of the step.
     """
     q = tokenize(st, queries, prompts["query"], tc.query_max_length, device)
     d = tokenize(st, passage_texts(positives, negatives, tc.num_negatives), prompts["document"],
@@ -28,6 +30,11 @@ def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: t
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda"):
         q_emb, d_emb = model(q, d)
     loss = contrastive_loss(loss_fn, q_emb, d_emb, tc.num_negatives)
+    if tc.distill_weight:
+        if teacher is None:
+            raise ValueError("train.distill_weight > 0 needs the teacher scores of the batch")
+        loss = loss + tc.distill_weight * distill_loss(q_emb, d_emb, torch.tensor(teacher), tc.temperature,
+                                                       tc.teacher_temperature)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if tc.max_grad_norm:

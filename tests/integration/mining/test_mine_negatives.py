@@ -116,3 +116,52 @@ def test_flat_rows_explode_one_row_per_negative(mined_run):
     path = Path(files[0]).parent.parent / "flat.parquet"
     pq.write_table(flat, path)
     assert len(datasets.load_dataset("parquet", data_files=str(path), split="train")) == flat.num_rows
+
+
+HYBRID = {"min_rank": 0, "max_rank": 20, "num_negatives": 3, "top_k": 30, "absolute_margin": 0.5}
+
+
+def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path, ray_local):
+    """mining.teacher=hybrid: negatives and scores are z(cosine) + w * z(BM25) over every candidate."""
+    from medembed.config import ModelConfig
+    from medembed.embedding.encoders import build_encoder
+    from medembed.mining.lexical import BM25, hybrid_scores
+    from medembed.runtime.runner import main_for
+    from medembed.training.data import read_triplets
+
+    pairs = sample_pairs_table(N_NOTES)
+    pq.write_table(pairs, tmp_path / "pairs.parquet")
+    sets = [f"pairs.path={tmp_path / 'pairs.parquet'}", f"candidates.store_uri={tmp_path / 'lancedb'}",
+            f"output.dir={tmp_path / 'triplets'}", f"output.run_dir={tmp_path / 'runs'}", "output.run_name=hy",
+            "mining.batch_size=32", "mining.num_cpus=1", "embed.num_cpus=1", "embed.torch_threads=1",
+            "mining.teacher=hybrid", "mining.lexical_weight=0.5", *[f"mining.{k}={v}" for k, v in HYBRID.items()]]
+    assert main_for("mine_negatives", ["--config", "mine_negatives"] + [a for s in sets for a in ("--set", s)]) == 0
+    out_dir = tmp_path / "triplets" / "hy" / "triplets"
+    got = {r[M.QUERY_ID]: r for r in pq.read_table(sorted(glob.glob(str(out_dir / "*.parquet")))).to_pylist()}
+
+    enc = build_encoder(ModelConfig())
+    passages = sorted(set(pairs[P.PASSAGE].to_pylist()))
+    first_note = {}
+    for n, p in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
+        first_note.setdefault(p, n)
+    notes = np.asarray([first_note[p] for p in passages], dtype=object)
+    queries = pairs[P.QUERY].to_pylist()
+    fused = hybrid_scores(enc.encode_queries(queries) @ enc.encode_documents(passages).T,
+                          BM25(passages).scores(queries), 0.5)
+    params = SelectParams(relative_margin=None, **{k: v for k, v in HYBRID.items() if k != "top_k"})
+    picked_differently = 0
+    for i, row in enumerate(pairs.to_pylist()):
+        order = np.argsort(-fused[i], kind="stable")[:HYBRID["top_k"]]
+        pos = passages.index(row[P.PASSAGE])
+        sel = select_negatives(fused[i][order], order == pos, notes[order] == row[P.NOTE_ID], fused[i][pos], params)
+        out = got[row[P.PAIR_ID]]
+        assert [passages[order[j]] for j in sel.indices] == out[M.NEGATIVES]
+        assert np.allclose(sel.scores, out[M.NEGATIVE_SCORES], atol=1e-3)
+        assert out[M.POSITIVE_SCORE] == pytest.approx(float(fused[i][pos]), abs=1e-3)
+        assert all(s + HYBRID["absolute_margin"] <= out[M.POSITIVE_SCORE] + 1e-4 for s in out[M.NEGATIVE_SCORES])
+        dense_order = np.argsort(-(enc.encode_queries([row[P.QUERY]]) @ enc.encode_documents(
+            [passages[j] for j in order[:5]]).T)[0])
+        picked_differently += list(dense_order) != list(range(5))
+    assert picked_differently > 0  # BM25 changed some rankings: the teacher is not the dense one
+    trip = read_triplets(str(out_dir))
+    assert trip.scores == "hybrid(lexical_weight=0.5)"  # training knows what it distils

@@ -67,3 +67,18 @@ def test_with_negatives_cuts_to_the_hardest_and_counts_short_rows():
     assert kept[M.NEGATIVES].to_pylist() == [["n1", "n2"], ["k1", "k2"]]
     none, short0 = data.with_negatives(t, 0)
     assert short0 == 0 and none[M.NEGATIVES].to_pylist() == [[], [], []]
+
+
+def test_teacher_scores_travel_with_their_negatives_and_missing_ones_are_named():
+    t = pa.table({M.QUERY: ["a", "b"], M.POSITIVE: ["pa", "pb"], M.NEGATIVES: [["x", "", "y"], ["z", "w"]],
+                  M.QUERY_NOTE_ID: ["n1", "n2"], M.QUERY_ID: ["qa", "qb"], M.POSITIVE_SCORE: [5.0, None],
+                  M.NEGATIVE_SCORES: [[3.0, 2.5, 2.0], [1.0, 0.5]]})
+    out, _ = data.clean(t)
+    assert out[M.NEGATIVES].to_pylist() == [["x", "y"], ["z", "w"]]
+    assert out[M.NEGATIVE_SCORES].to_pylist() == [[3.0, 2.0], [1.0, 0.5]]  # the empty negative's score went too
+    kept, short = data.with_negatives(out, 1)
+    assert short == 0 and kept[M.NEGATIVE_SCORES].to_pylist() == [[3.0], [1.0]]
+    first = kept.slice(0, 1)
+    assert data.teacher_scores(first, 1) == ([5.0], [[3.0]])
+    with pytest.raises(data.TripletsError, match="1 of 2 triplets lack them \\(first: qb\\)"):
+        data.teacher_scores(kept, 1)

@@ -38,3 +38,19 @@ def test_lower_temperature_sharpens_and_hard_negatives_raise_the_loss():
 def test_passage_order_is_positives_then_each_negative_rank():
     assert passage_texts(["p0", "p1"], [["a0", "b0"], ["a1", "b1"]], 2) == ["p0", "p1", "a0", "a1", "b0", "b1"]
     assert passage_texts(["p0"], [["a0", "b0"]], 1) == ["p0", "a0"]
+
+
+def test_distill_loss_is_the_kl_from_the_teacher_softmax_and_zero_when_they_agree():
+    from medembed.training.loss import distill_loss
+
+    q = torch.tensor([[1.0, 0.0]])
+    docs = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # positive, then one negative (cosines 1.0 and 0.6)
+    teacher = torch.tensor([[2.0, 1.0]])
+    got = distill_loss(q, docs, teacher, temperature=0.5, teacher_temperature=0.5).item()
+    t = [math.exp(4.0) / (math.exp(4.0) + math.exp(2.0)), math.exp(2.0) / (math.exp(4.0) + math.exp(2.0))]
+    s = [math.exp(2.0) / (math.exp(2.0) + math.exp(1.2)), math.exp(1.2) / (math.exp(2.0) + math.exp(1.2))]
+    assert got == pytest.approx(sum(ti * math.log(ti / si) for ti, si in zip(t, s)), rel=1e-5)
+    agree = torch.tensor([[1.0, 0.6]])  # the teacher's scores are the model's cosines
+    assert distill_loss(q, docs, agree, 0.5, 0.5).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="expected 3 passage embeddings"):
+        distill_loss(q, docs, torch.tensor([[1.0, 0.5, 0.2]]), 0.5, 0.5)

@@ -38,25 +38,10 @@ def sets(*pairs: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-RAY_START_TIMEOUT = "timed out during startup"
-RAY_START_TRIES = 5
-
-
-def stage(name: str, job: str, argv: list[str], times: dict[str, float], work: Path, run: str) -> None:
-    """Run one job; retry (up to RAY_START_TRIES) only when the local Ray instance timed out starting.
-
-    On a heavily loaded machine Ray's raylet can miss its fixed 30 s registration window; the job body
-    has not run then, so starting again with the same run name is safe.
-    """
-    import ray
-
+def stage(name: str, job: str, argv: list[str], times: dict[str, float]) -> None:
+    """Run one job in this process (its local Ray instance is reused by the next stage); stop on failure."""
     t = time.perf_counter()
-    for attempt in range(1, RAY_START_TRIES + 1):
-        rc = main_for(job, argv)
-        if rc == 0 or RAY_START_TIMEOUT not in (manifest(work, run).get("error") or ""):
-            break
-        log.warning("%s: local Ray timed out during startup (try %d of %d); retrying", job, attempt, RAY_START_TRIES)
-        ray.shutdown()
+    rc = main_for(job, argv)
     times[name] = round(time.perf_counter() - t, 1)
     if rc != 0:
         raise SystemExit(f"{job} failed with exit code {rc}")
@@ -86,6 +71,10 @@ def main() -> int:
     ap.add_argument("--dev-queries", type=int, default=2000, help="train.dev_eval_max_queries")
     ap.add_argument("--dev-fraction", type=float, default=0.05)
     ap.add_argument("--mine-len", type=int, default=None, help="model.max_seq_length of the mining encoder")
+    ap.add_argument("--teacher", choices=["dense", "hybrid"], default="hybrid", help="mining.teacher")
+    ap.add_argument("--abs-margin", type=float, default=None, help="mining.absolute_margin (hybrid: in z units)")
+    ap.add_argument("--distill-weight", type=float, default=1.0, help="train.distill_weight (0: InfoNCE only)")
+    ap.add_argument("--teacher-temperature", type=float, default=0.5)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.work)
@@ -100,27 +89,30 @@ def main() -> int:
         "input.text_fields=[text]", *([f"input.limit={args.docs}"] if args.docs else []), "synth.backend=extractive",
         f"synth.extractive_findings={args.findings}",
         f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
-        f"output.run_name={pairs_run}", *common), times, work, pairs_run)
+        f"output.run_name={pairs_run}", *common), times)
     stage("mine_negatives", "mine_negatives", sets(
         f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
         f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
+        f"mining.teacher={args.teacher}", f"mining.absolute_margin={json.dumps(args.abs_margin)}",
         *([f"model.max_seq_length={args.mine_len}"] if args.mine_len else []),
-        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times, work, mine_run)
+        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times)
     stage("train", "train", sets(
         f"triplets.path={work / 'triplets' / mine_run / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2",
         "train.num_workers=1", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
         f"train.num_negatives={args.negatives}", f"train.temperature={args.temperature}",
-        f"train.learning_rate={args.lr}", "train.query_max_length=64", f"train.passage_max_length={args.passage_len}",
+        f"train.learning_rate={args.lr}", f"train.distill_weight={args.distill_weight}",
+        f"train.teacher_temperature={args.teacher_temperature}", "train.query_max_length=64",
+        f"train.passage_max_length={args.passage_len}",
         f"train.dev_fraction={args.dev_fraction}", f"train.dev_eval_max_queries={args.dev_queries}",
         "train.cpus_per_worker=2", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
-        f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times, work, train_run)
+        f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times)
     model_dir = work / "models" / train_run / "model"
     datasets = [{"name": d, "uri": str(DATA / d), "split": "test"} for d in args.datasets.split(",")]
     models = [{"name": "bundled:all-MiniLM-L6-v2", "label": "base"}, {"name": str(model_dir), "label": "fine-tuned"}]
     stage("evaluate", "evaluate", sets(
         f"models={json.dumps(models)}", f"datasets={json.dumps(datasets)}", "retrieval=exact",
         f"store.uri={work / 'eval_lancedb'}", f"output.dir={work / 'eval'}", f"output.run_name={eval_run}",
-        *common), times, work, eval_run)
+        *common), times)
 
     pm, mm, tm = manifest(work, pairs_run), manifest(work, mine_run), manifest(work, train_run)
     comparison = (work / "eval" / eval_run / "comparison.md").read_text()
@@ -134,7 +126,9 @@ def main() -> int:
         f"- data: {pm['counts'].get('notes_in')} {args.corpus} corpus documents as a user corpus -> "
         f"{pm['counts'].get('pairs_out')} pairs (extractive: title + {args.findings} finding pairs per document); "
         f"{mm['counts'].get('queries_in')} queries mined, {mm['counts'].get('negatives_out')} negatives "
-        f"(ranks [{args.min_rank}, {args.max_rank})); training: {tm['counts'].get('train_triplets')} train / "
+        f"(ranks [{args.min_rank}, {args.max_rank}), teacher {args.teacher}, absolute margin {args.abs_margin}); "
+        f"training (InfoNCE + {args.distill_weight} x KL to the teacher at temperature {args.teacher_temperature}): "
+        f"{tm['counts'].get('train_triplets')} train / "
         f"{tm['counts'].get('dev_triplets')} dev triplets, {tm['counts'].get('steps')} steps of {args.batch_size}, "
         f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), passages cut to "
         f"{args.passage_len} tokens in training, interpolation "

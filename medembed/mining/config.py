@@ -66,8 +66,9 @@ class MiningConfig(_Model):
                              f"[{self.min_rank}, {self.max_rank})")
         if self.teacher == "hybrid" and self.relative_margin is not None:
             if "relative_margin" in self.model_fields_set:
-                raise ValueError("mining.relative_margin assumes cosine scores; with mining.teacher=hybrid use "
-                                 "mining.absolute_margin (in standard deviations of the query's scores)")
+                raise ValueError("mining.relative_margin assumes cosine scores; with mining.teacher=hybrid set "
+                                 "mining.relative_margin=null and use mining.absolute_margin (in standard "
+                                 "deviations of the query's scores)")
             self.relative_margin = None  # the cosine default does not apply to hybrid scores
         if self.top_k is not None and self.top_k <= self.max_rank:
             raise ValueError("mining.top_k must exceed mining.max_rank (the positive takes a slot)")

@@ -31,7 +31,8 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
 
     trip = write_triplets_run(tmp_path / "triplets", sample_triplets_table(n_notes=32), run_id="mine_negatives-t")
     cfg = load_config(TrainJobConfig, "train", [
-        *tiny_train_overrides(trip, tmp_path, "ddp", dev_fraction=0.25, interpolate="[0.5,1.0]"),
+        *tiny_train_overrides(trip, tmp_path, "ddp", dev_fraction=0.25, interpolate="[0.5,1.0]",
+                              distill_weight=1.0, teacher_temperature=0.05),
         "model.query_prompt='query: '", "model.document_prompt='passage: '"])
     manifest = RunManifest("train", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id="ddp")
     counts = train(cfg, manifest)
@@ -55,6 +56,7 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
     saved = json.loads((model_dir / "medembed_model.json").read_text())
     assert saved["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert saved["training"]["triplets_run_id"] == "mine_negatives-t"
+    assert saved["training"]["teacher_scores"] == "cosine"  # distilled the mining scores (InfoNCE + KL)
     assert saved["training"]["interpolation_alpha"] == counts["interpolation_alpha"]
     assert "nDCG@10" in (model_dir / "README.md").read_text()
 

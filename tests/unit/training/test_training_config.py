@@ -26,3 +26,16 @@ def test_shipped_config_loads_with_the_documented_defaults():
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(TrainJobConfig, "train", [override])
+
+
+def test_hybrid_teacher_config_rules():
+    from medembed.mining.config import MineNegativesJobConfig
+
+    cfg = MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}})
+    assert cfg.mining.relative_margin is None  # the cosine default does not apply to fused scores
+    with pytest.raises(ValueError, match="set mining.relative_margin=null"):
+        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid", "relative_margin": 0.05}})
+    with pytest.raises(ValueError, match="needs candidates.retrieval exact or auto"):
+        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}, "candidates": {"retrieval": "ann"}})
+    with pytest.raises(ValueError, match="set train.num_negatives > 0"):
+        TrainJobConfig.model_validate({"train": {"distill_weight": 1.0, "num_negatives": 0}})

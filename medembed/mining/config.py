@@ -50,7 +50,9 @@ class MiningConfig(_Model):
     teacher: Literal["dense", "hybrid"] = Field(
         "dense", description="how candidates are scored and ranked: dense = cosine of the model's vectors; "
         "hybrid = z(cosine) + lexical_weight * z(BM25), both z-normalized over all candidates of the query "
-        "(exact retrieval only); the scores are written with the triplets for train.distill_weight")
+        "(exact: each actor holds all candidate vectors and a BM25 index, and scores a batch against every "
+        "candidate, batch_size x candidates x 4 bytes); the scores are written with the triplets for "
+        "train.distill_weight")
     lexical_weight: float = Field(DEFAULT_LEXICAL_WEIGHT, gt=0, description="weight of BM25 in the hybrid teacher")
     batch_size: int = Field(256, gt=0, description="queries per actor call")
     num_actors: int = Field(1, gt=0, description="mining actor pool size")

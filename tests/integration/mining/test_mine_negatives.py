@@ -74,6 +74,15 @@ def test_triplets_load_with_datasets_and_respect_the_rules(mined_run):
         assert row[M.NEGATIVE_SCORES] == sorted(row[M.NEGATIVE_SCORES], reverse=True)
 
 
+def candidates_of(pairs) -> tuple[list[str], np.ndarray]:
+    """The candidate passages (sorted) and the note of each, as the job builds them from the pairs."""
+    passages = sorted(set(pairs[P.PASSAGE].to_pylist()))
+    first_note: dict[str, str] = {}
+    for n, p in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
+        first_note.setdefault(p, n)
+    return passages, np.asarray([first_note[p] for p in passages], dtype=object)
+
+
 def test_ray_result_equals_a_local_numpy_computation(mined_run):
     from medembed.config import ModelConfig
     from medembed.embedding.encoders import build_encoder
@@ -81,11 +90,7 @@ def test_ray_result_equals_a_local_numpy_computation(mined_run):
     pairs, manifest, files = mined_run
     got = {r[M.QUERY_ID]: r for r in pq.read_table(files).to_pylist()}
     enc = build_encoder(ModelConfig())
-    passages = sorted(set(pairs[P.PASSAGE].to_pylist()))
-    first_note = {}
-    for n, p in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
-        first_note.setdefault(p, n)
-    notes = np.asarray([first_note[p] for p in passages], dtype=object)
+    passages, notes = candidates_of(pairs)
     scores = enc.encode_queries(pairs[P.QUERY].to_pylist()) @ enc.encode_documents(passages).T
     params = SelectParams(**{k: v for k, v in WINDOW.items() if k != "top_k"})
     complete = 0
@@ -140,11 +145,7 @@ def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path,
     got = {r[M.QUERY_ID]: r for r in pq.read_table(sorted(glob.glob(str(out_dir / "*.parquet")))).to_pylist()}
 
     enc = build_encoder(ModelConfig())
-    passages = sorted(set(pairs[P.PASSAGE].to_pylist()))
-    first_note = {}
-    for n, p in zip(pairs[P.NOTE_ID].to_pylist(), pairs[P.PASSAGE].to_pylist()):
-        first_note.setdefault(p, n)
-    notes = np.asarray([first_note[p] for p in passages], dtype=object)
+    passages, notes = candidates_of(pairs)
     queries = pairs[P.QUERY].to_pylist()
     fused = hybrid_scores(enc.encode_queries(queries) @ enc.encode_documents(passages).T,
                           BM25(passages).scores(queries), 0.5)

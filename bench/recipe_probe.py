@@ -138,7 +138,7 @@ def main() -> int:
         st.load_state_dict({k: a * v + (1 - a) * base_sd[k] if v.is_floating_point() else v for k, v in tuned.items()})
         results.append((f"interpolated a = {a}", ndcg(st)))
     load = os.getloadavg()
-    cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
     lines = ["", "## recipe_probe", "",
              f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU; load "
              f"average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; prep {prep_s:.0f} s, train {train_s:.0f} s",

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from results_file import append_section
 
 from medembed.config import ModelConfig
 from medembed.embedding.chunking import document_input
@@ -74,9 +75,7 @@ def main() -> int:
              "plus a seeded sample); exact search", "",
              "| ranker | nDCG@10 | vs dense |", "|---|---|---|"]
     lines += [f"| {name} | {v:.2f} | {v - base:+.2f} |" for name, v in rows]
-    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_section(lines)
     return 0
 
 

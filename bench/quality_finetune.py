@@ -27,6 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from results_file import append_section
+
 from medembed.runtime.runner import main_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,9 +138,7 @@ def main() -> int:
         f"- stage times (s): {json.dumps(times)}",
         "- evaluation (test splits; no benchmark query or qrel used in training):", "", comparison.strip(), "",
     ]
-    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_section(lines)
     return 0
 
 

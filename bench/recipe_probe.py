@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import append_section
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
@@ -148,9 +149,7 @@ def main() -> int:
              "queries over the same documents", "",
              "| model | nDCG@10 | vs base |", "|---|---|---|"]
     lines += [f"| {n} | {v:.2f} | {v - results[0][1]:+.2f} |" for n, v in results]
-    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_section(lines)
     return 0
 
 

@@ -17,6 +17,7 @@ import ray
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.mining import columns as M
+from medembed.mining.config import MiningConfig
 from medembed.mining.candidates import build_candidate_table, read_pairs, split_table
 from medembed.mining.config import MineNegativesJobConfig
 from medembed.mining.miner import NegativeMiner
@@ -53,7 +54,7 @@ def summarize(stats: pa.Table, num_negatives: int) -> dict[str, Any]:
     }
 
 
-def score_kind(mc: Any) -> str:
+def score_kind(mc: MiningConfig) -> str:
     """What the triplets' positive_score / negative_scores are (recorded in their marker, read by training)."""
     return "cosine" if mc.teacher == "dense" else f"hybrid(lexical_weight={mc.lexical_weight})"
 

@@ -1,4 +1,4 @@
-"""BM25 against the formula by hand, and the z-normalized hybrid teacher score."""
+"""BM25 against the formula by hand, the z-normalized hybrid teacher score, and its config rules."""
 
 from __future__ import annotations
 
@@ -39,3 +39,14 @@ def test_hybrid_is_the_sum_of_row_z_scores():
     assert fused[0].argmax() == 0 and hybrid_scores(dense, lex, 1.0)[0].argmax() == 1  # BM25 can overturn
     with pytest.raises(ValueError, match="differ in shape"):
         hybrid_scores(dense, lex[:1])
+
+
+def test_hybrid_teacher_config_rules():
+    from medembed.mining.config import MineNegativesJobConfig
+
+    cfg = MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}})
+    assert cfg.mining.relative_margin is None  # the cosine default does not apply to fused scores
+    with pytest.raises(ValueError, match="set mining.relative_margin=null"):
+        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid", "relative_margin": 0.05}})
+    with pytest.raises(ValueError, match="needs candidates.retrieval exact or auto"):
+        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}, "candidates": {"retrieval": "ann"}})

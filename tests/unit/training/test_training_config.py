@@ -28,14 +28,6 @@ def test_bad_values_name_the_field(override, field):
         load_config(TrainJobConfig, "train", [override])
 
 
-def test_hybrid_teacher_config_rules():
-    from medembed.mining.config import MineNegativesJobConfig
-
-    cfg = MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}})
-    assert cfg.mining.relative_margin is None  # the cosine default does not apply to fused scores
-    with pytest.raises(ValueError, match="set mining.relative_margin=null"):
-        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid", "relative_margin": 0.05}})
-    with pytest.raises(ValueError, match="needs candidates.retrieval exact or auto"):
-        MineNegativesJobConfig.model_validate({"mining": {"teacher": "hybrid"}, "candidates": {"retrieval": "ann"}})
+def test_distillation_needs_negatives():
     with pytest.raises(ValueError, match="set train.num_negatives > 0"):
         TrainJobConfig.model_validate({"train": {"distill_weight": 1.0, "num_negatives": 0}})

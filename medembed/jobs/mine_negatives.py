@@ -17,9 +17,8 @@ import ray
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.mining import columns as M
-from medembed.mining.config import MiningConfig
 from medembed.mining.candidates import build_candidate_table, read_pairs, split_table
-from medembed.mining.config import MineNegativesJobConfig
+from medembed.mining.config import MineNegativesJobConfig, MiningConfig
 from medembed.mining.miner import NegativeMiner
 from medembed.mining.output import push_to_hub, write_triplets
 from medembed.runtime import artifacts

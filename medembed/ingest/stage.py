@@ -24,6 +24,7 @@ from medembed.config import InputConfig, S3Config
 from medembed.ingest.normalize import normalize_records, quarantine_record
 from medembed.ingest.readers import READERS, read_hf_slice
 from medembed.ingest.sources import ReadTask, load_hf_dataset, resolve_tasks
+from medembed.runtime.counters import on_driver_node
 from medembed.runtime.storage import filesystem, join
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = 
         quarantine_record(f, "-", S.R_UNREADABLE_FILE, f"{f}: unknown file type (set input.format)", "")
         for f in skipped], s3)
     log.info("ingest: %d read tasks from %s", len(tasks), cfg.uri or "the bundled sample corpus")
-    registry = IdRegistry.options(name=_registry_name(quarantine_dir), get_if_exists=True).remote()
+    registry = IdRegistry.options(name=_registry_name(quarantine_dir), get_if_exists=True,
+                                  scheduling_strategy=on_driver_node()).remote()
     items = [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in tasks]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     return ds.map_batches(

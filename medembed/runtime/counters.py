@@ -45,9 +45,17 @@ class Counters:
         return dict(total)
 
 
-def driver_counters():
-    """A Counters actor on the driver's node: a lost worker node must not take the run's counts with it."""
+def on_driver_node():
+    """A scheduling strategy that pins an actor to the driver's node.
+
+    Run-scoped state (counts, the id registry) must live as long as the driver, not die with the worker
+    node a pool happened to put it on: a head node with 0 CPUs still runs 0-CPU actors pinned to it.
+    """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
-    return Counters.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def driver_counters():
+    """A Counters actor on the driver's node: a lost worker node must not take the run's counts with it."""
+    return Counters.options(scheduling_strategy=on_driver_node()).remote()

@@ -58,6 +58,9 @@ def test_worker_node_killed_mid_embedding(cluster, jobs, expected_ids, tmp_path)
     pid = cluster.wait_for_pid(b"ChunkEmbedder")  # the embedder actor's process title names its stage
     node = cluster.node_of_pid(pid)
     assert node >= 1, "the head has no CPUs: the embedder must run on a worker node"
+    for actor in (b"ray::IdRegistry", b"ray::Counters"):  # run-scoped state must not die with a worker node
+        cluster.wait_for_pid(actor)
+        assert {cluster.node_of_pid(p) for p in cluster.find_pids(actor)} == {0}, f"{actor!r} not on the head"
     cluster.kill_node(node)
     assert rows(tmp_path) < len(expected_ids), "the kill landed after the last commit; the test needs a partial table"
 

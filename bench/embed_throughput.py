@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work"
 NOTES = (ROOT / ".." / "shared" / "data" / "pmc_patients" / "notes.jsonl").resolve()
-CONFIG = ROOT / "jobs" / "configs" / "embed_pmc_patients.yaml"
+CONFIG = "embed_pmc_patients"  # a shipped config (medembed/configs), by name
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## embed_throughput"
 sys.path.insert(0, str(ROOT))
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-only", action="store_true", help="only run the job and report its peak memory")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="--memory-only: stop the job after this long and report the peak so far (partial run)")
-    p.add_argument("--config", default=str(CONFIG), help="job config (input/store/output are overridden)")
+    p.add_argument("--config", default=CONFIG, help="job config (input/store/output are overridden)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="job config override, e.g. --set embed.batch_size=256 (repeatable)")
     p.add_argument("--ray-worker-niceness", type=int, default=0,

@@ -1,10 +1,12 @@
 """Hard-negative mining throughput and false-negative filter share on PMC-Patients pairs.
 
-    HF_HUB_OFFLINE=1 python bench/mine_throughput.py [--notes 1000] [--actors 2]
+    HF_HUB_OFFLINE=1 python bench/mine_throughput.py [--notes 1000] [--modes one-actor,pools] [--no-st]
 
 1. pairs: the synth extractive generator over ../shared/data/pmc_patients/notes.jsonl (on Ray);
-2. medembed: the mining job body (candidate table in LanceDB, Ray actor pool of miners);
-3. baseline A: one process, same encoder, same candidate vectors: encode queries + numpy top-k + selection;
+2. medembed: the mining job body (candidate table in LanceDB, then mining), in each execution of --modes;
+3. loop A: one process, same encoder, the job's candidate vectors: encode queries + numpy top-k + selection
+   (compared with the mining stage); loop W: one process that also loads the model and embeds the positives
+   (compared with the job's candidate + mining stages: the job's model work, Ray's fixed costs included);
 4. baseline B: sentence-transformers' ``mine_hard_negatives`` (same window/margin, no same-note exclusion),
    and how often its negatives equal medembed's selection run with the same settings.
 Numbers go to the log and, with --results, are appended to bench/RESULTS.md.
@@ -43,34 +45,52 @@ def generate_pairs(notes: int, out: str) -> str:
     return os.path.join(out, "pairs")
 
 
-def numpy_baseline(cfg, pairs, cand_uri: str, exclude_same_note: bool, top_k: int):
-    """Single process: encode queries, exact top-k, select; returns ({pair_id: negative ids}, seconds)."""
+def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, top_k: int):
+    """Single process: encode queries, exact top-k, select; returns ({pair_id: negative ids}, seconds).
+
+    With ``cand_uri`` the candidate vectors are the job's (read before the clock starts); without, the
+    loop also loads the model and embeds the positives itself (the whole job's model work, in one process).
+    """
     from medembed import schema as S
-    from medembed.embedding.encoders import build_encoder
-    from medembed.index.search import top_k_exact
+    from medembed.embedding.card import resolve_card
+    from medembed.embedding.embedder import ChunkEmbedder
+    from medembed.embedding.encoders import build_encoder, encoder_actor_kwargs
     from medembed.index.tables import open_dataset
     from medembed.mining import columns as M
-    from medembed.mining.selection import SelectParams, select_negatives
+    from medembed.mining.candidates import positive_rows
 
-    t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
+    t0 = time.perf_counter()
+    if cand_uri is None:
+        embedder = ChunkEmbedder(**encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, resolve_card(cfg.model)))
+        enc, t = embedder.encoder, embedder(positive_rows(pairs))
+    else:
+        t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
+        enc = build_encoder(cfg.model, cfg.embed)
+        t0 = time.perf_counter()
     ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)
     notes = np.asarray(t[S.DOC_ID].to_pylist(), dtype=object)
     vecs = np.asarray(t[S.VECTOR].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(t), -1)
-    row_of = {c: i for i, c in enumerate(ids)}
-    enc = build_encoder(cfg.model, cfg.embed)
+    out = select_all(cfg, pairs, enc.encode_queries(pairs["query"].to_pylist()), ids, notes, vecs,
+                     exclude_same_note, top_k, M.positive_id)
+    return out, time.perf_counter() - t0
+
+
+def select_all(cfg, pairs, q, ids, notes, vecs, exclude_same_note: bool, top_k: int, positive_id):
+    from medembed.index.search import top_k_exact
+    from medembed.mining.selection import SelectParams, select_negatives
+
     mc = cfg.mining
     params = SelectParams(mc.num_negatives, mc.min_rank, mc.max_rank, mc.relative_margin, mc.absolute_margin,
                           exclude_same_note)
-    t0 = time.perf_counter()
-    q = enc.encode_queries(pairs["query"].to_pylist())
-    pos = [row_of[M.positive_id(p)] for p in pairs["passage"].to_pylist()]
+    row_of = {c: i for i, c in enumerate(ids)}
+    pos = [row_of[positive_id(p)] for p in pairs["passage"].to_pylist()]
     pos_scores = np.einsum("ij,ij->i", q, vecs[pos])
     idx, val = top_k_exact(q, vecs, top_k)
     out = {}
     for i, (pid, note) in enumerate(zip(pairs["pair_id"].to_pylist(), pairs["note_id"].to_pylist())):
         sel = select_negatives(val[i], idx[i] == pos[i], notes[idx[i]] == note, float(pos_scores[i]), params)
         out[pid] = list(ids[idx[i][sel.indices]])
-    return out, time.perf_counter() - t0
+    return out
 
 
 def st_baseline(cfg, pairs):
@@ -92,10 +112,26 @@ def st_baseline(cfg, pairs):
     return negs, secs
 
 
+def run_job(cfg, mode: str):
+    """One run of the mining job body; (manifest data, counts)."""
+    from medembed.jobs.mine_negatives import mine_negatives
+    from medembed.runtime.manifest import RunManifest
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.mining.one_actor_max_pairs = 0 if mode == "pools" else 10**9
+    manifest = RunManifest("mine_negatives", cfg.output.run_dir, cfg.model_dump(mode="json"))
+    counts = mine_negatives(cfg, manifest)
+    manifest.finish()
+    return manifest.data, counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--notes", type=int, default=1000)
-    ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--modes", default="one-actor", help="job executions to time, comma-separated: one-actor "
+                    "(one actor embeds the positives and mines), pools (an embedding pool, then a mining pool)")
+    ap.add_argument("--actors", type=int, default=1, help="mining actors of the pools mode (>1: 1 torch thread "
+                    "each); the job's default is 1 actor with every core")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"), help="'' to not append")
     args = ap.parse_args(argv)
@@ -104,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import pyarrow.parquet as pq
     import ray
 
     from medembed.config import load_config
     from medembed.index.tables import table_uri
-    from medembed.jobs.mine_negatives import mine_negatives
+    from medembed.mining import columns as M
     from medembed.mining.candidates import read_pairs
     from medembed.mining.config import MineNegativesJobConfig
-    from medembed.runtime.manifest import RunManifest
     from medembed.runtime.ray_setup import init_ray
 
     init_ray()
@@ -120,39 +156,46 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     pairs_dir = generate_pairs(args.notes, work)
     gen_s = time.perf_counter() - t0
-    cfg = load_config(MineNegativesJobConfig, REPO / "jobs" / "configs" / "mine_negatives_pmc_patients.yaml", [
-        f"pairs.path={pairs_dir}", f"candidates.store_uri={work}/lancedb", f"output.dir={work}/triplets",
-        f"output.run_dir={work}/runs", f"mining.num_actors={args.actors}", "mining.num_cpus=1",
-        "embed.num_actors=1", f"embed.torch_threads={max(1, (os.cpu_count() or 1) // args.actors)}"])
-    manifest = RunManifest("mine_negatives", cfg.output.run_dir, cfg.model_dump(mode="json"))
-    counts = mine_negatives(cfg, manifest)
-    manifest.finish()
-    ray_qps = manifest.data["throughput"]["queries_per_s"]
+    sets = [f"pairs.path={pairs_dir}", f"candidates.store_uri={work}/lancedb", f"output.dir={work}/triplets",
+            f"output.run_dir={work}/runs", f"mining.num_actors={args.actors}", "mining.num_cpus=1",
+            "embed.num_actors=1"]
+    if args.actors > 1:
+        sets.append(f"embed.torch_threads={max(1, (os.cpu_count() or 1) // args.actors)}")
+    cfg = load_config(MineNegativesJobConfig, "mine_negatives_pmc_patients", sets)
     pairs = read_pairs(pairs_dir)
     n = pairs.num_rows
-    cand_uri = table_uri(cfg.candidates.store_uri, f"mining_candidates__{'all_minilm_l6_v2'}")
+    cand_uri = table_uri(cfg.candidates.store_uri, "mining_candidates__all_minilm_l6_v2")
 
-    import pyarrow.parquet as pq
-
-    from medembed.mining import columns as M
-
-    out = pq.read_table(f"{cfg.output.dir}/{manifest.run_id}/triplets")
-    ray_negs = dict(zip(out[M.QUERY_ID].to_pylist(), out[M.NEGATIVE_IDS].to_pylist()))
+    runs = {}
+    for mode in args.modes.split(","):
+        data, counts = run_job(cfg, mode)
+        out = pq.read_table(f"{cfg.output.dir}/{data['run_id']}/triplets")
+        runs[mode] = (data, counts, dict(zip(out[M.QUERY_ID].to_pylist(), out[M.NEGATIVE_IDS].to_pylist())))
     local, local_s = numpy_baseline(cfg, pairs, cand_uri, True, cfg.mining.retrieve_k)
-    same = sum(local[k] == ray_negs[k] for k in local) / n
+    whole, whole_s = numpy_baseline(cfg, pairs, None, True, cfg.mining.retrieve_k)
     fnf = counts["false_negative_filter"]
+    threads = cfg.embed.torch_threads or os.cpu_count()
     lines = [f"- pairs: {n} from {args.notes} notes (extractive generator, {gen_s:.1f} s); candidates: "
              f"{counts['candidates']}; window [{cfg.mining.min_rank}, {cfg.mining.max_rank}), "
-             f"{cfg.mining.num_negatives} negatives, relative_margin {cfg.mining.relative_margin}, same-note exclusion",
-             f"- medembed (Ray, {args.actors} miner actors, exact retrieval): {ray_qps:.1f} queries/s "
-             f"(mining stage {manifest.data['throughput']['mine_s']:.1f} s incl. actor start-up; "
-             f"candidate embedding {manifest.data['durations_s']['candidates']:.1f} s)",
-             f"- baseline A, one process numpy loop on the same vectors: {n / local_s:.1f} queries/s "
-             f"-> ratio medembed/baseline {ray_qps / (n / local_s):.2f}; identical negatives for {100 * same:.1f}% "
-             "of queries",
-             f"- false-negative filter removed {fnf['removed']} of {fnf['considered']} candidates "
-             f"({100 * fnf['removed_share']:.2f}%); queries short of {cfg.mining.num_negatives}: "
-             f"{counts['queries_short']} {counts['queries_short_by_reason']}"]
+             f"{cfg.mining.num_negatives} negatives, relative_margin {cfg.mining.relative_margin}, same-note "
+             f"exclusion; {threads} torch thread(s) per actor and in the loops",
+             f"- loop A, one process, the job's candidate vectors (encode queries + numpy top-k + selection): "
+             f"{local_s:.1f} s = {n / local_s:.1f} queries/s",
+             f"- loop W, one process doing the job's model work (load the model, embed the positives, then A): "
+             f"{whole_s:.1f} s; negatives identical to A for {100 * sum(whole[k] == local[k] for k in local) / n:.1f}%"]
+    for mode, (data, _, negs) in runs.items():
+        d = data["durations_s"]
+        both = d["candidates"] + d["mine"]
+        stage = (f"mining stage {d['mine']:.1f} s (its queries were encoded during the candidate stage)"
+                 if data["execution"] == "one actor" else
+                 f"mining stage {d['mine']:.1f} s = {n / d['mine']:.1f} queries/s -> {n / d['mine'] / (n / local_s):.2f}x "
+                 "loop A")
+        lines.append(f"- medembed, {data['execution']} ({mode}; exact retrieval): candidates {d['candidates']:.1f} s "
+                     f"+ mining = {both:.1f} s = {n / both:.1f} queries/s -> **{whole_s / both:.2f}x loop W**; {stage}; "
+                     f"negatives identical to A for {100 * sum(local[k] == negs[k] for k in local) / n:.1f}% of queries")
+    lines.append(f"- false-negative filter removed {fnf['removed']} of {fnf['considered']} candidates "
+                 f"({100 * fnf['removed_share']:.2f}%); queries short of {cfg.mining.num_negatives}: "
+                 f"{counts['queries_short']} {counts['queries_short_by_reason']}")
     if not args.no_st:
         cfg_st = cfg.model_copy(deep=True)
         cfg_st.mining.top_k = cfg.mining.max_rank + 1
@@ -163,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                  zip(pairs["pair_id"].to_pylist(), pairs["query"].to_pylist(), pairs["passage"].to_pylist())}
         agree = sum(keyed.get(k) == v for k, v in st.items()) / max(1, len(st))
         lines.append(f"- baseline B, sentence-transformers mine_hard_negatives (1 process, encodes too): "
-                     f"{n / st_s:.1f} queries/s -> ratio medembed/ST {ray_qps / (n / st_s):.2f}; on the {len(st)} "
-                     f"queries ST kept, medembed's selection with ST's settings (no same-note exclusion, "
-                     f"top_k = max_rank + 1) gives the same negatives for {100 * agree:.1f}%")
+                     f"{n / st_s:.1f} queries/s; on the {len(st)} queries ST kept, medembed's selection with ST's "
+                     f"settings (no same-note exclusion, top_k = max_rank + 1) gives the same negatives for "
+                     f"{100 * agree:.1f}%")
     for line in lines:
         log.info("%s", line)
     if args.results:
@@ -173,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         head = "" if path.exists() else "# Benchmark results\n"
         cmd = "HF_HUB_OFFLINE=1 python bench/mine_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(f"{head}\n## mine_negatives\n\n{dt.date.today().isoformat()}, {platform.machine()} "
-                     f"{os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2. Command: `{cmd.strip()}`\n\n"
-                     + "\n".join(lines) + "\n")
+            fh.write(f"{head}\n## mine_negatives\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M}Z, "
+                     f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2, machine "
+                     f"otherwise idle. Command: `{cmd.strip()}`\n\n" + "\n".join(lines) + "\n")
     return 0
 
 

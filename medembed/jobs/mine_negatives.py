@@ -7,7 +7,6 @@ selection in ``miner``/``selection``, writing and the hub upload in ``output``.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from typing import Any
 
@@ -17,7 +16,8 @@ import ray
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.mining import columns as M
-from medembed.mining.candidates import build_candidate_table, read_pairs, split_table
+from medembed.mining import one_actor
+from medembed.mining.candidates import CandidateTable, build_candidate_table, read_pairs, split_table
 from medembed.mining.config import MineNegativesJobConfig, MiningConfig
 from medembed.mining.miner import NegativeMiner
 from medembed.mining.output import push_to_hub, write_triplets
@@ -58,22 +58,54 @@ def score_kind(mc: MiningConfig) -> str:
     return "cosine" if mc.teacher == "dense" else f"hybrid(lexical_weight={mc.lexical_weight})"
 
 
-def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: str, table: str) -> ray.data.Dataset:
-    """The lazy mining stage over ``pairs``: one MINED_SCHEMA row per pair."""
+def miner_kwargs(cfg: MineNegativesJobConfig, db_uri: str, table: str) -> dict[str, Any]:
+    """``NegativeMiner`` constructor kwargs other than the encoder."""
     mc = cfg.mining
     params = {"num_negatives": mc.num_negatives, "min_rank": mc.min_rank, "max_rank": mc.max_rank,
               "relative_margin": mc.relative_margin, "absolute_margin": mc.absolute_margin,
               "exclude_same_note": mc.exclude_same_note}
+    return {"db_uri": db_uri, "table": table, "params": params, "top_k": mc.retrieve_k,
+            "retrieval": cfg.candidates.retrieval, "nprobes": cfg.candidates.nprobes,
+            "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump(),
+            "teacher": mc.teacher, "lexical_weight": mc.lexical_weight}
+
+
+def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: str, table: str) -> ray.data.Dataset:
+    """The lazy mining stage over ``pairs`` on an actor pool: one MINED_SCHEMA row per pair."""
+    mc = cfg.mining
     return ray.data.from_arrow(split_table(pairs, mc.batch_size)).map_batches(
         NegativeMiner,
         fn_constructor_kwargs={"encoder": encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
-                               "db_uri": db_uri, "table": table, "params": params, "top_k": mc.retrieve_k,
-                               "retrieval": cfg.candidates.retrieval, "nprobes": cfg.candidates.nprobes,
-                               "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump(),
-                               "teacher": mc.teacher, "lexical_weight": mc.lexical_weight},
+                               **miner_kwargs(cfg, db_uri, table)},
         batch_size=mc.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=mc.num_actors), num_cpus=mc.num_cpus,
         num_gpus=mc.num_gpus)
+
+
+def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, manifest: RunManifest
+                         ) -> tuple[CandidateTable, ray.data.Dataset]:
+    """Build the candidate table, then mine (materialized): in one actor for small inputs, else two pools."""
+    small = pairs.num_rows <= cfg.mining.one_actor_max_pairs
+    manifest.set("execution", "one actor" if small else "actor pools")
+    if not small:
+        with manifest.timed("candidates"):
+            cands = build_candidate_table(cfg, card, pairs)
+        with manifest.timed("mine"):
+            return cands, mine(cfg, card, pairs, cands.db_uri, cands.name).materialize()
+    log.info("%d pairs <= mining.one_actor_max_pairs: one actor embeds the positives and mines", pairs.num_rows)
+    worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
+                                    num_cpus=max(cfg.embed.num_cpus, cfg.mining.num_cpus),
+                                    num_gpus=max(cfg.embed.num_gpus, cfg.mining.num_gpus))
+    one_actor.warm_imports()
+    try:
+        with manifest.timed("candidates"):
+            cands = build_candidate_table(cfg, card, pairs,
+                                          lambda rows: one_actor.embed_then_encode(worker, rows, pairs))
+        with manifest.timed("mine"):
+            kwargs = miner_kwargs(cfg, cands.db_uri, cands.name)
+            return cands, one_actor.mined(worker, pairs, cfg.mining.batch_size, kwargs).materialize()
+    finally:
+        ray.kill(worker)
 
 
 def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[str, Any]:
@@ -84,15 +116,11 @@ def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[s
     with manifest.timed("read_pairs"):
         pairs = read_pairs(cfg.pairs.path, s3, cfg.pairs.limit)
     log.info("mining negatives for %d pairs from %s", pairs.num_rows, cfg.pairs.path)
-    with manifest.timed("candidates"):
-        cands = build_candidate_table(cfg, card, pairs)
+    cands, mined = candidates_and_mined(cfg, card, pairs, manifest)
     manifest.set("candidates", {"uri": cands.uri, "rows": cands.rows, "positives": cands.positives,
                                 "corpus_chunks": cands.corpus_chunks, "index": cands.index})
-
-    t0 = time.perf_counter()
-    with manifest.timed("mine"):
-        mined = mine(cfg, card, pairs, cands.db_uri, cands.name).materialize()
-    elapsed = time.perf_counter() - t0
+    # both model stages: in one actor the queries are encoded during the candidate stage
+    elapsed = manifest.data["durations_s"]["candidates"] + manifest.data["durations_s"]["mine"]
     stat_cols = [M.N_NEGATIVES, M.SHORTFALL_REASON, *M.STAT_COLUMNS]
     refs = mined.select_columns(stat_cols).to_arrow_refs()
     stats = pa.concat_tables(ray.get(refs)) if refs else M.MINED_SCHEMA.empty_table().select(stat_cols)
@@ -113,7 +141,7 @@ def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[s
                             {"rows": counts["rows_out"], "format": cfg.output.format, "pairs": cfg.pairs.path,
                              "model_id": card.model_id, "scores": score_kind(cfg.mining)}, s3)
     manifest.set("throughput", {"queries_per_s": round(pairs.num_rows / elapsed, 2) if elapsed else None,
-                                "mine_s": round(elapsed, 3)})
+                                "candidates_and_mine_s": round(elapsed, 3)})
     fnf = counts["false_negative_filter"]
     log.info("mined %d negatives for %d queries (%d short: %s); false-negative filter removed %d of %d (%.1f%%)",
              counts["negatives_out"], counts["queries_in"], counts["queries_short"],

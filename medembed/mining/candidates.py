@@ -8,6 +8,7 @@ of the same model and are copied, not re-embedded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +88,12 @@ def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
 
 
-def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table) -> CandidateTable:
-    """(Re)build the candidate table for this run; returns where it is and what it holds."""
+def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table,
+                          embed_rows: Callable[[pa.Table], ray.data.Dataset] | None = None) -> CandidateTable:
+    """(Re)build the candidate table for this run; returns where it is and what it holds.
+
+    ``embed_rows`` embeds the positives' rows (default: a ``ChunkEmbedder`` pool of ``embed.num_actors``).
+    """
     s3, cc = cfg.s3, cfg.candidates
     name = cc.store_table or f"mining_candidates__{card.slug}"
     uri = table_uri(cc.store_uri, name)
@@ -98,11 +103,14 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         connect(cc.store_uri, s3).drop_table(name)
 
     positives = positive_rows(pairs)
-    pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
-        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
-        batch_size=cfg.embed.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
-        num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+    if embed_rows is None:
+        pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
+            ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
+            batch_size=cfg.embed.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
+            num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+    else:
+        pos_ds = embed_rows(positives)
     sources = [pos_ds]
     if cc.table:  # a table, or a serving name (its served table at the served version)
         corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, s3)

@@ -56,6 +56,11 @@ class MiningConfig(_Model):
     lexical_weight: float = Field(DEFAULT_LEXICAL_WEIGHT, gt=0, description="weight of BM25 in the hybrid teacher")
     batch_size: int = Field(256, gt=0, description="queries per actor call")
     num_actors: int = Field(1, gt=0, description="mining actor pool size")
+    one_actor_max_pairs: int = Field(
+        10_000, ge=0, description="up to this many pairs the job runs in ONE actor (embed.num_cpus/num_gpus, or "
+        "mining's when larger) that loads the model once, embeds the positives and mines: no second actor "
+        "start-up or model load. Above it: an embedding pool of embed.num_actors, then a mining pool of "
+        "mining.num_actors. 0: always the pools")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from medembed import schema as S
 from medembed.config import S3Config
-from medembed.embedding.encoders import encoder_from_kwargs
+from medembed.embedding.encoders import Encoder, encoder_from_kwargs
 from medembed.index.search import Retriever
 from medembed.mining import columns as M
 from medembed.mining.config import DEFAULT_LEXICAL_WEIGHT
@@ -34,14 +34,15 @@ class NegativeMiner:
 
     REQUIRED = (P.PAIR_ID, P.NOTE_ID, P.QUERY, P.PASSAGE)
 
-    def __init__(self, encoder: dict[str, Any], db_uri: str, table: str, params: dict[str, Any], top_k: int,
+    def __init__(self, encoder: dict[str, Any] | Encoder, db_uri: str, table: str, params: dict[str, Any], top_k: int,
                  retrieval: str = "auto", nprobes: int = 20, refine_factor: int | None = 10,
                  s3: dict[str, Any] | None = None, teacher: str = "dense",
                  lexical_weight: float = DEFAULT_LEXICAL_WEIGHT):
         s3c = S3Config.model_validate(s3) if s3 else None
         self.params = SelectParams(**params)
         self.top_k = top_k
-        self.retriever = Retriever.open(db_uri, table, encoder_from_kwargs(**encoder), s3c, nprobes=nprobes,
+        enc = encoder_from_kwargs(**encoder) if isinstance(encoder, dict) else encoder  # kwargs, or a loaded one
+        self.retriever = Retriever.open(db_uri, table, enc, s3c, nprobes=nprobes,
                                         refine_factor=refine_factor)
         self.mode = {"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval]
         rows = self.retriever.rows()
@@ -56,7 +57,8 @@ class NegativeMiner:
         log.info("miner: %d candidates, %s retrieval, %s teacher, top_k=%d", len(self.ids),
                  "exact" if self.lexical is not None else self.mode, teacher, top_k)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table, query_vectors: np.ndarray | None = None) -> pa.Table:
+        """Triplet rows of ``batch``; ``query_vectors``: the batch's queries, already encoded by this model."""
         missing = [c for c in self.REQUIRED if c not in batch.column_names]
         if missing:
             raise KeyError(f"miner input lacks columns {missing}; got {batch.column_names}")
@@ -64,7 +66,7 @@ class NegativeMiner:
         passages = batch[P.PASSAGE].to_pylist()
         notes = batch[P.NOTE_ID].to_pylist()
         pos_ids = [M.positive_id(p) for p in passages]
-        qvecs = self.retriever.encode(queries)
+        qvecs = self.retriever.encode(queries) if query_vectors is None else query_vectors
         if self.lexical is not None:
             pos_scores, cand_idx, cand_scores = self._hybrid(queries, qvecs, pos_ids)
         else:

@@ -22,22 +22,69 @@ N_NOTES = 30
 WINDOW = {"min_rank": 2, "max_rank": 20, "num_negatives": 4, "top_k": 30, "relative_margin": 0.05}
 
 
-@pytest.fixture(scope="module")
-def mined_run(tmp_path_factory, ray_local):
+def run_mining(tmp: Path, pairs, *extra: str) -> tuple[dict, list[str]]:
+    """Run the job on ``pairs`` under ``tmp``; (manifest, triplet files)."""
     from medembed.runtime.runner import main_for
 
-    tmp = tmp_path_factory.mktemp("mining")
-    pairs = sample_pairs_table(N_NOTES)
     pq.write_table(pairs, tmp / "pairs.parquet")
     sets = [f"pairs.path={tmp / 'pairs.parquet'}", f"candidates.store_uri={tmp / 'lancedb'}",
             f"output.dir={tmp / 'triplets'}", f"output.run_dir={tmp / 'runs'}", "output.run_name=it",
             "mining.batch_size=32", "mining.num_actors=1", "mining.num_cpus=1", "embed.num_cpus=1",
-            "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()]]
+            "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()], *extra]
     argv = ["--config", "mine_negatives"] + [a for s in sets for a in ("--set", s)]
     assert main_for("mine_negatives", argv) == 0
     manifest = json.loads((tmp / "runs" / "it" / "manifest.json").read_text())
-    files = sorted(glob.glob(str(tmp / "triplets" / "it" / "triplets" / "*.parquet")))
+    return manifest, sorted(glob.glob(str(tmp / "triplets" / "it" / "triplets" / "*.parquet")))
+
+
+@pytest.fixture(scope="module")
+def mined_run(tmp_path_factory, ray_local):
+    pairs = sample_pairs_table(N_NOTES)
+    manifest, files = run_mining(tmp_path_factory.mktemp("mining"), pairs)
+    assert manifest["execution"] == "one actor"  # a small job: one actor embeds the positives and mines
     return pairs, manifest, files
+
+
+def test_a_restarted_worker_encodes_the_queries_it_lost(mined_run):
+    """The worker mines from queries it encoded ahead, or (restarted, state lost) encodes them itself: same rows."""
+    from medembed.config import EmbedConfig, ModelConfig, S3Config
+    from medembed.embedding.card import resolve_card
+    from medembed.embedding.encoders import encoder_actor_kwargs
+    from medembed.mining.one_actor import MiningWorker
+
+    pairs, manifest, files = mined_run
+    cfg = ModelConfig()
+    worker = MiningWorker(encoder_actor_kwargs(cfg, EmbedConfig(torch_threads=1), S3Config(), resolve_card(cfg)))
+    cand = manifest["candidates"]["uri"]
+    db_uri, table = cand.rsplit("/", 1)
+    miner = {"db_uri": db_uri, "table": table.removesuffix(".lance"), "top_k": WINDOW["top_k"],
+             "params": {k: v for k, v in WINDOW.items() if k != "top_k"} | {"absolute_margin": None,
+                                                                          "exclude_same_note": True}}
+    assert worker.encode_queries(pairs) == pairs.num_rows
+    batch = pairs.slice(8, 16)
+    ahead = worker.mine(8, batch, miner).to_pylist()
+    worker.query_vectors = None  # what a restarted actor has
+    lost = worker.mine(8, batch, miner).to_pylist()
+    assert [r[M.QUERY_ID] for r in ahead] == batch[P.PAIR_ID].to_pylist()
+    job = {r[M.QUERY_ID]: r for r in pq.read_table(files).to_pylist()}
+    for a, b in zip(ahead, lost):
+        assert a[M.NEGATIVE_IDS] == b[M.NEGATIVE_IDS] == job[a[M.QUERY_ID]][M.NEGATIVE_IDS]
+        assert np.allclose(a[M.NEGATIVE_SCORES], b[M.NEGATIVE_SCORES], atol=1e-5)
+
+
+def test_actor_pools_give_the_same_triplets_as_one_actor(mined_run, tmp_path):
+    pairs, one, one_files = mined_run
+    pools, pool_files = run_mining(tmp_path, pairs, "mining.one_actor_max_pairs=0", "mining.batch_size=7",
+                                   "embed.batch_size=16")
+    assert pools["execution"] == "actor pools"
+    a = {r[M.QUERY_ID]: r for r in pq.read_table(one_files).to_pylist()}
+    b = {r[M.QUERY_ID]: r for r in pq.read_table(pool_files).to_pylist()}
+    assert a.keys() == b.keys() and len(a) == pairs.num_rows
+    for k, row in a.items():
+        assert row[M.NEGATIVE_IDS] == b[k][M.NEGATIVE_IDS], k
+        assert np.allclose(row[M.NEGATIVE_SCORES], b[k][M.NEGATIVE_SCORES], atol=1e-4)
+        assert row[M.POSITIVE_SCORE] == pytest.approx(b[k][M.POSITIVE_SCORE], abs=1e-4)
+    assert pools["counts"] == one["counts"]
 
 
 def test_manifest_accounts_for_every_query(mined_run):

@@ -1,0 +1,86 @@
+"""Small mining jobs in one actor: a single start-up and model load for both of the job's model stages.
+
+On small inputs Ray's fixed costs dominate: two actor pools (one embedding the positives, one mining)
+each start processes and load the model. :class:`MiningWorker` holds one encoder and serves both
+stages with the stages' own classes (``ChunkEmbedder``, ``NegativeMiner``), so both paths compute
+the same rows; the job picks it with ``mining.one_actor_max_pairs``.
+
+The calls queue on the actor in the order they are made (:func:`embed_then_encode`, then :func:`mined`):
+the queries are encoded while the driver writes and indexes the candidate table, which mining has to
+wait for.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from medembed.embedding.embedder import ChunkEmbedder
+from medembed.mining.miner import NegativeMiner
+from medembed.synth import columns as P
+
+
+def _import_lancedb() -> None:
+    import lancedb  # noqa: F401  (seconds of single-threaded imports)
+
+
+def warm_imports() -> None:
+    """Import LanceDB in a background thread: the worker does it while its model loads and embeds, the
+    driver while it waits for the worker to start (both would otherwise pay it later, on the critical path)."""
+    threading.Thread(target=_import_lancedb, daemon=True).start()
+
+
+class MiningWorker:
+    """Embeds candidate rows, encodes every query ahead, then mines pairs, with the one encoder it loaded."""
+
+    def __init__(self, encoder: dict[str, Any]):
+        warm_imports()
+        self.embedder = ChunkEmbedder(**encoder)
+        self.miner: NegativeMiner | None = None
+        self.query_vectors: np.ndarray | None = None
+
+    def embed(self, rows: pa.Table) -> pa.Table:
+        return self.embedder(rows)
+
+    def encode_queries(self, pairs: pa.Table) -> int:
+        """Encode all queries in one call: the encoder sorts them by length, and a length-sorted whole pads
+        far less than mining-batch slices do (2,048 PMC-Patients queries: 32.6 s at once, 62.6 s in 256s)."""
+        self.query_vectors = self.embedder.encoder.encode_queries(pairs[P.QUERY].to_pylist())
+        return pairs.num_rows
+
+    def mine(self, start: int, pairs: pa.Table, miner: dict[str, Any]) -> pa.Table:
+        """Rows of ``pairs``, the slice of the job's pairs that begins at row ``start``."""
+        if self.miner is None:  # the candidate table is complete once mining starts
+            self.miner = NegativeMiner(encoder=self.embedder.encoder, **miner)
+        # a restarted actor has lost what it encoded ahead: the miner then encodes the batch itself
+        ahead = None if self.query_vectors is None else self.query_vectors[start:start + pairs.num_rows]
+        return self.miner(pairs, ahead)
+
+
+def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):
+    """A :class:`MiningWorker` actor (a handle); it lives until the job drops or kills it.
+
+    A lost actor is restarted and its pending calls retried (a few times): ``embed`` is stateless and
+    ``mine`` rebuilds the miner from the (complete) candidate table, so a retry computes the same rows.
+    """
+    return ray.remote(MiningWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3,
+                                            max_task_retries=3).remote(encoder)
+
+
+def embed_then_encode(worker, rows: pa.Table, pairs: pa.Table) -> ray.data.Dataset:
+    """``rows`` embedded by ``worker`` in one call (one length-sorted whole), as a Dataset for the one write
+    path; the encoding of every query of ``pairs`` queues right behind it, so the actor encodes while the
+    driver writes the candidate table."""
+    ref = worker.embed.remote(rows)
+    worker.encode_queries.remote(pairs)
+    return ray.data.from_arrow_refs([ref])
+
+
+def mined(worker, pairs: pa.Table, batch_size: int, miner: dict[str, Any]) -> ray.data.Dataset:
+    """MINED_SCHEMA rows of ``pairs`` mined by ``worker`` in batches of ``batch_size``, as a Dataset."""
+    return ray.data.from_arrow_refs([worker.mine.remote(start, pairs.slice(start, batch_size), miner)
+                                     for start in range(0, max(1, pairs.num_rows), batch_size)])

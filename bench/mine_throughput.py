@@ -9,7 +9,7 @@
    (compared with the job's candidate + mining stages: the job's model work, Ray's fixed costs included);
 4. baseline B: sentence-transformers' ``mine_hard_negatives`` (same window/margin, no same-note exclusion),
    and how often its negatives equal medembed's selection run with the same settings.
-Numbers go to the log and, with --results, are appended to bench/RESULTS.md.
+Numbers go to the log and are appended to bench/RESULTS.md (not with --no-results).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import append_section
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO.parent / "shared" / "data" / "pmc_patients" / "notes.jsonl"
@@ -59,8 +60,8 @@ def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, to
     from medembed.mining import columns as M
     from medembed.mining.candidates import positive_rows
 
-    t0 = time.perf_counter()
     if cand_uri is None:
+        t0 = time.perf_counter()  # the clock covers the model load and the positives' embedding
         embedder = ChunkEmbedder(**encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, resolve_card(cfg.model)))
         enc, t = embedder.encoder, embedder(positive_rows(pairs))
     else:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actors", type=int, default=1, help="mining actors of the pools mode (>1: 1 torch thread "
                     "each); the job's default is 1 actor with every core")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
-    ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"), help="'' to not append")
+    ap.add_argument("--no-results", dest="results", action="store_false", help="do not append to bench/RESULTS.md")
     args = ap.parse_args(argv)
     from medembed.runtime.runner import setup_logging
 
@@ -212,13 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         log.info("%s", line)
     if args.results:
-        path = Path(args.results)
-        head = "" if path.exists() else "# Benchmark results\n"
         cmd = "HF_HUB_OFFLINE=1 python bench/mine_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(f"{head}\n## mine_negatives\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M}Z, "
-                     f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2, machine "
-                     f"otherwise idle. Command: `{cmd.strip()}`\n\n" + "\n".join(lines) + "\n")
+        append_section(["", "## mine_negatives", "", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M}Z, "
+                        f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2, machine "
+                        f"otherwise idle. Command: `{cmd.strip()}`", "", *lines])
     return 0
 
 

@@ -15,6 +15,28 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave with pytest's own exit status once everything is reported, skipping interpreter teardown.
+
+    A CI run (2026-11-29) reported its results, then died with SIGSEGV (exit 139) while the interpreter tore
+    down native libraries (Ray, Lance, torch, onnxruntime threads) that the suite had loaded in this process.
+    A crash after the results are out says nothing about the code under test, so it must not replace the status.
+    """
+    if _exit_status and os.environ.get("MEDEMBED_TEST_FULL_TEARDOWN") != "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
+
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,6 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
     worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
                                     num_cpus=max(cfg.embed.num_cpus, cfg.mining.num_cpus),
                                     num_gpus=max(cfg.embed.num_gpus, cfg.mining.num_gpus))
-    one_actor.warm_imports()
     try:
         with manifest.timed("candidates"):
             cands = build_candidate_table(cfg, card, pairs,

@@ -12,7 +12,6 @@ wait for.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -24,21 +23,10 @@ from medembed.mining.miner import NegativeMiner
 from medembed.synth import columns as P
 
 
-def _import_lancedb() -> None:
-    import lancedb  # noqa: F401  (seconds of single-threaded imports)
-
-
-def warm_imports() -> None:
-    """Import LanceDB in a background thread: the worker does it while its model loads and embeds, the
-    driver while it waits for the worker to start (both would otherwise pay it later, on the critical path)."""
-    threading.Thread(target=_import_lancedb, daemon=True).start()
-
-
 class MiningWorker:
     """Embeds candidate rows, encodes every query ahead, then mines pairs, with the one encoder it loaded."""
 
     def __init__(self, encoder: dict[str, Any]):
-        warm_imports()
         self.embedder = ChunkEmbedder(**encoder)
         self.miner: NegativeMiner | None = None
         self.query_vectors: np.ndarray | None = None

@@ -7,6 +7,8 @@
 3. loop A: one process, same encoder, the job's candidate vectors: encode queries + numpy top-k + selection
    (compared with the mining stage); loop W: one process that also loads the model and embeds the positives
    (compared with the job's candidate + mining stages: the job's model work, Ray's fixed costs included);
+   loop W runs twice: in this process (warm: torch and sentence-transformers already imported) and in a fresh
+   process timed from its start (cold: it pays one process start and the imports, as the job's one actor does);
 4. baseline B: sentence-transformers' ``mine_hard_negatives`` (same window/margin, no same-note exclusion),
    and how often its negatives equal medembed's selection run with the same settings.
 Numbers go to the log and are appended to bench/RESULTS.md (not with --no-results).
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,6 +98,26 @@ def select_all(cfg, pairs, q, ids, notes, vecs, exclude_same_note: bool, top_k: 
     return out
 
 
+def cold_loop_w(cfg, pairs_dir: str, work: str) -> tuple[dict, float]:
+    """Loop W in a fresh process, timed from before its start to its result (process start and imports in)."""
+    out = os.path.join(work, "cold_loop_w.json")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--cold-loop-w", pairs_dir, out], check=True,
+                   env={**os.environ, "MEDEMBED_BENCH_CFG": cfg.model_dump_json()})
+    secs = time.perf_counter() - t0
+    return json.loads(Path(out).read_text()), secs
+
+
+def _cold_loop_w_child(pairs_dir: str, out: str) -> int:
+    from medembed.mining.candidates import read_pairs
+    from medembed.mining.config import MineNegativesJobConfig
+
+    cfg = MineNegativesJobConfig.model_validate_json(os.environ["MEDEMBED_BENCH_CFG"])
+    negs, _ = numpy_baseline(cfg, read_pairs(pairs_dir), None, True, cfg.mining.retrieve_k)
+    Path(out).write_text(json.dumps({k: [str(i) for i in v] for k, v in negs.items()}))
+    return 0
+
+
 def st_baseline(cfg, pairs):
     """sentence-transformers' mine_hard_negatives (n-tuple, top sampling) on the same pairs."""
     from datasets import Dataset
@@ -135,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                     "each); the job's default is 1 actor with every core")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers baseline")
     ap.add_argument("--no-results", dest="results", action="store_false", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--cold-loop-w", nargs=2, metavar=("PAIRS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cold_loop_w:
+        return _cold_loop_w_child(*args.cold_loop_w)
     from medembed.runtime.runner import setup_logging
 
     setup_logging()
@@ -174,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[mode] = (data, counts, dict(zip(out[M.QUERY_ID].to_pylist(), out[M.NEGATIVE_IDS].to_pylist())))
     local, local_s = numpy_baseline(cfg, pairs, cand_uri, True, cfg.mining.retrieve_k)
     whole, whole_s = numpy_baseline(cfg, pairs, None, True, cfg.mining.retrieve_k)
+    cold, cold_s = cold_loop_w(cfg, pairs_dir, work)
     fnf = counts["false_negative_filter"]
     threads = cfg.embed.torch_threads or os.cpu_count()
     lines = [f"- pairs: {n} from {args.notes} notes (extractive generator, {gen_s:.1f} s); candidates: "
@@ -183,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
              f"- loop A, one process, the job's candidate vectors (encode queries + numpy top-k + selection): "
              f"{local_s:.1f} s = {n / local_s:.1f} queries/s",
              f"- loop W, one process doing the job's model work (load the model, embed the positives, then A): "
-             f"{whole_s:.1f} s; negatives identical to A for {100 * sum(whole[k] == local[k] for k in local) / n:.1f}%"]
+             f"{whole_s:.1f} s; negatives identical to A for {100 * sum(whole[k] == local[k] for k in local) / n:.1f}%",
+             f"- loop W cold, the same in a fresh process, timed from its start (process start and imports in): "
+             f"{cold_s:.1f} s; negatives identical to A for "
+             f"{100 * sum(cold[k] == [str(i) for i in local[k]] for k in local) / n:.1f}%"]
     for mode, (data, _, negs) in runs.items():
         d = data["durations_s"]
         both = d["candidates"] + d["mine"]
@@ -192,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"mining stage {d['mine']:.1f} s = {n / d['mine']:.1f} queries/s -> {n / d['mine'] / (n / local_s):.2f}x "
                  "loop A")
         lines.append(f"- medembed, {data['execution']} ({mode}; exact retrieval): candidates {d['candidates']:.1f} s "
-                     f"+ mining = {both:.1f} s = {n / both:.1f} queries/s -> **{whole_s / both:.2f}x loop W**; {stage}; "
+                     f"+ mining = {both:.1f} s = {n / both:.1f} queries/s -> **{whole_s / both:.2f}x loop W**, "
+                     f"**{cold_s / both:.2f}x loop W cold**; {stage}; "
                      f"negatives identical to A for {100 * sum(local[k] == negs[k] for k in local) / n:.1f}% of queries")
     lines.append(f"- false-negative filter removed {fnf['removed']} of {fnf['considered']} candidates "
                  f"({100 * fnf['removed_share']:.2f}%); queries short of {cfg.mining.num_negatives}: "

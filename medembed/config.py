@@ -82,7 +82,8 @@ class ModelConfig(_Model):
 
 class EmbedConfig(_Model):
     batch_size: int = Field(512, gt=0, description="rows handed to one embedder call (bucketed inside)")
-    token_budget: int = Field(16384, gt=0, description="max padded tokens per forward pass")
+    token_budget: int | None = Field(None, gt=0, description="max padded tokens per forward pass; default: 16384 "
+                                     "on a GPU, 2048 on CPU (large passes of short texts are slower on CPU caches)")
     num_actors: int = Field(1, gt=0, description="embedder actor pool size")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per embedder actor (1 on GPU clusters)")
     num_cpus: float = Field(1.0, gt=0)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from medembed import schema as S
 from medembed.embedding.chunking import document_input
@@ -17,7 +18,9 @@ from medembed.embedding.encoders import encoder_from_kwargs
 
 
 class ChunkEmbedder:
-    """Ray Data callable class: chunk rows -> the same rows with vector, model_id, embedded_at."""
+    """Ray Data callable class: chunk rows -> the same rows with vector, model_id, embedded_at.
+
+    ``n_tokens`` orders the forward passes; null counts are filled here with the model's tokenizer."""
 
     REQUIRED = (S.TITLE, S.TEXT, S.N_TOKENS)
 
@@ -32,6 +35,11 @@ class ChunkEmbedder:
         titles = batch.column(S.TITLE).to_pylist()
         texts = batch.column(S.TEXT).to_pylist()
         inputs = [document_input(t or "", x) for t, x in zip(titles, texts)]
+        counts = batch.column(S.N_TOKENS)
+        if counts.null_count:  # rows made without the tokenizer (mining positives, evaluation corpora)
+            counted = pa.array(self.encoder.count_tokens(inputs), pa.int32())
+            batch = batch.set_column(batch.schema.get_field_index(S.N_TOKENS), S.N_TOKENS,
+                                     pc.coalesce(counts, counted))
         vecs = self.encoder.encode_documents(inputs, batch.column(S.N_TOKENS).to_pylist())
         n = batch.num_rows
         now = datetime.now(timezone.utc)

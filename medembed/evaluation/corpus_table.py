@@ -67,7 +67,7 @@ def table_name(dataset: str, card: ModelCard, model_cfg: ModelConfig) -> str:
 
 
 def corpus_rows(corpus: Corpus) -> pa.Table:
-    """One chunk row per document (chunk id = doc id); ``n_tokens`` is a rough length that only orders batches."""
+    """One chunk row per document (chunk id = doc id); ``n_tokens`` is left to the embedder to count."""
     n = len(corpus)
     return pa.table({
         S.CHUNK_ID: pa.array(corpus.ids, pa.string()),
@@ -77,7 +77,7 @@ def corpus_rows(corpus: Corpus) -> pa.Table:
         S.TEXT: pa.array(corpus.texts, pa.string()),
         S.METADATA: pa.array([None] * n, pa.string()),
         S.CONTENT_HASH: pa.array([S.content_hash(t, x) for t, x in zip(corpus.titles, corpus.texts)], pa.string()),
-        S.N_TOKENS: pa.array([(len(t) + len(x)) // 4 + 2 for t, x in zip(corpus.titles, corpus.texts)], pa.int32()),
+        S.N_TOKENS: pa.nulls(n, pa.int32()),  # counted by the embedder, with the model's tokenizer
     })
 
 

@@ -22,18 +22,28 @@ def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
 
 
 def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None) -> dict[str, Any]:
-    """Compact, then build the full-text index and (past the threshold) the ANN index."""
-    db = connect(db_uri, s3)
-    tbl = db.open_table(table)
-    n = tbl.count_rows()
+    """Compact, then build the full-text index and (past the threshold) the ANN index.
+
+    A table of one fragment without deleted rows has nothing to compact, and LanceDB (seconds of imports
+    on a small job) is opened only when an index is to be built."""
+    uri = table_uri(db_uri, table)
+    ds = open_dataset(uri, s3)
+    if ds is None:
+        raise FileNotFoundError(f"no table {table!r} in {db_uri} to finalize")
+    n = ds.count_rows()
     info: dict[str, Any] = {"rows": n, "fts_index": False, "ann_index": None}
     if cfg.compact and n:
-        info["fragments_compacted"] = compact(db_uri, table, s3)
-        tbl = db.open_table(table)
-    if cfg.fts and n:
+        frags = ds.get_fragments()
+        whole = len(frags) == 1 and frags[0].metadata.deletion_file is None
+        info["fragments_compacted"] = 0 if whole else compact(db_uri, table, s3)
+    ann = n >= max(cfg.ann_min_rows, 256)
+    if not n or not (cfg.fts or ann):
+        return info
+    tbl = connect(db_uri, s3).open_table(table)
+    if cfg.fts:
         tbl.create_fts_index(S.TEXT, replace=True)
         info["fts_index"] = True
-    if n and n >= max(cfg.ann_min_rows, 256):
+    if ann:
         dim = tbl.schema.field(S.VECTOR).type.list_size
         partitions = max(1, min(int(math.sqrt(n)), n // 256))  # k-means needs ~256 rows per partition
         sub_vectors = next(d for d in (dim // 16, dim // 8, dim // 4, 1) if d >= 1 and dim % d == 0)

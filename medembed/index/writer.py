@@ -3,7 +3,8 @@
 Workers (a ``FragmentWriter`` actor) write Lance data files and return only fragment metadata;
 the driver (``Committer``) commits them in groups. A task that Ray retries leaves orphan files that
 no commit references, so a row lands exactly once. ``write_dataset`` is the sink every job uses:
-a Ray Dataset of table rows in, commit statistics out.
+a Ray Dataset of table rows in, commit statistics out; ``commit_fragments`` commits what a
+``FragmentWriter`` inside a model actor wrote (small jobs, no writer actor).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,11 +174,27 @@ def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3
     # very end: nothing was written until everything was embedded. A small target (this execution only,
     # not the global context) makes every batch flow on.
     written.context.target_max_block_size = int(block_mib * (1 << 20))
+    return _commit(watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, s3, known,
+                   commit_every, progress)
+
+
+def commit_fragments(fragments: pa.Table, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+                     known: dict[str, str] | None = None, commit_every: int = 64,
+                     progress: str = "rows written") -> WriteResult:
+    """Commit fragments that a ``FragmentWriter`` wrote elsewhere (its output table), as ``write_dataset`` does.
+
+    For a model actor that holds its rows already: it writes their data files itself, the driver commits
+    here, and no writer actor or Ray Data pipeline starts (seconds, on small jobs)."""
+    return _commit(fragments.to_pylist(), uri, schema, s3, known, commit_every, progress)
+
+
+def _commit(fragment_rows: Iterable[dict[str, Any]], uri: str, schema: pa.Schema, s3: S3Config | None,
+            known: dict[str, str] | None, commit_every: int, progress: str) -> WriteResult:
     committer = Committer(uri, schema, s3, known or {}, commit_every)
     result = WriteResult(committer.stats)
     t0 = time.perf_counter()
     with tqdm(desc=progress, unit="row", disable=None) as bar:
-        for row in watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"):
+        for row in fragment_rows:
             if result.first_write_s is None:
                 result.first_write_s = time.perf_counter() - t0
                 result.first_rows, result.first_tokens = int(row["rows"]), int(row["tokens"])

@@ -98,8 +98,8 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
                                     num_gpus=max(cfg.embed.num_gpus, cfg.mining.num_gpus))
     try:
         with manifest.timed("candidates"):
-            cands = build_candidate_table(cfg, card, pairs,
-                                          lambda rows: one_actor.embed_then_encode(worker, rows, pairs))
+            cands = build_candidate_table(cfg, card, pairs, lambda rows, uri, schema: one_actor.write_then_encode(
+                worker, rows, uri, schema, cfg.s3, pairs))
         with manifest.timed("mine"):
             kwargs = miner_kwargs(cfg, cands.db_uri, cands.name)
             return cands, one_actor.mined(worker, pairs, cfg.mining.batch_size, kwargs).materialize()

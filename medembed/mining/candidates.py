@@ -24,7 +24,7 @@ from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index import serving
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
-from medembed.index.writer import write_dataset
+from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
 from medembed.runtime.storage import join, lance_storage_options
@@ -66,7 +66,7 @@ def positive_rows(pairs: pa.Table) -> pa.Table:
         S.TEXT: texts,
         S.METADATA: [None] * len(ids),
         S.CONTENT_HASH: [S.content_hash("", t) for t in texts],
-        S.N_TOKENS: pa.array([len(t) // 4 + 2 for t in texts], pa.int32()),  # rough: only orders batches
+        S.N_TOKENS: pa.nulls(len(ids), pa.int32()),  # counted by the embedder, with the model's tokenizer
     }, schema=pa.schema([(S.CHUNK_ID, pa.string()), (S.DOC_ID, pa.string()), (S.CHUNK_INDEX, pa.int32()),
                          (S.TITLE, pa.string()), (S.TEXT, pa.string()), (S.METADATA, pa.string()),
                          (S.CONTENT_HASH, pa.string()), (S.N_TOKENS, pa.int32())]))
@@ -89,10 +89,14 @@ def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
 
 
 def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table,
-                          embed_rows: Callable[[pa.Table], ray.data.Dataset] | None = None) -> CandidateTable:
+                          write_positives: Callable[[pa.Table, str, pa.Schema], pa.Table] | None = None
+                          ) -> CandidateTable:
     """(Re)build the candidate table for this run; returns where it is and what it holds.
 
-    ``embed_rows`` embeds the positives' rows (default: a ``ChunkEmbedder`` pool of ``embed.num_actors``).
+    Positives are embedded by a ``ChunkEmbedder`` pool of ``embed.num_actors`` and streamed to the table,
+    or, with ``write_positives(rows, uri, schema)``, embedded and written as Lance data files by the
+    caller's actor (it returns the ``FragmentWriter`` output), then committed here. Corpus chunks
+    (``candidates.table``) are read from their table and written after them.
     """
     s3, cc = cfg.s3, cfg.candidates
     name = cc.store_table or f"mining_candidates__{card.slug}"
@@ -103,30 +107,37 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         connect(cc.store_uri, s3).drop_table(name)
 
     positives = positive_rows(pairs)
-    if embed_rows is None:
+    corpus = corpus_rows(cfg, card, schema)
+    write = {"s3": s3, "commit_every": cc.commit_every, "progress": "candidates written"}
+    if write_positives is None:
         pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
             ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
             batch_size=cfg.embed.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
             num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+        rows_in = pos_ds.union(corpus) if corpus is not None else pos_ds
+        rows = write_dataset(rows_in, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     else:
-        pos_ds = embed_rows(positives)
-    sources = [pos_ds]
-    if cc.table:  # a table, or a serving name (its served table at the served version)
-        corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, s3)
-        corpus_uri = table_uri(cc.uri, corpus_table)
-        corpus = open_dataset(corpus_uri, s3)
-        if corpus is None:
-            raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
-        check_model(corpus, card.model_id, card.dim, corpus_uri)
-        sources.append(ray.data.read_lance(corpus_uri, version=corpus_version, columns=schema.names,
-                                           storage_options=lance_storage_options(corpus_uri, s3) or None))
-    rows_in = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
-    st = write_dataset(rows_in, uri, schema, s3=s3, commit_every=cc.commit_every,
-                       block_mib=cfg.embed.block_mib, progress="candidates written").stats
+        rows = commit_fragments(write_positives(positives, uri, schema), uri, schema, **write).stats.rows
+        if corpus is not None:
+            rows += write_dataset(corpus, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)
-    index = finalize_table(cc.store_uri, name, store_cfg, s3) if st.rows else {"rows": 0, "ann_index": None}
-    log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, st.rows, positives.num_rows,
-             st.rows - positives.num_rows)
-    return CandidateTable(cc.store_uri, name, join(uri), st.rows, positives.num_rows, st.rows - positives.num_rows,
-                          index)
+    index = finalize_table(cc.store_uri, name, store_cfg, s3) if rows else {"rows": 0, "ann_index": None}
+    log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, rows, positives.num_rows,
+             rows - positives.num_rows)
+    return CandidateTable(cc.store_uri, name, join(uri), rows, positives.num_rows, rows - positives.num_rows, index)
+
+
+def corpus_rows(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.Schema) -> ray.data.Dataset | None:
+    """The rows of ``candidates.table`` (a table, or a serving name at its served version), if one is set."""
+    s3, cc = cfg.s3, cfg.candidates
+    if not cc.table:
+        return None
+    corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, s3)
+    corpus_uri = table_uri(cc.uri, corpus_table)
+    corpus = open_dataset(corpus_uri, s3)
+    if corpus is None:
+        raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
+    check_model(corpus, card.model_id, card.dim, corpus_uri)
+    return ray.data.read_lance(corpus_uri, version=corpus_version, columns=schema.names,
+                               storage_options=lance_storage_options(corpus_uri, s3) or None)

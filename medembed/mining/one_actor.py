@@ -5,9 +5,9 @@ each start processes and load the model. :class:`MiningWorker` holds one encoder
 stages with the stages' own classes (``ChunkEmbedder``, ``NegativeMiner``), so both paths compute
 the same rows; the job picks it with ``mining.one_actor_max_pairs``.
 
-The calls queue on the actor in the order they are made (:func:`embed_then_encode`, then :func:`mined`):
-the queries are encoded while the driver writes and indexes the candidate table, which mining has to
-wait for.
+The calls queue on the actor in the order they are made (:func:`write_then_encode`, then :func:`mined`):
+the actor writes the embedded positives' data files itself (no writer actor; the driver commits them), and
+encodes the queries while the driver commits and finalizes the candidate table, which mining has to wait for.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from medembed.config import S3Config
 from medembed.embedding.embedder import ChunkEmbedder
+from medembed.index.writer import FragmentWriter
 from medembed.mining.miner import NegativeMiner
 from medembed.synth import columns as P
 
@@ -31,13 +33,17 @@ class MiningWorker:
         self.miner: NegativeMiner | None = None
         self.query_vectors: np.ndarray | None = None
 
-    def embed(self, rows: pa.Table) -> pa.Table:
-        return self.embedder(rows)
+    def embed_and_write(self, rows: pa.Table, uri: str, schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
+        """Embed ``rows`` in one call and write them as Lance data files; the fragments, for the driver to commit."""
+        return FragmentWriter(uri, schema, s3)(self.embedder(rows))
 
     def encode_queries(self, pairs: pa.Table) -> int:  # pairs: the job's pairs (only the query column is read)
         """Encode all queries in one call: the encoder sorts them by length, and a length-sorted whole pads
         far less than mining-batch slices do (2,048 PMC-Patients queries: 32.6 s at once, 62.6 s in 256s)."""
         self.query_vectors = self.embedder.encoder.encode_queries(pairs[P.QUERY].to_pylist())
+        # the driver is still writing the candidate table: import what the miner opens it with meanwhile
+        # (LanceDB: ~3 s of single-threaded imports, otherwise paid by the first mining call)
+        import lancedb  # noqa: F401
         return pairs.num_rows
 
     def mine(self, start: int, pairs: pa.Table, miner: dict[str, Any]) -> pa.Table:
@@ -59,13 +65,14 @@ def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):
                                             max_task_retries=3).remote(encoder)
 
 
-def embed_then_encode(worker, rows: pa.Table, pairs: pa.Table) -> ray.data.Dataset:
-    """``rows`` embedded by ``worker`` in one call (one length-sorted whole), as a Dataset for the one write
-    path; the encoding of every query of ``pairs`` queues right behind it, so the actor encodes while the
-    driver writes the candidate table."""
-    ref = worker.embed.remote(rows)
+def write_then_encode(worker, rows: pa.Table, uri: str, schema: pa.Schema, s3: S3Config | None,
+                      pairs: pa.Table) -> pa.Table:
+    """``rows`` embedded by ``worker`` in one call (one length-sorted whole) and written as data files at
+    ``uri``; returns the fragments to commit. The encoding of every query of ``pairs`` queues right behind,
+    so the actor encodes while the driver commits and finalizes the candidate table."""
+    ref = worker.embed_and_write.remote(rows, uri, schema, s3.model_dump() if s3 else None)
     worker.encode_queries.remote(pairs.select([P.QUERY]))  # mining sends each batch's pairs again
-    return ray.data.from_arrow_refs([ref])
+    return ray.get(ref)
 
 
 def mined(worker, pairs: pa.Table, batch_size: int, miner: dict[str, Any]) -> ray.data.Dataset:

@@ -109,3 +109,20 @@ def test_compaction_keeps_tagged_versions(tmp_path):
     assert open_dataset(uri).checkout_version("medembed-serving-v1").count_rows() == 40
     with pytest.raises(Exception, match="(?i)tag"):  # what finalize_table used to call
         connect(str(tmp_path)).open_table("t").optimize(cleanup_older_than=timedelta(0))
+
+
+def test_finalize_compacts_a_single_fragment_only_when_it_has_deleted_rows(tmp_path):
+    uri = table_uri(str(tmp_path), "t")
+    write(uri, rows(10), every=1, parts=1)
+    cfg = StoreConfig(ann_min_rows=10_000, fts=False)
+    v = open_dataset(uri).version
+    info = finalize_table(str(tmp_path), "t", cfg, None)
+    assert info == {"rows": 10, "fts_index": False, "ann_index": None, "fragments_compacted": 0}
+    assert open_dataset(uri).version == v  # nothing rewritten
+    open_dataset(uri).delete(f"{S.DOC_ID} IN ('d1', 'd3', 'd5', 'd7', 'd9')")  # past Lance's 10% threshold
+    info = finalize_table(str(tmp_path), "t", cfg, None)
+    frags = open_dataset(uri).get_fragments()
+    assert info["rows"] == 5 and info["fragments_compacted"] == 1
+    assert len(frags) == 1 and frags[0].metadata.deletion_file is None and frags[0].physical_rows == 5
+    with pytest.raises(FileNotFoundError, match="no table 'absent'"):
+        finalize_table(str(tmp_path), "absent", cfg, None)

@@ -56,3 +56,23 @@ def test_a_replaced_document_spanning_commits_keeps_all_its_new_chunks(tmp_path)
     assert sorted(lance.dataset(uri).to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()) == \
         ["d#0", "d#1", "d#2", "d#3", "e#0"]
     assert c.stats.documents_replaced == 1 and c.stats.commits == 2
+
+
+def test_fragments_written_elsewhere_commit_like_the_streaming_path(tmp_path):
+    """``commit_fragments``: a model actor writes the data files, the driver commits them; rows land once."""
+    import lance
+
+    from medembed.index.writer import commit_fragments
+
+    schema = S.table_schema(4, "m", "r")
+    uri = str(tmp_path / "t.lance")
+    ids = [f"d{k}#0" for k in range(10)]
+    table = pa.Table.from_pylist([{S.CHUNK_ID: i, S.DOC_ID: i.split("#")[0], S.CHUNK_INDEX: 0, S.TITLE: "", S.TEXT: i,
+                                   S.METADATA: "{}", S.CONTENT_HASH: i, S.N_TOKENS: 3, S.VECTOR: [0.5] * 4}
+                                  for i in ids], schema=schema)
+    frags = pa.concat_tables([FragmentWriter(uri, schema)(table.slice(k, 4)) for k in range(0, 10, 4)])
+    with pytest.raises(ValueError):  # data files alone are no table: nothing is visible before the commit
+        lance.dataset(uri)
+    result = commit_fragments(frags, uri, schema, commit_every=2)
+    assert (result.stats.rows, result.stats.tokens, result.stats.fragments, result.stats.commits) == (10, 30, 3, 2)
+    assert sorted(lance.dataset(uri).to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()) == sorted(ids)

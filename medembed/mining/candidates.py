@@ -107,7 +107,7 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         connect(cc.store_uri, s3).drop_table(name)
 
     positives = positive_rows(pairs)
-    corpus = corpus_rows(cfg, card, schema)
+    corpus = corpus_candidates(cfg, card, schema)
     write = {"s3": s3, "commit_every": cc.commit_every, "progress": "candidates written"}
     if write_positives is None:
         pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
@@ -128,7 +128,7 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
     return CandidateTable(cc.store_uri, name, join(uri), rows, positives.num_rows, rows - positives.num_rows, index)
 
 
-def corpus_rows(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.Schema) -> ray.data.Dataset | None:
+def corpus_candidates(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.Schema) -> ray.data.Dataset | None:
     """The rows of ``candidates.table`` (a table, or a serving name at its served version), if one is set."""
     s3, cc = cfg.s3, cfg.candidates
     if not cc.table:

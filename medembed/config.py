@@ -92,6 +92,10 @@ class EmbedConfig(_Model):
                              "embedded block becomes one Lance fragment (smaller: earlier, more frequent commits)")
     stall_timeout_s: float = Field(1800.0, ge=0, description="fail the job when no embedded block reaches the "
                                    "writer for this long (a lost actor can hang an actor pool); 0: wait forever")
+    one_actor_max_mib: float = Field(1.0, ge=0, description="input files up to this size (MiB, all files): one "
+                                     "actor reads, chunks, embeds and writes the data files, with no Ray Data "
+                                     "pipeline, writer actor or per-block commits (Ray's fixed costs dominate "
+                                     "small jobs); 0: always stream")
 
 
 class StoreConfig(_Model):

@@ -3,13 +3,17 @@ the model card, a resource check that fails fast, and the embedder actor pool ov
 
 from __future__ import annotations
 
+from typing import Any
+
+import pyarrow as pa
 import ray
 
 from medembed.config import EmbedJobConfig
 from medembed.embedding.card import ModelCard
-from medembed.embedding.chunking import ChunkParams, load_tokenizer
+from medembed.embedding.chunking import ChunkParams, chunk_batch, load_tokenizer
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.index.changes import filter_unchanged_docs
 from medembed.runtime.ray_setup import require_resources
 
 
@@ -20,6 +24,11 @@ def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
     if model.prompts.document:
         prompt_tokens = len(load_tokenizer(model.path)(model.prompts.document, add_special_tokens=False)["input_ids"])
     return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens)
+
+
+def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
+    """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
+    return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
 
 
 def check_resources(cfg: EmbedJobConfig) -> None:

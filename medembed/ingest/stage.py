@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -125,8 +126,44 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
                          bad, s3cfg)
 
 
-def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ray.data.Dataset:
-    """A lazy, streaming Dataset of normalized documents; bad rows go to ``quarantine_dir``."""
+@dataclass
+class ReadPlan:
+    """What a run reads: its read tasks and the reader's arguments (with this run's id registry).
+
+    ``dataset`` reads on Ray Data (one task per file or dataset slice); ``blocks`` reads in the calling
+    process with the same function, for a job that reads, chunks and embeds in one actor."""
+
+    tasks: list[ReadTask]
+    fn_kwargs: dict[str, Any]
+
+    def items(self) -> list[dict[str, Any]]:
+        return [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in self.tasks]
+
+    def dataset(self) -> ray.data.Dataset:
+        items = self.items()
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        return ds.map_batches(read_task_batches, batch_size=1, fn_kwargs=self.fn_kwargs, batch_format="numpy")
+
+    def blocks(self) -> Iterator[pa.Table]:
+        items = self.items()
+        yield from read_task_batches({k: [i[k] for i in items] for k in ("kind", "uri", "start", "stop")},
+                                     **self.fn_kwargs)
+
+    def input_bytes(self) -> int | None:
+        """Bytes of the input files (as stored, compressed or not); None for dataset slices."""
+        if any(t.kind == "hf" for t in self.tasks):
+            return None
+        s3 = self.fn_kwargs["s3"]
+        s3cfg = S3Config.model_validate(s3) if s3 else None
+        total = 0
+        for t in self.tasks:
+            fs, path = filesystem(t.uri, s3cfg)
+            total += int(fs.size(path) or 0)
+        return total
+
+
+def plan_read(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ReadPlan:
+    """Resolve the input into read tasks (unknown file types quarantined) and start this run's id registry."""
     tasks, skipped = resolve_tasks(cfg, s3)
     write_quarantine(quarantine_dir, "skipped-files.jsonl", [
         quarantine_record(f, "-", S.R_UNREADABLE_FILE, f"{f}: unknown file type (set input.format)", "")
@@ -134,15 +171,13 @@ def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = 
     log.info("ingest: %d read tasks from %s", len(tasks), cfg.uri or "the bundled sample corpus")
     registry = IdRegistry.options(name=_registry_name(quarantine_dir), get_if_exists=True,
                                   scheduling_strategy=on_driver_node()).remote()
-    items = [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    return ds.map_batches(
-        read_task_batches,
-        batch_size=1,
-        fn_kwargs={"cfg": cfg.model_dump(), "s3": s3.model_dump() if s3 else None,
-                   "quarantine_dir": quarantine_dir, "registry": registry},
-        batch_format="numpy",
-    )
+    return ReadPlan(tasks, {"cfg": cfg.model_dump(), "s3": s3.model_dump() if s3 else None,
+                            "quarantine_dir": quarantine_dir, "registry": registry})
+
+
+def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ray.data.Dataset:
+    """A lazy, streaming Dataset of normalized documents; bad rows go to ``quarantine_dir``."""
+    return plan_read(cfg, quarantine_dir, s3).dataset()
 
 
 def documents_accepted(quarantine_dir: str) -> int:

@@ -10,20 +10,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import ray
 
 from medembed import schema as S
 from medembed.config import EmbedJobConfig
+from medembed.embedding import one_actor
 from medembed.embedding.card import ModelCard, resolve_card
-from medembed.embedding.chunking import ChunkParams, chunk_batch
+from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.embedding.quality import require_quality_passed
-from medembed.embedding.stage import check_resources, chunk_params, embedding_stage
-from medembed.index.changes import existing_signatures, filter_unchanged_docs
+from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
+from medembed.index.changes import existing_signatures
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, open_dataset, table_uri
-from medembed.index.writer import write_dataset
-from medembed.ingest import documents_accepted, read_documents, read_quarantine_counts
+from medembed.index.writer import commit_fragments, write_dataset
+from medembed.ingest import documents_accepted, plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
@@ -43,11 +43,6 @@ def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
     return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
 
 
-def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
-    """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
-    return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
-
-
 def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Run the pipeline; returns the counts also recorded in ``manifest``."""
     s3 = cfg.s3
@@ -62,25 +57,43 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     quarantine_dir = manifest.path("quarantine")
     manifest.set("quarantine_dir", quarantine_dir)
 
-    existing = open_dataset(target.uri, s3)
-    if existing is not None:
-        check_model(existing, card.model_id, card.dim, target.uri)
-    known = existing_signatures(existing)
-    rows_before = existing.count_rows() if existing is not None else 0
-    params = chunk_params(cfg, card)
-    log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
-             card.model_id, card.dim, params.max_tokens, rows_before)
-
     check_resources(cfg)
-    docs = read_documents(cfg.input, quarantine_dir, s3)
-    counters = driver_counters()
-    chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
-                              num_cpus=cfg.chunking.num_cpus,
-                              fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
-    with manifest.timed("embed_pipeline"):
-        written = write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, s3=s3, known=known,
-                                commit_every=cfg.store.commit_every, block_mib=cfg.embed.block_mib,
-                                progress="chunks written", stall_timeout_s=cfg.embed.stall_timeout_s)
+    plan = plan_read(cfg.input, quarantine_dir, s3)
+    small = one_actor.is_small(plan, cfg.embed.one_actor_max_mib)
+    manifest.set("execution", "one actor" if small else "streaming")
+    worker = None
+    if small:  # start it first: its model loads while the driver reads the table's state
+        log.info("input <= embed.one_actor_max_mib (%g MiB): one actor reads, chunks, embeds and writes",
+                 cfg.embed.one_actor_max_mib)
+        worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, s3, card), cfg.embed.num_cpus,
+                                        cfg.embed.num_gpus)
+    try:
+        existing = open_dataset(target.uri, s3)
+        if existing is not None:
+            check_model(existing, card.model_id, card.dim, target.uri)
+        known = existing_signatures(existing)
+        rows_before = existing.count_rows() if existing is not None else 0
+        params = chunk_params(cfg, card)
+        log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
+                 card.model_id, card.dim, params.max_tokens, rows_before)
+        counters = driver_counters()
+        write = {"s3": s3, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
+        with manifest.timed("embed_pipeline"):
+            if worker is None:
+                chunks = plan.dataset().map_batches(
+                    chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                    num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "known": ray.put(known),
+                                                               "counters": counters})
+                written = write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema,
+                                        block_mib=cfg.embed.block_mib, stall_timeout_s=cfg.embed.stall_timeout_s,
+                                        **write)
+            else:
+                fragments = one_actor.embed_and_write(worker, plan, params, known, counters, target.uri, schema,
+                                                      s3.model_dump() if s3 else None, cfg.embed.stall_timeout_s)
+                written = commit_fragments(fragments, target.uri, schema, **write)
+    finally:
+        if worker is not None:
+            ray.kill(worker)
     st = written.stats
     with manifest.timed("indexes"):
         if st.rows:

@@ -95,11 +95,11 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
         address = cluster_address(cfg)
         job_keys = _job_env_var_keys()
         env_vars = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ and k not in job_keys}
-        kwargs: dict[str, object] = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+        kwargs: dict[str, object] = {"log_to_driver": True}
         if address:
             log.info("connecting to Ray at %s", address)
-            ray.init(address=address, **kwargs)
-        else:
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
+        else:  # a local instance's processes inherit this environment; no runtime env lets its workers be reused
             _start_local(cfg, kwargs)
     ctx = ray.get_runtime_context()
     res = ray.cluster_resources()

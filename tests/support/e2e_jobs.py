@@ -22,8 +22,8 @@ ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 # lands in the middle of the run
 SAMPLE_TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> of embed_local.yaml
 MAX_TOKENS, OVERLAP = 32, 8
-EMBED_STREAMING = ["input.rows_per_block=8", "chunking.batch_size=8", "embed.batch_size=16", "store.commit_every=1",
-                   "embed.block_mib=0.01", "embed.stall_timeout_s=150", f"chunking.max_tokens={MAX_TOKENS}",
+EMBED_STREAMING = ["embed.one_actor_max_mib=0", "input.rows_per_block=8", "chunking.batch_size=8", "embed.batch_size=16",
+                   "store.commit_every=1", "embed.block_mib=0.01", "embed.stall_timeout_s=150", f"chunking.max_tokens={MAX_TOKENS}",
                    f"chunking.overlap_tokens={OVERLAP}", "store.compact=false"]
 
 

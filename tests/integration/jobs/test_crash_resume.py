@@ -16,8 +16,8 @@ from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-STREAMING = ["--set", "input.rows_per_block=8", "--set", "chunking.batch_size=8", "--set", "embed.batch_size=8",
-             "--set", "store.commit_every=1", "--set", "embed.block_mib=0.01"]
+STREAMING = ["--set", "embed.one_actor_max_mib=0", "--set", "input.rows_per_block=8", "--set", "chunking.batch_size=8",
+             "--set", "embed.batch_size=8", "--set", "store.commit_every=1", "--set", "embed.block_mib=0.01"]
 
 
 def start(cwd, run_name):

@@ -110,6 +110,24 @@ def test_distributed_vectors_equal_local_encode(built, st_model):
     assert np.abs(local - ray_vecs).max() < 1e-4
 
 
+def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_path):
+    """A small input runs in one actor (read, chunk, embed, write); the streaming pipeline must agree row for row."""
+    tmp, corpus, first, m = built
+    assert m.data["execution"] == "one actor"
+    counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
+                     name="streamed")
+    assert m2.data["execution"] == "streaming"
+    for k in ("documents_accepted", "quarantine_by_reason", "chunks_written", "tokens_embedded"):
+        assert counts[k] == first[k], k
+    assert counts["commits"] > 1  # blocks committed as they came
+    a = table(tmp).to_table().sort_by(S.CHUNK_ID)
+    b = table(tmp_path).to_table().sort_by(S.CHUNK_ID)
+    assert a.column(S.CHUNK_ID).to_pylist() == b.column(S.CHUNK_ID).to_pylist()
+    assert a.column(S.TEXT).to_pylist() == b.column(S.TEXT).to_pylist()
+    va, vb = (np.stack(t.column(S.VECTOR).to_numpy(zero_copy_only=False)) for t in (a, b))
+    assert np.abs(va - vb).max() < 1e-4
+
+
 def test_rerun_is_exactly_once_and_change_replaces(built, tmp_path):
     tmp, corpus, first, _ = built
     before = table(tmp).count_rows()

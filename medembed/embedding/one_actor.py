@@ -1,0 +1,75 @@
+"""Small embed jobs in one actor: read, chunk, embed and write the data files where the model is loaded.
+
+On small inputs Ray's fixed costs dominate the embed job. The streaming pipeline starts Ray Data's own
+actors (stats, autoscaling, block locations), the embedder pool and the writer actor: five process starts
+that share a small machine with the model load. :class:`CorpusWorker` runs the streaming path's own stage
+functions (``ReadPlan.blocks`` over ``read_task_batches``, ``chunk_new_documents``, ``ChunkEmbedder``,
+``FragmentWriter``) in one actor. The job starts it as soon as the model is known, so the model loads
+while the driver plans. The driver commits the fragments it returns through the same ``Committer``
+(``index.writer.commit_fragments``): one write path, exactly once. The job picks it with
+``embed.one_actor_max_mib``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from medembed.embedding.chunking import ChunkParams
+from medembed.embedding.embedder import ChunkEmbedder
+from medembed.embedding.stage import chunk_new_documents
+from medembed.index.writer import FragmentWriter
+from medembed.ingest import ReadPlan
+from medembed.runtime.watchdog import StalledError
+
+log = logging.getLogger(__name__)
+
+FRAGMENTS = pa.schema([("fragment", pa.string()), ("rows", pa.int64()), ("doc_ids", pa.list_(pa.string())),
+                       ("tokens", pa.int64())])
+
+
+class CorpusWorker:
+    """Reads, chunks and embeds a whole (small) input with the one encoder it loaded; writes its data files."""
+
+    def __init__(self, encoder: dict[str, Any]):
+        self.embedder = ChunkEmbedder(**encoder)
+
+    def embed_and_write(self, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,
+                        schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
+        """The fragments written for every new or changed document of ``plan`` (``FRAGMENTS`` rows)."""
+        chunks = [c for c in (chunk_new_documents(docs, params, known, counters) for docs in plan.blocks())
+                  if c.num_rows]
+        if not chunks:
+            return FRAGMENTS.empty_table()
+        # one call: the encoder sorts the whole input by length, which pads far less than per-block calls
+        return FragmentWriter(uri, schema, s3)(self.embedder(pa.concat_tables(chunks)))
+
+
+def is_small(plan: ReadPlan, max_mib: float) -> bool:
+    """Whether ``plan``'s input files hold at most ``max_mib`` MiB (dataset slices never count as small)."""
+    if max_mib <= 0:
+        return False
+    size = plan.input_bytes()
+    return size is not None and size <= max_mib * (1 << 20)
+
+
+def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):
+    """A :class:`CorpusWorker` actor (a handle). A lost actor is restarted and its call retried: a retry
+    rewrites data files that no commit references yet, so the table still gets every row once."""
+    return ray.remote(CorpusWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3,
+                                            max_task_retries=3).remote(encoder)
+
+
+def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,
+                    schema: pa.Schema, s3: dict[str, Any] | None, timeout_s: float | None) -> pa.Table:
+    """The fragments ``worker`` wrote for ``plan``; :class:`StalledError` after ``timeout_s`` (None, 0: wait).
+    The caller kills the worker when done (or stalled)."""
+    ref = worker.embed_and_write.remote(plan, params, known, counters, uri, schema, s3)
+    try:
+        return ray.get(ref, timeout=timeout_s or None)
+    except ray.exceptions.GetTimeoutError as e:
+        raise StalledError(f"writing {uri}: the embedding actor returned nothing in {timeout_s:.0f} s "
+                           "(embed.stall_timeout_s)") from e

@@ -67,7 +67,7 @@ def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, known: Any, cou
                     schema: pa.Schema, s3: dict[str, Any] | None, timeout_s: float | None) -> pa.Table:
     """The fragments ``worker`` wrote for ``plan``; :class:`StalledError` after ``timeout_s`` (None, 0: wait).
     The caller kills the worker when done (or stalled)."""
-    ref = worker.embed_and_write.remote(plan, params, known, counters, uri, schema, s3)
+    ref = worker.embed_and_write.remote(plan.start_registry(), params, known, counters, uri, schema, s3)
     try:
         return ray.get(ref, timeout=timeout_s or None)
     except ray.exceptions.GetTimeoutError as e:

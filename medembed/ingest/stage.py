@@ -128,13 +128,30 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
 
 @dataclass
 class ReadPlan:
-    """What a run reads: its read tasks and the reader's arguments (with this run's id registry).
+    """What a run reads: its read tasks, and the reader's arguments with this run's id registry.
 
     ``dataset`` reads on Ray Data (one task per file or dataset slice); ``blocks`` reads in the calling
-    process with the same function, for a job that reads, chunks and embeds in one actor."""
+    process with the same function, for a job that reads, chunks and embeds in one actor. The registry
+    actor starts on first use, so a job can start its own actors first."""
 
     tasks: list[ReadTask]
-    fn_kwargs: dict[str, Any]
+    cfg: InputConfig
+    quarantine_dir: str
+    s3: S3Config | None = None
+    registry: Any = None
+
+    def start_registry(self) -> ReadPlan:
+        """Start this run's id registry (once), on the driver's node."""
+        if self.registry is None:
+            self.registry = IdRegistry.options(name=_registry_name(self.quarantine_dir), get_if_exists=True,
+                                               scheduling_strategy=on_driver_node()).remote()
+        return self
+
+    @property
+    def fn_kwargs(self) -> dict[str, Any]:
+        self.start_registry()
+        return {"cfg": self.cfg.model_dump(), "s3": self.s3.model_dump() if self.s3 else None,
+                "quarantine_dir": self.quarantine_dir, "registry": self.registry}
 
     def items(self) -> list[dict[str, Any]]:
         return [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in self.tasks]
@@ -153,26 +170,21 @@ class ReadPlan:
         """Bytes of the input files (as stored, compressed or not); None for dataset slices."""
         if any(t.kind == "hf" for t in self.tasks):
             return None
-        s3 = self.fn_kwargs["s3"]
-        s3cfg = S3Config.model_validate(s3) if s3 else None
         total = 0
         for t in self.tasks:
-            fs, path = filesystem(t.uri, s3cfg)
+            fs, path = filesystem(t.uri, self.s3)
             total += int(fs.size(path) or 0)
         return total
 
 
 def plan_read(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ReadPlan:
-    """Resolve the input into read tasks (unknown file types quarantined) and start this run's id registry."""
+    """Resolve the input into read tasks; files of an unknown type are quarantined."""
     tasks, skipped = resolve_tasks(cfg, s3)
     write_quarantine(quarantine_dir, "skipped-files.jsonl", [
         quarantine_record(f, "-", S.R_UNREADABLE_FILE, f"{f}: unknown file type (set input.format)", "")
         for f in skipped], s3)
     log.info("ingest: %d read tasks from %s", len(tasks), cfg.uri or "the bundled sample corpus")
-    registry = IdRegistry.options(name=_registry_name(quarantine_dir), get_if_exists=True,
-                                  scheduling_strategy=on_driver_node()).remote()
-    return ReadPlan(tasks, {"cfg": cfg.model_dump(), "s3": s3.model_dump() if s3 else None,
-                            "quarantine_dir": quarantine_dir, "registry": registry})
+    return ReadPlan(tasks, cfg, quarantine_dir, s3)
 
 
 def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ray.data.Dataset:

@@ -22,16 +22,20 @@ N_NOTES = 30
 WINDOW = {"min_rank": 2, "max_rank": 20, "num_negatives": 4, "top_k": 30, "relative_margin": 0.05}
 
 
+def job_sets(tmp: Path, *extra: str) -> list[str]:
+    """The job's config overrides for a run under ``tmp``."""
+    return [f"pairs.path={tmp / 'pairs.parquet'}", f"candidates.store_uri={tmp / 'lancedb'}",
+            f"output.dir={tmp / 'triplets'}", f"output.run_dir={tmp / 'runs'}", "output.run_name=it",
+            "mining.batch_size=32", "mining.num_actors=1", "mining.num_cpus=1", "embed.num_cpus=1",
+            "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()], *extra]
+
+
 def run_mining(tmp: Path, pairs, *extra: str) -> tuple[dict, list[str]]:
     """Run the job on ``pairs`` under ``tmp``; (manifest, triplet files)."""
     from medembed.runtime.runner import main_for
 
     pq.write_table(pairs, tmp / "pairs.parquet")
-    sets = [f"pairs.path={tmp / 'pairs.parquet'}", f"candidates.store_uri={tmp / 'lancedb'}",
-            f"output.dir={tmp / 'triplets'}", f"output.run_dir={tmp / 'runs'}", "output.run_name=it",
-            "mining.batch_size=32", "mining.num_actors=1", "mining.num_cpus=1", "embed.num_cpus=1",
-            "embed.torch_threads=1", *[f"mining.{k}={v}" for k, v in WINDOW.items()], *extra]
-    argv = ["--config", "mine_negatives"] + [a for s in sets for a in ("--set", s)]
+    argv = ["--config", "mine_negatives"] + [a for s in job_sets(tmp, *extra) for a in ("--set", s)]
     assert main_for("mine_negatives", argv) == 0
     manifest = json.loads((tmp / "runs" / "it" / "manifest.json").read_text())
     return manifest, sorted(glob.glob(str(tmp / "triplets" / "it" / "triplets" / "*.parquet")))
@@ -47,19 +51,17 @@ def mined_run(tmp_path_factory, ray_local):
 
 def test_a_restarted_worker_encodes_the_queries_it_lost(mined_run):
     """The worker mines from queries it encoded ahead, or (restarted, state lost) encodes them itself: same rows."""
-    from medembed.config import EmbedConfig, ModelConfig, S3Config
     from medembed.embedding.card import resolve_card
     from medembed.embedding.encoders import encoder_actor_kwargs
+    from medembed.jobs.mine_negatives import miner_kwargs
+    from medembed.mining.config import MineNegativesJobConfig
     from medembed.mining.one_actor import MiningWorker
 
     pairs, manifest, files = mined_run
-    cfg = ModelConfig()
-    worker = MiningWorker(encoder_actor_kwargs(cfg, EmbedConfig(torch_threads=1), S3Config(), resolve_card(cfg)))
-    cand = manifest["candidates"]["uri"]
-    db_uri, table = cand.rsplit("/", 1)
-    miner = {"db_uri": db_uri, "table": table.removesuffix(".lance"), "top_k": WINDOW["top_k"],
-             "params": {k: v for k, v in WINDOW.items() if k != "top_k"} | {"absolute_margin": None,
-                                                                          "exclude_same_note": True}}
+    cfg = MineNegativesJobConfig.model_validate(manifest["config"])  # the config the job ran with
+    worker = MiningWorker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, resolve_card(cfg.model)))
+    db_uri, table = manifest["candidates"]["uri"].rsplit("/", 1)
+    miner = miner_kwargs(cfg, db_uri, table.removesuffix(".lance"))  # what the job gives its miner
     assert worker.encode_queries(pairs) == pairs.num_rows
     batch = pairs.slice(8, 16)
     ahead = worker.mine(8, batch, miner).to_pylist()

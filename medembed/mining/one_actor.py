@@ -41,10 +41,12 @@ class MiningWorker:
         """Encode all queries in one call: the encoder sorts them by length, and a length-sorted whole pads
         far less than mining-batch slices do (2,048 PMC-Patients queries: 32.6 s at once, 62.6 s in 256s)."""
         self.query_vectors = self.embedder.encoder.encode_queries(pairs[P.QUERY].to_pylist())
-        # the driver is still writing the candidate table: import what the miner opens it with meanwhile
-        # (LanceDB: ~3 s of single-threaded imports, otherwise paid by the first mining call)
-        import lancedb  # noqa: F401
         return pairs.num_rows
+
+    def import_miner_libraries(self) -> None:
+        """Import what the miner opens the candidate table with (LanceDB: ~3 s of single-threaded imports),
+        queued while the driver still writes that table; otherwise the first mining call pays it."""
+        import lancedb  # noqa: F401
 
     def mine(self, start: int, pairs: pa.Table, miner: dict[str, Any]) -> pa.Table:
         """Rows of ``pairs``, the slice of the job's pairs that begins at row ``start``."""
@@ -72,6 +74,7 @@ def write_then_encode(worker, rows: pa.Table, uri: str, schema: pa.Schema, s3: S
     so the actor encodes while the driver commits and finalizes the candidate table."""
     ref = worker.embed_and_write.remote(rows, uri, schema, s3.model_dump() if s3 else None)
     worker.encode_queries.remote(pairs.select([P.QUERY]))  # mining sends each batch's pairs again
+    worker.import_miner_libraries.remote()  # calls run in order: after the queries, before the first mine
     return ray.get(ref)
 
 

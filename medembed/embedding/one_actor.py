@@ -52,8 +52,9 @@ def is_small(plan: ReadPlan, max_mib: float) -> bool:
     """Whether ``plan``'s input files hold at most ``max_mib`` MiB (dataset slices never count as small)."""
     if max_mib <= 0:
         return False
-    size = plan.input_bytes()
-    return size is not None and size <= max_mib * (1 << 20)
+    limit = int(max_mib * (1 << 20))
+    size = plan.input_bytes(stop_above=limit)
+    return size is not None and size <= limit
 
 
 def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):

@@ -166,14 +166,17 @@ class ReadPlan:
         yield from read_task_batches({k: [i[k] for i in items] for k in ("kind", "uri", "start", "stop")},
                                      **self.fn_kwargs)
 
-    def input_bytes(self) -> int | None:
-        """Bytes of the input files (as stored, compressed or not); None for dataset slices."""
+    def input_bytes(self, stop_above: int | None = None) -> int | None:
+        """Bytes of the input files (as stored, compressed or not); None for dataset slices. With ``stop_above``,
+        the sum stops growing past that many bytes (one size request per file: an S3 prefix of many files)."""
         if any(t.kind == "hf" for t in self.tasks):
             return None
         total = 0
         for t in self.tasks:
             fs, path = filesystem(t.uri, self.s3)
             total += int(fs.size(path) or 0)
+            if stop_above is not None and total > stop_above:
+                break
         return total
 
 

@@ -10,20 +10,22 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from medembed import schema as S
 from medembed.config import EmbedJobConfig
 from medembed.embedding import one_actor
 from medembed.embedding.card import ModelCard, resolve_card
+from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.embedding.quality import require_quality_passed
 from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
 from medembed.index.changes import existing_signatures
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, open_dataset, table_uri
-from medembed.index.writer import commit_fragments, write_dataset
-from medembed.ingest import documents_accepted, plan_read, read_quarantine_counts
+from medembed.index.writer import WriteResult, commit_fragments, write_dataset
+from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
@@ -41,6 +43,23 @@ class TargetTable:
 def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
     name = cfg.store.table or f"{cfg.store.corpus_name}__{model.slug}"
     return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
+
+
+def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worker: Any, target: TargetTable,
+                     schema: pa.Schema, params: ChunkParams, known: dict[str, str], counters: Any) -> WriteResult:
+    """Chunk, embed and commit every new or changed document of ``plan``: in ``worker`` (one actor, one commit)
+    or, when it is None, streaming (Ray Data: read -> chunk -> embedder pool -> writer, commits as blocks land)."""
+    s3 = cfg.s3
+    write = {"s3": s3, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
+    if worker is not None:
+        fragments = one_actor.embed_and_write(worker, plan, params, known, counters, target.uri, schema,
+                                              s3.model_dump() if s3 else None, cfg.embed.stall_timeout_s)
+        return commit_fragments(fragments, target.uri, schema, **write)
+    chunks = plan.dataset().map_batches(
+        chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+        num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
+    return write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, block_mib=cfg.embed.block_mib,
+                         stall_timeout_s=cfg.embed.stall_timeout_s, **write)
 
 
 def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
@@ -77,20 +96,8 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
                  card.model_id, card.dim, params.max_tokens, rows_before)
         counters = driver_counters()
-        write = {"s3": s3, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
         with manifest.timed("embed_pipeline"):
-            if worker is None:
-                chunks = plan.dataset().map_batches(
-                    chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
-                    num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "known": ray.put(known),
-                                                               "counters": counters})
-                written = write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema,
-                                        block_mib=cfg.embed.block_mib, stall_timeout_s=cfg.embed.stall_timeout_s,
-                                        **write)
-            else:
-                fragments = one_actor.embed_and_write(worker, plan, params, known, counters, target.uri, schema,
-                                                      s3.model_dump() if s3 else None, cfg.embed.stall_timeout_s)
-                written = commit_fragments(fragments, target.uri, schema, **write)
+            written = write_new_chunks(cfg, card, plan, worker, target, schema, params, known, counters)
     finally:
         if worker is not None:
             ray.kill(worker)

@@ -12,7 +12,6 @@ while the driver plans. The driver commits the fragments it returns through the 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pyarrow as pa
@@ -21,14 +20,9 @@ import ray
 from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.stage import chunk_new_documents
-from medembed.index.writer import FragmentWriter
+from medembed.index.writer import FRAGMENT_SCHEMA, FragmentWriter
 from medembed.ingest import ReadPlan
 from medembed.runtime.watchdog import StalledError
-
-log = logging.getLogger(__name__)
-
-FRAGMENTS = pa.schema([("fragment", pa.string()), ("rows", pa.int64()), ("doc_ids", pa.list_(pa.string())),
-                       ("tokens", pa.int64())])
 
 
 class CorpusWorker:
@@ -39,11 +33,11 @@ class CorpusWorker:
 
     def embed_and_write(self, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,
                         schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
-        """The fragments written for every new or changed document of ``plan`` (``FRAGMENTS`` rows)."""
+        """The fragments written for every new or changed document of ``plan`` (``FRAGMENT_SCHEMA`` rows)."""
         chunks = [c for c in (chunk_new_documents(docs, params, known, counters) for docs in plan.blocks())
                   if c.num_rows]
         if not chunks:
-            return FRAGMENTS.empty_table()
+            return FRAGMENT_SCHEMA.empty_table()
         # one call: the encoder sorts the whole input by length, which pads far less than per-block calls
         return FragmentWriter(uri, schema, s3)(self.embedder(pa.concat_tables(chunks)))
 

@@ -29,6 +29,11 @@ from medembed.runtime.watchdog import watch
 log = logging.getLogger(__name__)
 
 
+# what a FragmentWriter emits per written fragment, and what the driver's Committer takes
+FRAGMENT_SCHEMA = pa.schema([("fragment", pa.string()), ("rows", pa.int64()), ("doc_ids", pa.list_(pa.string())),
+                             ("tokens", pa.int64())])
+
+
 class FragmentWriter:
     """Ray Data callable class: embedded chunk rows -> Lance data files; emits fragment metadata."""
 
@@ -50,7 +55,7 @@ class FragmentWriter:
             "rows": [f.physical_rows for f in frags],
             "doc_ids": [sorted(set(data.column(S.DOC_ID).to_pylist()))] + [[] for _ in frags[1:]],
             "tokens": [int(pa.compute.sum(data.column(S.N_TOKENS)).as_py() or 0)] + [0 for _ in frags[1:]],
-        })
+        }, schema=FRAGMENT_SCHEMA)
 
 
 class WriteError(OSError):

@@ -1,6 +1,6 @@
 """Embedding throughput: medembed's Ray job vs. a plain single-process SentenceTransformer.encode.
 
-    pip install psutil   # memory sampling
+    pip install -e ".[bench]"   # psutil: memory sampling
     HF_HUB_OFFLINE=1 python bench/embed_throughput.py --chunks 5000                 # (a) + (b), ratios
     HF_HUB_OFFLINE=1 python bench/embed_throughput.py --memory-only --chunks 20000  # peak memory of the job
     HF_HUB_OFFLINE=1 python bench/embed_throughput.py --memory-only --chunks 100000

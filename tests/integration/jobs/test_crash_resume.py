@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from medembed import schema as S
 from tests.support.paths import REPO
+from tests.support.processes import kill_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -46,7 +46,7 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
         while time.monotonic() < deadline and job.poll() is None and rows(uri) == 0:
             time.sleep(0.1)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
+        kill_session(job.pid)  # the driver and every process of the local Ray instance it started
         job.wait(timeout=60)
     partial = rows(uri)
     assert 0 < partial < 200, f"kill landed outside the run (rows={partial}); the test needs a partial table"

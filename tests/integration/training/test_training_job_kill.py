@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.processes import kill_session
 from tests.support.triplets import checkpoint_steps, sample_triplets_table, tiny_train_overrides, write_triplets_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -44,7 +44,7 @@ def test_killed_job_resumes_with_the_same_run_name(tmp_path):
             while time.monotonic() < deadline and job.poll() is None and not checkpoint_steps(run_dir):
                 time.sleep(0.2)
         finally:
-            os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray instance it started
+            kill_session(job.pid)  # the driver and every process of the local Ray instance it started
             job.wait(timeout=60)
         if checkpoint_steps(run_dir) or not node_start_timed_out(log):
             break

@@ -140,11 +140,22 @@ def shrink(ds, max_queries: int | None, max_docs: int | None, seed: int = 0) -> 
 
 # --- quality --------------------------------------------------------------------------------------
 
+# a backend name of the bench: a model.backend, or torch in another dtype (no export, no quality gate)
+DTYPE_SPECS = {"torch-bf16": "bfloat16"}
+
+
+def model_settings(backend: str) -> dict[str, str]:
+    """The ModelConfig fields a bench backend name stands for."""
+    if backend in DTYPE_SPECS:
+        return {"backend": "torch", "dtype": DTYPE_SPECS[backend]}
+    return {"backend": backend}
+
+
 def encoder(backend: str, cache_dir: str, threads: int | None):
     from medembed.config import EmbedConfig, ModelConfig
     from medembed.embedding.encoders import build_encoder
 
-    return build_encoder(ModelConfig(backend=backend, cache_dir=cache_dir), EmbedConfig(torch_threads=threads))
+    return build_encoder(ModelConfig(**model_settings(backend), cache_dir=cache_dir), EmbedConfig(torch_threads=threads))
 
 
 def ndcg10(enc, ds, qrows: list[int], rows: list[int]) -> float:
@@ -204,7 +215,7 @@ def quality(args) -> str:
     ref = res["torch"]
     for b in args.backends:
         cos = (res[b]["vecs"] * ref["vecs"]).sum(1)
-        card = resolve_card(ModelConfig(backend=b, cache_dir=args.cache_dir))
+        card = resolve_card(ModelConfig(**model_settings(b), cache_dir=args.cache_dir))
         res[b]["record"] = write_quality_record(
             card, args.cache_dir, b, {k: (res[b]["nd"][k], ref["nd"][k]) for k in ref["nd"]}, float(cos.mean()),
             len(texts), min_cosine=float(cos.min()), corpus_docs={k: len(v[1]) for k, v in picks.items()},
@@ -212,7 +223,7 @@ def quality(args) -> str:
         log.info("%s: %s", b, res[b]["record"])
     lines = ["| backend | precision | SciFact nDCG@10 (Δ vs torch) | MED nDCG@10 (Δ) | mean cos vs torch (min) | "
              "passed | worker s (same work, run concurrently) |", "|---|---|---|---|---|---|---|"]
-    prec = {"torch": "float32", "onnx": "float32", "onnx-int8": "int8"}
+    prec = {"torch": "float32", "onnx": "float32", "onnx-int8": "int8", "torch-bf16": "bfloat16"}
     for b, r in res.items():
         d = {k: (r["nd"][k], 100 * (r["nd"][k] - ref["nd"][k])) for k in r["nd"]}
         rec = r.get("record")
@@ -304,7 +315,7 @@ def run_job(backend: str, notes: Path, args) -> dict:
     store = WORK / f"lancedb_{name}"
     cmd = [sys.executable, str(ROOT / "jobs" / "embed_corpus.py"), "--config", CONFIG,
            "--set", f"input.uri={notes}", "--set", f"store.uri={store}", "--set", f"output.run_dir={WORK / 'runs'}",
-           "--set", f"output.run_name={name}", "--set", f"model.backend={backend}",
+           "--set", f"output.run_name={name}", *(a for k, v in model_settings(backend).items() for a in ("--set", f"model.{k}={v}")),
            "--set", f"model.cache_dir={args.cache_dir}", "--set", "store.fts=false"]
     if args.threads:
         cmd += ["--set", f"embed.torch_threads={args.threads}"]
@@ -364,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quality", action="store_true")
     p.add_argument("--throughput", action="store_true")
-    p.add_argument("--backends", nargs="+", default=["onnx", "onnx-int8"])
+    p.add_argument("--backends", nargs="+", default=["onnx", "onnx-int8"],
+                   help="model.backend values, or torch-bf16 (torch with model.dtype=bfloat16)")
     p.add_argument("--chunks", type=int, default=5000)
     p.add_argument("--cos-chunks", type=int, default=2000)
     p.add_argument("--max-docs", type=int, default=None, help="subsample each BEIR corpus (judged docs kept)")

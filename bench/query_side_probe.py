@@ -22,26 +22,21 @@ import argparse
 import logging
 import math
 import os
-import random
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from probe_data import scifact_train_subsample
 from results_file import append_section
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
-from medembed.embedding.chunking import document_input
-from medembed.evaluation.datasets import load_beir
 from medembed.evaluation.metrics import evaluate
 from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.synth.extractive import extract_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
 log = logging.getLogger("bench.query_side_probe")
 
 
@@ -64,15 +59,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
-    ds = load_beir(str(DATA / "scifact"), "train")
-    judged = sorted({d for rel in ds.qrels.values() for d in rel})
-    rest = sorted(set(ds.corpus.ids) - set(judged))
-    random.Random(0).shuffle(rest)
-    doc_ids = judged + rest[:max(0, args.docs - len(judged))]
-    by_id = {i: (t or "", x) for i, t, x in zip(ds.corpus.ids, ds.corpus.titles, ds.corpus.texts)}
-    docs = [document_input(*by_id[d]) for d in doc_ids]
-    qtext = dict(zip(ds.queries.ids, ds.queries.texts))
-    qids = sorted(q for q in ds.qrels if q in qtext)
+    ds, doc_ids, by_id, docs, qtext, qids = scifact_train_subsample(args.docs)
     claims = [qtext[q] for q in qids]
 
     path = resolve_card(ModelConfig()).path
@@ -144,7 +131,8 @@ def main() -> int:
              f"{args.steps} steps of {args.batch_size}; documents keep the base vectors; scored on {len(qids)} "
              "SciFact train-split claims over the same documents", "",
              "| step | train loss | nDCG@10 | vs base |", "|---:|---:|---:|---:|"]
-    lines += [f"| {s} | {loss:.4f} | {v:.2f} | {v - curve[0][1]:+.2f} |" for s, v, loss in curve]
+    lines += [f"| {s} | {loss:.4f} | {v:.2f} | {v - curve[0][1]:+.2f} |" if s else f"| 0 | - | {v:.2f} | +0.00 |"
+              for s, v, loss in curve]
     append_section(lines)
     return 0
 

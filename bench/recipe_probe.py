@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
+from probe_data import scifact_train_subsample
 from results_file import append_section
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
-from medembed.embedding.chunking import document_input
-from medembed.evaluation.datasets import load_beir
 from medembed.evaluation.metrics import evaluate
 from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.mining.selection import SelectParams, select_negatives
@@ -39,8 +36,6 @@ from medembed.training.loss import DualEncoder, build_loss
 from medembed.training.schedule import build_optimizer
 from medembed.training.step import train_step
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
 log = logging.getLogger("bench.recipe_probe")
 
 
@@ -68,15 +63,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
-    ds = load_beir(str(DATA / "scifact"), "train")
-    judged = sorted({d for rel in ds.qrels.values() for d in rel})
-    rest = sorted(set(ds.corpus.ids) - set(judged))
-    random.Random(0).shuffle(rest)
-    doc_ids = judged + rest[:max(0, args.docs - len(judged))]
-    by_id = {i: (t or "", x) for i, t, x in zip(ds.corpus.ids, ds.corpus.titles, ds.corpus.texts)}
-    docs = [document_input(*by_id[d]) for d in doc_ids]
-    qtext = dict(zip(ds.queries.ids, ds.queries.texts))
-    qids = sorted(q for q in ds.qrels if q in qtext)
+    ds, doc_ids, by_id, docs, qtext, qids = scifact_train_subsample(args.docs)
 
     pairs = [(p["query"], p["passage"], d) for d in doc_ids
              for p in extract_pairs(*by_id[d], args.queries_per_note, findings=args.queries_per_note - 1)]

@@ -35,9 +35,14 @@ def kill_session(sid: int, timeout_s: float = 30.0) -> None:
     while pids := session_pids(sid):
         if time.monotonic() > deadline:
             raise TimeoutError(f"processes of session {sid} survived SIGKILL for {timeout_s:.0f} s: {pids}")
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_pids(pids)
         time.sleep(0.05)
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each pid; one that is already gone is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

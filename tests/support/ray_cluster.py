@@ -33,6 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import kill_pids
+
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 # Ray rewrites 127.0.0.1 (--node-ip-address) to the machine's network address; other loopback addresses stay
 LOOPBACK = "127.0.0.2"
@@ -288,11 +290,7 @@ class RayCluster:
             if not pids:
                 break
             leftovers.extend(pid for pid in pids if pid not in leftovers)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_pids(pids)
             time.sleep(0.5)
         self.procs = []
         shutil.rmtree(self.temp_dir, ignore_errors=True)

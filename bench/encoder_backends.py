@@ -193,7 +193,7 @@ def quality_worker(args) -> None:
 def quality(args) -> str:
     """torch and every backend in parallel processes (one thread each), then compare and record."""
     from medembed.config import ModelConfig
-    from medembed.embedding.card import resolve_card
+    from medembed.embedding.card import backend_precision, resolve_card
     from medembed.embedding.quality import write_quality_record
 
     sets, picks = _datasets(args)
@@ -223,13 +223,12 @@ def quality(args) -> str:
         log.info("%s: %s", b, res[b]["record"])
     lines = ["| backend | precision | SciFact nDCG@10 (Δ vs torch) | MED nDCG@10 (Δ) | mean cos vs torch (min) | "
              "passed | worker s (same work, run concurrently) |", "|---|---|---|---|---|---|---|"]
-    prec = {"torch": "float32", "onnx": "float32", "onnx-int8": "int8", "torch-bf16": "bfloat16"}
     for b, r in res.items():
         d = {k: (r["nd"][k], 100 * (r["nd"][k] - ref["nd"][k])) for k in r["nd"]}
         rec = r.get("record")
         cos = "1 (reference)" if rec is None else "{:.4f} ({:.4f})".format(rec["mean_cosine"], rec["min_cosine"])
         verdict = "reference" if rec is None else ("yes" if rec["passed"] else "NO: " + "; ".join(rec["reasons"]))
-        lines.append(f"| {b} | {prec.get(b, '?')} | {d['scifact'][0]:.4f} ({d['scifact'][1]:+.2f} pt) | "
+        lines.append(f"| {b} | {backend_precision(**model_settings(b))} | {d['scifact'][0]:.4f} ({d['scifact'][1]:+.2f} pt) | "
                      f"{d['med'][0]:.4f} ({d['med'][1]:+.2f} pt) | {cos} | {verdict} | {r['seconds']:.0f} |")
     docs = ", ".join(f"{k}: {len(v[1])} of {len(sets[k].corpus)} docs, {len(v[0])} of {len(sets[k].queries)} queries"
                      for k, v in picks.items())

@@ -60,6 +60,7 @@ def test_bfloat16_vectors_are_unit_length_in_float32(torch_vectors):
         assert vecs.dtype == np.float32 and np.abs(np.linalg.norm(vecs, axis=1) - 1.0).max() < 1e-6
         assert (vecs * ref).sum(1).min() > 0.99
 
+
 def test_export_is_made_once_and_reused(cache):
     card = build_encoder(ModelConfig(backend="onnx", cache_dir=cache), EMBED).model
     folder = export_folder(card, cache, "onnx")

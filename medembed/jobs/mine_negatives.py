@@ -21,7 +21,7 @@ from medembed.mining.candidates import CandidateTable, build_candidate_table, re
 from medembed.mining.config import MineNegativesJobConfig, MiningConfig
 from medembed.mining.miner import NegativeMiner
 from medembed.mining.output import push_to_hub, write_triplets
-from medembed.runtime import artifacts
+from medembed.runtime import artifacts, in_process
 from medembed.runtime.manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -82,29 +82,44 @@ def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: 
         num_gpus=mc.num_gpus)
 
 
+def choose_execution(num_pairs: int, mc: MiningConfig, num_gpus: float) -> str:
+    """"actor pools" above ``one_actor_max_pairs``; "in driver" up to ``in_driver_max_pairs`` when no GPU is
+    asked for (the driver may run where there is none); "one actor" between."""
+    if num_pairs > mc.one_actor_max_pairs:
+        return "actor pools"
+    return "in driver" if num_pairs <= mc.in_driver_max_pairs and not num_gpus else "one actor"
+
+
 def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, manifest: RunManifest
                          ) -> tuple[CandidateTable, ray.data.Dataset]:
-    """Build the candidate table, then mine (materialized): in one actor for small inputs, else two pools."""
-    small = pairs.num_rows <= cfg.mining.one_actor_max_pairs
-    manifest.set("execution", "one actor" if small else "actor pools")
-    if not small:
+    """Build the candidate table, then mine (materialized): two pools; one actor for small inputs; the driver
+    process itself for tiny CPU-only ones."""
+    mc = cfg.mining
+    num_gpus = max(cfg.embed.num_gpus, mc.num_gpus)
+    execution = choose_execution(pairs.num_rows, mc, num_gpus)
+    manifest.set("execution", execution)
+    if execution == "actor pools":
         with manifest.timed("candidates"):
             cands = build_candidate_table(cfg, card, pairs)
         with manifest.timed("mine"):
             return cands, mine(cfg, card, pairs, cands.db_uri, cands.name).materialize()
-    log.info("%d pairs <= mining.one_actor_max_pairs: one actor embeds the positives and mines", pairs.num_rows)
-    worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
-                                    num_cpus=max(cfg.embed.num_cpus, cfg.mining.num_cpus),
-                                    num_gpus=max(cfg.embed.num_gpus, cfg.mining.num_gpus))
+    log.info("%d pairs (mining.one_actor_max_pairs %d, in_driver_max_pairs %d): one worker %s embeds the positives "
+             "and mines", pairs.num_rows, mc.one_actor_max_pairs, mc.in_driver_max_pairs,
+             "in the driver process" if execution == "in driver" else "actor")
+    worker = None
     try:
-        with manifest.timed("candidates"):
+        with manifest.timed("candidates"):  # the model load is in (an actor's overlaps the driver's planning)
+            worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
+                                            num_cpus=max(cfg.embed.num_cpus, mc.num_cpus), num_gpus=num_gpus,
+                                            in_driver=execution == "in driver")
             cands = build_candidate_table(cfg, card, pairs, lambda rows, uri, schema: one_actor.write_then_encode(
                 worker, rows, uri, schema, cfg.s3, pairs))
         with manifest.timed("mine"):
             kwargs = miner_kwargs(cfg, cands.db_uri, cands.name)
-            return cands, one_actor.mined(worker, pairs, cfg.mining.batch_size, kwargs).materialize()
+            return cands, one_actor.mined(worker, pairs, mc.batch_size, kwargs).materialize()
     finally:
-        ray.kill(worker)
+        if worker is not None:
+            in_process.stop(worker)
 
 
 def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[str, Any]:

@@ -61,6 +61,10 @@ class MiningConfig(_Model):
         "mining's when larger) that loads the model once, embeds the positives and mines: no second actor "
         "start-up or model load. Above it: an embedding pool of embed.num_actors, then a mining pool of "
         "mining.num_actors. 0: always the pools")
+    in_driver_max_pairs: int = Field(
+        2_000, ge=0, description="up to this many pairs (and no GPU asked for) that one worker runs in the job's "
+        "driver process instead of an actor: no process start or second import of torch, which cost more than "
+        "the model work on tiny inputs. 0: always an actor")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
 

@@ -22,6 +22,7 @@ from medembed.config import S3Config
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.index.writer import FragmentWriter
 from medembed.mining.miner import NegativeMiner
+from medembed.runtime.in_process import InProcess
 from medembed.synth import columns as P
 
 
@@ -57,12 +58,16 @@ class MiningWorker:
         return self.miner(pairs, ahead)
 
 
-def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):
-    """A :class:`MiningWorker` actor (a handle); it lives until the job drops or kills it.
+def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, in_driver: bool = False):
+    """A :class:`MiningWorker` actor (a handle); it lives until the job stops it (``in_process.stop``).
 
     A lost actor is restarted and its pending calls retried (a few times): ``embed`` is stateless and
     ``mine`` rebuilds the miner from the (complete) candidate table, so a retry computes the same rows.
+    ``in_driver``: the worker is built in this process instead (:class:`~medembed.runtime.in_process.InProcess`:
+    same calls, same rows, no process start).
     """
+    if in_driver:
+        return InProcess(MiningWorker(encoder))
     return ray.remote(MiningWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3,
                                             max_task_retries=3).remote(encoder)
 

@@ -45,7 +45,7 @@ def run_mining(tmp: Path, pairs, *extra: str) -> tuple[dict, list[str]]:
 def mined_run(tmp_path_factory, ray_local):
     pairs = sample_pairs_table(N_NOTES)
     manifest, files = run_mining(tmp_path_factory.mktemp("mining"), pairs)
-    assert manifest["execution"] == "one actor"  # a small job: one actor embeds the positives and mines
+    assert manifest["execution"] == "in driver"  # a tiny CPU job: the driver embeds the positives and mines
     return pairs, manifest, files
 
 
@@ -74,11 +74,39 @@ def test_a_restarted_worker_encodes_the_queries_it_lost(mined_run):
         assert np.allclose(a[M.NEGATIVE_SCORES], b[M.NEGATIVE_SCORES], atol=1e-5)
 
 
-def test_actor_pools_give_the_same_triplets_as_one_actor(mined_run, tmp_path):
+def test_an_in_process_worker_is_called_like_an_actor(ray_local):
+    """Calls run at once, in order, results behind ObjectRefs; an error surfaces at the call; stop drops the object."""
+    from medembed.runtime.in_process import InProcess, stop
+
+    class Worker:
+        def __init__(self):
+            self.seen = []
+
+        def add(self, x):
+            self.seen.append(x)
+            return list(self.seen)
+
+        def fail(self):
+            raise ValueError("row 3: bad passage")
+
+    w = InProcess(Worker())
+    refs = [w.add.remote(1), w.add.remote(2)]
+    assert ray_local.get(refs) == [[1], [1, 2]]
+    with pytest.raises(ValueError, match="row 3"):
+        w.fail.remote()
+    with pytest.raises(AttributeError):
+        getattr(w, "_hidden")  # noqa: B009
+    stop(w)
+    assert w.obj is None
+
+
+@pytest.mark.parametrize("execution, sets", [
+    ("one actor", ["mining.in_driver_max_pairs=0"]),
+    ("actor pools", ["mining.one_actor_max_pairs=0", "mining.batch_size=7", "embed.batch_size=16"])])
+def test_actors_give_the_same_triplets_as_the_driver(mined_run, tmp_path, execution, sets):
     pairs, one, one_files = mined_run
-    pools, pool_files = run_mining(tmp_path, pairs, "mining.one_actor_max_pairs=0", "mining.batch_size=7",
-                                   "embed.batch_size=16")
-    assert pools["execution"] == "actor pools"
+    pools, pool_files = run_mining(tmp_path, pairs, *sets)
+    assert pools["execution"] == execution
     a = {r[M.QUERY_ID]: r for r in pq.read_table(one_files).to_pylist()}
     b = {r[M.QUERY_ID]: r for r in pq.read_table(pool_files).to_pylist()}
     assert a.keys() == b.keys() and len(a) == pairs.num_rows

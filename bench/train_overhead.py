@@ -16,6 +16,8 @@ that many CPUs).
     measured like (a)); end-to-end = ``fit()`` wall time (worker group start, model load, data from
     the object store, checkpoint).
 overhead = 1 - (b) / (a), target <= 15%. Appends a section to bench/RESULTS.md (``--no-append`` to skip).
+--cpu-bf16: (a) and (b) run under bfloat16 autocast (``train.cpu_bf16``), and (c) a plain float32 loop on the
+same plan gives the bf16 speed-up and the loss difference.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main() -> int:
     ap.add_argument("--num-negatives", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=64, help="query and passage max tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (plain) = CPUs of the Ray worker")
+    ap.add_argument("--cpu-bf16", action="store_true", help="train.cpu_bf16 on both sides, plus a float32 plain "
+                    "loop for the speed-up")
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -114,7 +118,8 @@ def main() -> int:
     tc = TrainConfig(num_workers=1, cpus_per_worker=args.threads, batch_size=args.batch_size,
                      num_negatives=args.num_negatives, query_max_length=args.max_length,
                      passage_max_length=args.max_length, max_steps=args.steps, checkpoint_every=args.steps,
-                     epochs=max(1, args.steps * args.batch_size // 380 + 1), max_failures=0, log_every=10)
+                     epochs=max(1, args.steps * args.batch_size // 380 + 1), max_failures=0, log_every=10,
+                     cpu_bf16=args.cpu_bf16)
     card = resolve_card(ModelConfig())
     table = sample_triplets_table(None, per_note=2, num_negatives=args.num_negatives)
     plan = make_plan(table, tc)
@@ -130,12 +135,15 @@ def main() -> int:
     plain["steps_per_s"] = (plain["steps_per_s"] + again["steps_per_s"]) / 2
     overhead = 1 - ray_r["steps_per_s"] / plain["steps_per_s"]
     log.info("overhead %.1f%% (target <= 15%%)", 100 * overhead)
+    fp32 = plain_loop(table, plan.batches, tc.model_copy(update={"cpu_bf16": False}), card) if args.cpu_bf16 else None
+    if fp32:
+        log.info("plain float32: %s; bf16 speed-up %.2fx", fp32, plain["steps_per_s"] / fp32["steps_per_s"])
     if not args.no_append:
-        append(args, plain, ray_r, overhead)
+        append(args, plain, ray_r, overhead, fp32)
     return 0
 
 
-def append(args, plain: dict, ray_r: dict, overhead: float) -> None:
+def append(args, plain: dict, ray_r: dict, overhead: float, fp32: dict | None) -> None:
     load = os.getloadavg()
     cpu = platform.processor() or subprocess.run(["uname", "-p"], capture_output=True, text=True).stdout.strip()
     text = "\n".join([
@@ -146,7 +154,8 @@ def append(args, plain: dict, ray_r: dict, overhead: float) -> None:
         f"- command: `HF_HUB_OFFLINE=1 python bench/train_overhead.py {shlex.join(sys.argv[1:])}`",
         f"- setup: bundled all-MiniLM-L6-v2, {args.steps} steps of {args.batch_size} queries x "
         f"(1 positive + {args.num_negatives} hard negatives), {args.max_length} tokens, {args.threads} torch "
-        "thread(s) each side, same batch plan, seed and train_step",
+        "thread(s) each side, same batch plan, seed and train_step"
+        + (", bfloat16 autocast on CPU (train.cpu_bf16) in the first two rows" if fp32 else ""),
         "",
         "| loop | steps | steps/s | first loss | mean loss | wall s |",
         "|---|---|---|---|---|---|",
@@ -155,8 +164,12 @@ def append(args, plain: dict, ray_r: dict, overhead: float) -> None:
         f"{plain['total_s']:.1f} (load + loop) |",
         f"| Ray Train, 1 worker | {ray_r['steps']} | {ray_r['steps_per_s']:.3f} | {ray_r['first_loss']:.4f} | "
         f"{ray_r['mean_loss']:.4f} | {ray_r['fit_wall_s']:.1f} (fit(), worker start to checkpoint) |",
+        *([f"| plain single process, float32 | {fp32['steps']} | {fp32['steps_per_s']:.3f} | "
+           f"{fp32['first_loss']:.4f} | {fp32['mean_loss']:.4f} | {fp32['total_s']:.1f} (load + loop) |"] if fp32 else []),
         "",
-        f"Ray Train overhead on steps/s: **{100 * overhead:.1f}%** (target <= 15%).", ""])
+        f"Ray Train overhead on steps/s: **{100 * overhead:.1f}%** (target <= 15%)."
+        + (f" bfloat16 autocast: **{plain['steps_per_s'] / fp32['steps_per_s']:.2f}x** the float32 plain loop's "
+           "steps/s." if fp32 else ""), ""])
     with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
         f.write(text)
 

@@ -64,7 +64,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from medembed.training.config import TrainConfig
     from medembed.training.loss import DualEncoder, build_loss
     from medembed.training.schedule import build_optimizer
-    from medembed.training.step import train_step
+    from medembed.training.step import autocast_bf16, cpu_bf16_is_fast, train_step
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tc = TrainConfig(**config["train"])
@@ -74,6 +74,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+    if rank == 0 and autocast_bf16(tc, device) and device.type == "cpu" and not cpu_bf16_is_fast():
+        log.warning("train.cpu_bf16 on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there and slower "
+                    "than float32; set train.cpu_bf16=false")
 
     table = ray.get(config["data"])
     queries, positives = table[M.QUERY].to_pylist(), table[M.POSITIVE].to_pylist()

@@ -14,6 +14,18 @@ import torch
 from medembed.training.loss import contrastive_loss, distill_loss, passage_texts, tokenize
 
 
+def autocast_bf16(tc: Any, device: torch.device) -> bool:
+    """Whether a step on ``device`` runs under bfloat16 autocast: ``train.bf16`` on GPUs, and on CPUs only
+    with ``train.cpu_bf16`` too."""
+    return bool(tc.bf16 and (device.type == "cuda" or (device.type == "cpu" and tc.cpu_bf16)))
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX); without them
+    bfloat16 autocast is emulated and slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                queries: Sequence[str], positives: Sequence[str], negatives: Sequence[Sequence[str]],
                prompts: Mapping[str, str], tc: Any, device: torch.device,
@@ -27,7 +39,7 @@ def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: t
     q = tokenize(st, queries, prompts["query"], tc.query_max_length, device)
     d = tokenize(st, passage_texts(positives, negatives, tc.num_negatives), prompts["document"],
                  tc.passage_max_length, device)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda"):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16(tc, device)):
         q_emb, d_emb = model(q, d)
     loss = contrastive_loss(loss_fn, q_emb, d_emb, tc.num_negatives)
     if tc.distill_weight:

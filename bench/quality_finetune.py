@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--abs-margin", type=float, default=None, help="mining.absolute_margin (hybrid: in z units)")
     ap.add_argument("--distill-weight", type=float, default=1.0, help="train.distill_weight (0: InfoNCE only)")
     ap.add_argument("--teacher-temperature", type=float, default=0.5)
+    ap.add_argument("--cpu-bf16", action="store_true", help="train.cpu_bf16: bfloat16 autocast on the CPU worker "
+                    "(~2x the steps in the same time on a CPU with AVX-512 BF16)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.work)
@@ -107,6 +109,7 @@ def main() -> int:
         f"train.passage_max_length={args.passage_len}",
         f"train.dev_fraction={args.dev_fraction}", f"train.dev_eval_max_queries={args.dev_queries}",
         "train.cpus_per_worker=2", "train.checkpoint_every=1000", f"train.interpolate={args.interpolate}",
+        f"train.cpu_bf16={str(args.cpu_bf16).lower()}",
         f"output.dir={work / 'models'}", f"output.run_name={train_run}", *common), times)
     model_dir = work / "models" / train_run / "model"
     datasets = [{"name": d, "uri": str(DATA / d), "split": "test"} for d in args.datasets.split(",")]
@@ -132,7 +135,8 @@ def main() -> int:
         f"training (InfoNCE + {args.distill_weight} x KL to the teacher at temperature {args.teacher_temperature}): "
         f"{tm['counts'].get('train_triplets')} train / "
         f"{tm['counts'].get('dev_triplets')} dev triplets, {tm['counts'].get('steps')} steps of {args.batch_size}, "
-        f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), passages cut to "
+        f"lr {args.lr}, temperature {args.temperature}, {args.negatives} hard negative(s), "
+        f"{'bfloat16 autocast on CPU, ' if args.cpu_bf16 else ''}passages cut to "
         f"{args.passage_len} tokens in training, interpolation "
         f"weight picked on dev: {tm['counts'].get('interpolation_alpha')}",
         f"- stage times (s): {json.dumps(times)}",

@@ -3,7 +3,8 @@
 On small inputs Ray's fixed costs dominate: two actor pools (one embedding the positives, one mining)
 each start processes and load the model. :class:`MiningWorker` holds one encoder and serves both
 stages with the stages' own classes (``ChunkEmbedder``, ``NegativeMiner``), so both paths compute
-the same rows; the job picks it with ``mining.one_actor_max_pairs``.
+the same rows; the job picks it with ``mining.one_actor_max_pairs``. Up to ``mining.in_driver_max_pairs``
+(CPU only) the same worker runs in the driver process behind the same calls (``runtime.in_process``).
 
 The calls queue on the actor in the order they are made (:func:`write_then_encode`, then :func:`mined`):
 the actor writes the embedded positives' data files itself (no writer actor; the driver commits them), and

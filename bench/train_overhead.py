@@ -84,7 +84,7 @@ def ray_loop(table: pa.Table, tc, card) -> dict:
     from medembed.runtime.ray_setup import init_ray
     from medembed.training.trainer import fit
 
-    init_ray(RayConfig(num_cpus=max(2, int(tc.cpus_per_worker))))
+    init_ray(RayConfig(num_cpus=max(2, int(tc.cpus_per_worker))), ray_train=True)
     out = WORK / "ray"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()

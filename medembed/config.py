@@ -117,6 +117,11 @@ class RayConfig(_Model):
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local instance")
     node_ip_address: str = Field(LOCAL_NODE_IP, pattern=r"^127\.", description="loopback address of a local "
                                  "instance (not 127.0.0.1, which Ray rewrites to the machine's network address)")
+    dashboard: bool | None = Field(None, description="a local instance starts Ray's dashboard on loopback "
+                                   "(127.0.0.1, port 8265 or the next free one): Ray's State API needs it, and Ray "
+                                   "Train's placement-group cleaner polls that API every second (without it: a "
+                                   "warning each time, and no cleanup of a dead run's placement group). Costs ~1-2 s "
+                                   "of start-up. null: on for the jobs that train (train, pipeline), off for the rest")
 
 
 class OutputConfig(_Model):

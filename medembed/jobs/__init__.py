@@ -23,6 +23,7 @@ class Job:
     default_config: str  # shipped config (medembed/configs/<name>.yaml)
     help: str
     description: str
+    ray_train: bool = False  # runs Ray Train: a local Ray instance then starts the dashboard (its State API)
 
     def config_class(self) -> type:
         return _load(self.config)
@@ -96,7 +97,7 @@ register(Job(
     "checkpoints every train.checkpoint_every steps. A dead worker restarts from the latest checkpoint; the same "
     "output.run_name resumes a killed job. Optionally interpolates with the base weights (train.interpolate, picked "
     "by dev nDCG@10). Writes a sentence-transformers model with its prompts and model card to "
-    "output.dir/<run id>/model/."))
+    "output.dir/<run id>/model/.", ray_train=True))
 register(Job(
     "reembed", "reembed", "medembed.index.config:ReembedJobConfig", "medembed.jobs.reembed:reembed", "reembed",
     "nightly incremental re-embedding behind a serving name (atomic, one writer)",
@@ -115,4 +116,4 @@ register(Job(
     "(gate.datasets, gate.metric, gate.tolerance; default the held-out pairs-dev notes), record the decision in "
     "output.dir/<run id>/promote/promoted.json and embed the corpus with the promoted model. A rerun reuses every "
     "stage whose config and inputs are unchanged (fingerprint in output.dir/<run id>/stages/<stage>/_SUCCESS.json) "
-    "and redoes a stage whose output is incomplete, and everything after it."))
+    "and redoes a stage whose output is incomplete, and everything after it.", ray_train=True))

@@ -39,12 +39,13 @@ def _job_env_var_keys() -> set[str]:
 LOCAL_START_ATTEMPTS = 3
 
 
-def _start_local(cfg: RayConfig, kwargs: dict[str, object]) -> None:
+def _start_local(cfg: RayConfig, kwargs: dict[str, object], dashboard: bool) -> None:
     """Start a local instance; on a loaded machine Ray's fixed node-registration deadline can pass, so retry."""
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
-        log.info("starting a local Ray instance on %s", cfg.node_ip_address)
+        log.info("starting a local Ray instance on %s%s", cfg.node_ip_address, " with its dashboard" if dashboard else "")
         try:
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address=cfg.node_ip_address, **kwargs)
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                     _node_ip_address=cfg.node_ip_address, **kwargs)
             return
         except Exception as e:
             if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS:
@@ -87,8 +88,9 @@ def require_resources(what: str, needs: dict[str, tuple[float, str]], cfg: RayCo
         raise RuntimeError(msg)
 
 
-def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
-    """Connect to (or start) Ray once; return a short description for the run manifest."""
+def init_ray(cfg: RayConfig | None = None, ray_train: bool = False) -> dict[str, object]:
+    """Connect to (or start) Ray once; return a short description for the run manifest. ``ray_train``: the job
+    runs Ray Train, so a local instance starts its dashboard unless ``ray.dashboard`` says otherwise."""
     cfg = cfg or RayConfig()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not ray.is_initialized():
@@ -100,7 +102,7 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, object]:
             log.info("connecting to Ray at %s", address)
             ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
         else:  # a local instance's processes inherit this environment; no runtime env lets its workers be reused
-            _start_local(cfg, kwargs)
+            _start_local(cfg, kwargs, ray_train if cfg.dashboard is None else cfg.dashboard)
     ctx = ray.get_runtime_context()
     res = ray.cluster_resources()
     return {

@@ -60,7 +60,7 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
     try:
         from medembed.runtime.ray_setup import init_ray
 
-        manifest.set("ray", init_ray(getattr(cfg, "ray", RayConfig())))
+        manifest.set("ray", init_ray(getattr(cfg, "ray", RayConfig()), ray_train=job.ray_train))
         with manifest.timed("job"):
             counts = job.body_function()(cfg, manifest)
         status = manifest.data.get("exit_status", "succeeded")

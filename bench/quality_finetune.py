@@ -40,7 +40,7 @@ def sets(*pairs: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-def stage(name: str, job: str, argv: list[str], times: dict[str, float]) -> None:
+def stage(name: str, job: str, argv: list[str], times: dict) -> None:
     """Run one job in this process (its local Ray instance is reused by the next stage); stop on failure."""
     t = time.perf_counter()
     rc = main_for(job, argv)
@@ -51,6 +51,23 @@ def stage(name: str, job: str, argv: list[str], times: dict[str, float]) -> None
 
 def manifest(work: Path, run: str) -> dict:
     return json.loads((work / "runs" / run / "manifest.json").read_text())
+
+
+def mine(args: argparse.Namespace, work: Path, common: list[str], pairs_run: str, mine_run: str,
+         times: dict) -> None:
+    """The generate-pairs and mine-negatives stages of a new run."""
+    stage("generate_pairs", "generate_pairs", sets(
+        f"input.uri={DATA / args.corpus / 'corpus.jsonl'}", "input.id_field=_id", "input.title_field=title",
+        "input.text_fields=[text]", *([f"input.limit={args.docs}"] if args.docs else []), "synth.backend=extractive",
+        f"synth.extractive_findings={args.findings}",
+        f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
+        f"output.run_name={pairs_run}", *common), times)
+    stage("mine_negatives", "mine_negatives", sets(
+        f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
+        f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
+        f"mining.teacher={args.teacher}", f"mining.absolute_margin={json.dumps(args.abs_margin)}",
+        *([f"model.max_seq_length={args.mine_len}"] if args.mine_len else []),
+        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times)
 
 
 def main() -> int:
@@ -79,27 +96,22 @@ def main() -> int:
     ap.add_argument("--teacher-temperature", type=float, default=0.5)
     ap.add_argument("--cpu-bf16", action="store_true", help="train.cpu_bf16: bfloat16 autocast on the CPU worker "
                     "(~2x the steps in the same time on a CPU with AVX-512 BF16)")
+    ap.add_argument("--reuse", default=None, metavar="STAMP", help="reuse the pairs and negatives of an earlier "
+                    "run in --work (its qf-pairs-STAMP and qf-mine-STAMP runs): train and evaluate only")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     common = [f"output.run_dir={work / 'runs'}"]
-    times: dict[str, float] = {}
+    times: dict[str, float | str] = {}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     pairs_run, mine_run, train_run, eval_run = (f"qf-{s}-{stamp}" for s in ("pairs", "mine", "train", "eval"))
 
-    stage("generate_pairs", "generate_pairs", sets(
-        f"input.uri={DATA / args.corpus / 'corpus.jsonl'}", "input.id_field=_id", "input.title_field=title",
-        "input.text_fields=[text]", *([f"input.limit={args.docs}"] if args.docs else []), "synth.backend=extractive",
-        f"synth.extractive_findings={args.findings}",
-        f"synth.queries_per_note={args.queries_per_note}", f"synth.output_dir={work / 'pairs'}",
-        f"output.run_name={pairs_run}", *common), times)
-    stage("mine_negatives", "mine_negatives", sets(
-        f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'candidates'}",
-        f"mining.min_rank={args.min_rank}", f"mining.max_rank={args.max_rank}", "mining.num_negatives=3",
-        f"mining.teacher={args.teacher}", f"mining.absolute_margin={json.dumps(args.abs_margin)}",
-        *([f"model.max_seq_length={args.mine_len}"] if args.mine_len else []),
-        f"output.dir={work / 'triplets'}", f"output.run_name={mine_run}", *common), times)
+    if args.reuse:
+        pairs_run, mine_run = f"qf-pairs-{args.reuse}", f"qf-mine-{args.reuse}"
+        times.update(generate_pairs=f"reused {pairs_run}", mine_negatives=f"reused {mine_run}")
+    else:
+        mine(args, work, common, pairs_run, mine_run, times)
     stage("train", "train", sets(
         f"triplets.path={work / 'triplets' / mine_run / 'triplets'}", "model.name=bundled:all-MiniLM-L6-v2",
         "train.num_workers=1", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",

@@ -53,9 +53,9 @@ def plain_loop(table: pa.Table, plan: list[list[int]], tc, card) -> dict:
     from medembed.training.loop import seed_everything
     from medembed.training.loss import DualEncoder, build_loss
     from medembed.training.schedule import build_optimizer
-    from medembed.training.step import train_step
+    from medembed.training.step import prepare_cpu_worker, train_step
 
-    torch.set_num_threads(int(tc.cpus_per_worker))
+    prepare_cpu_worker(tc)
     t_load = time.perf_counter()
     seed_everything(tc.seed)
     st = SentenceTransformer(card.path, device="cpu")

@@ -56,7 +56,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import ray.train.torch
-    import torch
     from sentence_transformers import SentenceTransformer
 
     from medembed.mining import columns as M
@@ -64,7 +63,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from medembed.training.config import TrainConfig
     from medembed.training.loss import DualEncoder, build_loss
     from medembed.training.schedule import build_optimizer
-    from medembed.training.step import autocast_bf16, cpu_bf16_is_fast, train_step
+    from medembed.training.step import autocast_bf16, cpu_bf16_is_fast, prepare_cpu_worker, train_step
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tc = TrainConfig(**config["train"])
@@ -73,7 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+        prepare_cpu_worker(tc)
     if rank == 0 and autocast_bf16(tc, device) and device.type == "cpu" and not cpu_bf16_is_fast():
         log.warning("train.cpu_bf16 on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there and slower "
                     "than float32; set train.cpu_bf16=false")

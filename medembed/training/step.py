@@ -26,6 +26,15 @@ def cpu_bf16_is_fast() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def prepare_cpu_worker(tc: Any) -> bool:
+    """Set a CPU worker up for training: ``train.cpus_per_worker`` torch threads and, with
+    ``train.cpu_keep_memory``, freed memory kept for the next step. Returns whether memory is kept."""
+    from medembed.runtime.memory import keep_freed_memory
+
+    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+    return bool(tc.cpu_keep_memory) and keep_freed_memory()
+
+
 def train_step(model: torch.nn.Module, st: Any, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                queries: Sequence[str], positives: Sequence[str], negatives: Sequence[Sequence[str]],
                prompts: Mapping[str, str], tc: Any, device: torch.device,

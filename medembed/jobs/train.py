@@ -123,6 +123,7 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
               "steps": m.get("step"), "steps_per_epoch": result.plan.steps_per_epoch,
               "first_loss": m.get("first_loss"), "final_loss": m.get("loss"),
               "attempt_start_steps": m.get("attempt_start_steps"), "resumed_from_step": m.get("resumed_from_step"),
+              "steps_per_s": m.get("attempt_steps_per_s"), "cpu_memory_kept": m.get("cpu_memory_kept"),
               "interpolation_alpha": training["interpolation_alpha"], "dev": dev_summary["dev"],
               "model_dir": model_dir, "model_id": model_id, "checkpoint": result.checkpoint_path}
     for k, v in counts.items():

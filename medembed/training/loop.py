@@ -59,6 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from sentence_transformers import SentenceTransformer
 
     from medembed.mining import columns as M
+    from medembed.runtime.memory import kept_from_start
     from medembed.training.batching import shard
     from medembed.training.config import TrainConfig
     from medembed.training.loss import DualEncoder, build_loss
@@ -71,8 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
-    if device.type == "cpu":
-        prepare_cpu_worker(tc)
+    memory_kept = device.type == "cpu" and prepare_cpu_worker(tc) and kept_from_start()
     if rank == 0 and autocast_bf16(tc, device) and device.type == "cpu" and not cpu_bf16_is_fast():
         log.warning("train.cpu_bf16 on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there and slower "
                     "than float32; set train.cpu_bf16=false")
@@ -127,12 +127,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             first_loss = _mean_across_workers(window[0])
         done = step + 1
         if rank == 0 and (done % tc.log_every == 0 or done == total):
-            log.info("step %d/%d loss %.4f lr %.2e", done, total, window[-1], sched.get_last_lr()[0])
+            log.info("step %d/%d loss %.4f lr %.2e (%.2f s/step)", done, total, window[-1], sched.get_last_lr()[0],
+                     (time.perf_counter() - t0) / (done - start))
         if done % tc.checkpoint_every == 0 or done == total:
             elapsed = time.perf_counter() - t0
             metrics = {"step": done, "total_steps": total, "loss": _mean_across_workers(sum(window) / len(window)),
                        "first_loss": first_loss, "lr": sched.get_last_lr()[0], "attempt_start_steps": attempts,
-                       "resumed_from_step": attempts[-1], "attempt_steps_per_s": (done - start) / elapsed}
+                       "resumed_from_step": attempts[-1], "attempt_steps_per_s": (done - start) / elapsed,
+                       "cpu_memory_kept": memory_kept}
             window = []
             _report(metrics, rank, {"model": st.state_dict(), "optimizer": opt.state_dict(),
                                     "scheduler": sched.state_dict(), "step": done, "attempts": attempts,

@@ -57,6 +57,8 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from medembed.runtime.memory import KEEP_MEMORY_ENV
+
     plan = make_plan(train, tc)
     if not plan.batches:
         raise ValueError(f"no batches: {train.num_rows} training triplets cannot fill a step of "
@@ -66,12 +68,15 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
               "plan_fingerprint": plan.fingerprint(),
               "prompts": {"query": card.prompts.query, "document": card.prompts.document}}
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})}
+    # set at the worker's start: glibc reads them once, and Ray Train runs the loop in a thread (runtime/memory.py)
+    worker_env = {"env_vars": dict(KEEP_MEMORY_ENV)} if tc.cpu_keep_memory and not tc.use_gpu else None
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=store,
                              failure_config=FailureConfig(max_failures=tc.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep),
+                             worker_runtime_env=worker_env))
     log.info("training %d steps (%s per epoch, %d rows left out of tail batches) on %d workers; run %s/%s",
              len(plan.batches), plan.steps_per_epoch, plan.left_out, tc.num_workers, store, run_name)
     result = trainer.fit()

@@ -43,6 +43,8 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
     assert counts["train_triplets"] // 8 <= counts["steps"] <= counts["train_triplets"] // 2
     assert counts["tail_rows_left_out"] <= 1
     assert counts["attempt_start_steps"] == [0]
+    assert counts["cpu_memory_kept"] is True  # train.cpu_keep_memory reached the workers at their start
+    assert counts["steps_per_s"] > 0
     assert counts["final_loss"] < counts["first_loss"]
     assert counts["interpolation_alpha"] in (0.5, 1.0)
     assert set(counts["dev"]) == {"0.0", "0.5", "1.0"}

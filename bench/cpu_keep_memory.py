@@ -1,12 +1,20 @@
 """CPU training steps/s with and without ``train.cpu_keep_memory`` (glibc keeps freed memory), same process shape.
 
-Each mode runs in its own child process (mallopt settings last for the process), alternating
-keep / default twice so load drift hits both alike. The step is the product's ``train_step`` on the
+Each mode runs in its own child process (allocator settings last for the process), the modes in turn,
+``--rounds`` times so load drift hits all alike:
+
+* ``env``: the child starts with ``KEEP_MEMORY_ENV`` (how Ray Train's CPU workers start) and calls
+  ``prepare_cpu_worker`` (``train.cpu_keep_memory=true``);
+* ``mallopt``: the child only calls ``prepare_cpu_worker`` with ``train.cpu_keep_memory=true``;
+* ``off``: ``train.cpu_keep_memory=false``, glibc's defaults.
+
+With ``--in-thread`` the steps run in a second thread, as Ray Train runs its loop: there ``mallopt``
+alone does not keep blocks over 64 MiB (the thread allocates from a secondary arena). The step is the product's ``train_step`` on the
 bundled MiniLM: ``--batch-size`` queries x (positive + ``--negatives`` hard negatives), passages of
 ``--max-length`` tokens, bfloat16 autocast on CPU when ``--cpu-bf16``. Reports s/step, user and kernel
 CPU seconds per step, and the peak resident memory of each child.
 
-    HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py --max-length 256 --batch-size 32 --cpu-bf16
+    HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py --max-length 256 --batch-size 32 --cpu-bf16 --in-thread
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from datetime import datetime, timezone
 from results_file import append_section
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 import torch
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
@@ -51,12 +59,20 @@ b, n = a["batch_size"], a["negatives"]
 Q = [notes[i % len(notes)].split(".")[0] for i in range(b)]
 P = [doc(i) for i in range(b)]
 N = [[doc(i + 1 + j) for j in range(n)] for i in range(b)]
-losses = []
-for s in range(tc.max_steps):
-    if s == 1:
-        t0, c0 = time.perf_counter(), os.times()
-    losses.append(train_step(enc, st, loss_fn, opt, sched, Q, P, N, {"query": "", "document": ""}, tc,
-                             torch.device("cpu")))
+losses, clock = [], {}
+def loop():
+    for s in range(tc.max_steps):
+        if s == 1:
+            clock["t0"], clock["c0"] = time.perf_counter(), os.times()
+        losses.append(train_step(enc, st, loss_fn, opt, sched, Q, P, N, {"query": "", "document": ""}, tc,
+                                 torch.device("cpu")))
+if a["in_thread"]:
+    th = threading.Thread(target=loop)
+    th.start()
+    th.join()
+else:
+    loop()
+t0, c0 = clock["t0"], clock["c0"]
 t1, c1 = time.perf_counter(), os.times()
 k = tc.max_steps - 1
 print(json.dumps({"kept": kept, "s_per_step": (t1 - t0) / k, "user_s": (c1.user - c0.user) / k,
@@ -65,14 +81,20 @@ print(json.dumps({"kept": kept, "s_per_step": (t1 - t0) / k, "user_s": (c1.user 
 """
 
 
-def run(args: argparse.Namespace, keep: bool) -> dict:
+def run(args: argparse.Namespace, mode: str) -> dict:
     from pathlib import Path
 
+    from medembed.runtime.memory import KEEP_MEMORY_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in KEEP_MEMORY_ENV}
+    if mode == "env":
+        env.update(KEEP_MEMORY_ENV)
     sample = Path(__file__).resolve().parents[1] / "medembed" / "data" / "sample_notes.jsonl"
     spec = {"batch_size": args.batch_size, "negatives": args.negatives, "max_length": args.max_length,
-            "steps": args.steps, "threads": args.threads, "cpu_bf16": args.cpu_bf16, "keep": keep,
-            "sample": str(sample)}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, check=True)
+            "steps": args.steps, "threads": args.threads, "cpu_bf16": args.cpu_bf16, "keep": mode != "off",
+            "in_thread": args.in_thread, "sample": str(sample)}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -85,15 +107,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cpu-bf16", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", default="env,mallopt,off", help="comma-separated: env, mallopt, off")
+    ap.add_argument("--in-thread", action="store_true", help="run the steps in a second thread (as Ray Train does)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    modes = args.modes.split(",")
     rows = []
     for r in range(args.rounds):
-        for keep in (True, False):
-            res = run(args, keep)
-            rows.append((r, keep, res))
-            print(f"round {r} keep={keep}: {res}", flush=True)
-    mean = {k: sum(x["s_per_step"] for _, kk, x in rows if kk == k) / args.rounds for k in (True, False)}
+        for mode in modes:
+            res = run(args, mode)
+            rows.append((r, mode, res))
+            print(f"round {r} {mode}: {res}", flush=True)
+    mean = {m: sum(x["s_per_step"] for _, mm, x in rows if mm == m) / args.rounds for m in modes}
     load = os.getloadavg()
     lines = ["", "## cpu_keep_memory", "",
              f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU "
@@ -102,13 +127,17 @@ def main() -> int:
              f"- command: `HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}`",
              f"- step: bundled MiniLM, {args.batch_size} queries x (positive + {args.negatives} negative(s)), passages "
              f"of {args.max_length} tokens, {args.threads} torch threads"
-             + (", bfloat16 autocast" if args.cpu_bf16 else ", float32") + f"; {args.steps} timed steps per run",
-             "", "| round | train.cpu_keep_memory | s/step | user s/step | kernel s/step | peak RSS GiB | mean loss |",
+             + (", bfloat16 autocast" if args.cpu_bf16 else ", float32")
+             + (", steps in a second thread" if args.in_thread else ", steps on the main thread")
+             + f"; {args.steps} timed steps per run",
+             "", "| round | mode | s/step | user s/step | kernel s/step | peak RSS GiB | mean loss |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r} | {'on' if k else 'off'} | {x['s_per_step']:.2f} | {x['user_s']:.2f} | {x['sys_s']:.2f} | "
-              f"{x['max_rss_gib']:.2f} | {x['mean_loss']:.4f} |" for r, k, x in rows]
-    lines += ["", f"Mean s/step: on {mean[True]:.2f}, off {mean[False]:.2f}: **{mean[False] / mean[True]:.2f}x** the "
-              "steps/s with freed memory kept.", ""]
+    lines += [f"| {r} | {m} | {x['s_per_step']:.2f} | {x['user_s']:.2f} | {x['sys_s']:.2f} | "
+              f"{x['max_rss_gib']:.2f} | {x['mean_loss']:.4f} |" for r, m, x in rows]
+    base = mean.get("off")
+    lines += ["", "Mean s/step: " + ", ".join(
+        f"{m} {v:.2f}" + (f" (**{base / v:.2f}x** the steps/s of off)" if base and m != "off" else "")
+        for m, v in mean.items()) + ".", ""]
     append_section(lines)
     return 0
 

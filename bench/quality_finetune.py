@@ -141,7 +141,8 @@ def main() -> int:
         f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
         f"- command: `HF_HUB_OFFLINE=1 python bench/quality_finetune.py {' '.join(subprocess.list2cmdline([a]) for a in sys.argv[1:])}`",
         f"- data: {pm['counts'].get('notes_in')} {args.corpus} corpus documents as a user corpus -> "
-        f"{pm['counts'].get('pairs_out')} pairs (extractive: title + {args.findings} finding pairs per document); "
+        f"{pm['counts'].get('pairs_out')} pairs (extractive: title + "
+        f"{pm['config']['synth']['extractive_findings']} finding pairs per document); "
         f"{mm['counts'].get('queries_in')} queries mined, {mm['counts'].get('negatives_out')} negatives "
         f"(ranks [{args.min_rank}, {args.max_rank}), teacher {args.teacher}, absolute margin {args.abs_margin}); "
         f"training (InfoNCE + {args.distill_weight} x KL to the teacher at temperature {args.teacher_temperature}): "

@@ -132,6 +132,7 @@ def main() -> int:
         *common), times)
 
     pm, mm, tm = manifest(work, pairs_run), manifest(work, mine_run), manifest(work, train_run)
+    mc = mm["config"]["mining"]  # what the (possibly reused) mining run did, not this command's flags
     comparison = (work / "eval" / eval_run / "comparison.md").read_text()
     load = os.getloadavg()
     lines = [
@@ -144,7 +145,7 @@ def main() -> int:
         f"{pm['counts'].get('pairs_out')} pairs (extractive: title + "
         f"{pm['config']['synth']['extractive_findings']} finding pairs per document); "
         f"{mm['counts'].get('queries_in')} queries mined, {mm['counts'].get('negatives_out')} negatives "
-        f"(ranks [{args.min_rank}, {args.max_rank}), teacher {args.teacher}, absolute margin {args.abs_margin}); "
+        f"(ranks [{mc['min_rank']}, {mc['max_rank']}), teacher {mc['teacher']}, absolute margin {mc['absolute_margin']}); "
         f"training (InfoNCE + {args.distill_weight} x KL to the teacher at temperature {args.teacher_temperature}): "
         f"{tm['counts'].get('train_triplets')} train / "
         f"{tm['counts'].get('dev_triplets')} dev triplets, {tm['counts'].get('steps')} steps of {args.batch_size}, "

@@ -50,8 +50,9 @@ class TrainConfig(_Model):
                            "on a CPU with AVX-512 BF16 or AMX (MiniLM, 2 cores); slower without them (a warning "
                            "says so); weights, optimizer state and the losses stay float32")
     cpu_keep_memory: bool = Field(True, description="CPU workers keep freed memory for the next step (glibc "
-                                  "mallopt) instead of mapping and zero-filling it again: 1.5x the steps/s of "
-                                  "MiniLM at 256 tokens; memory stays at one step's peak")
+                                  "settings in the worker's environment, runtime/memory.py) instead of mapping and "
+                                  "zero-filling it again: 1.4-1.5x the steps/s of MiniLM at 256 tokens; memory "
+                                  "stays at one step's peak")
     seed: int = 42
     dev_fraction: float = Field(0.1, ge=0, lt=1, description="share of source notes (by hash of note id) "
                                 "whose triplets form the dev split")

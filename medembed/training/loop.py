@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+
+
+def staging_dir(run_name: str) -> Path:
+    """Where rank 0 writes a checkpoint before ``ray.train.report`` copies it to storage.
+
+    One directory per run, emptied when each attempt starts: a worker killed while saving (a
+    fault, a killed job) leaves at most one stale checkpoint behind on its node, never one per kill.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_name) or "run"
+    return Path(tempfile.gettempdir()) / "medembed-checkpoint-staging" / safe
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +85,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
     memory_kept = device.type == "cpu" and prepare_cpu_worker(tc) and kept_from_start()
+    staging = staging_dir(ctx.get_experiment_name())
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
     if rank == 0 and autocast_bf16(tc, device) and device.type == "cpu" and not cpu_bf16_is_fast():
         log.warning("train.cpu_bf16 on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there and slower "
                     "than float32; set train.cpu_bf16=false")
@@ -136,19 +151,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "resumed_from_step": attempts[-1], "attempt_steps_per_s": (done - start) / elapsed,
                        "cpu_memory_kept": memory_kept}
             window = []
-            _report(metrics, rank, {"model": st.state_dict(), "optimizer": opt.state_dict(),
+            _report(metrics, rank, staging, {"model": st.state_dict(), "optimizer": opt.state_dict(),
                                     "scheduler": sched.state_dict(), "step": done, "attempts": attempts,
                                     "first_loss": first_loss, "plan_fingerprint": config["plan_fingerprint"]})
 
 
-def _report(metrics: dict[str, Any], rank: int, state: dict[str, Any]) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
+def _report(metrics: dict[str, Any], rank: int, staging: Path, state: dict[str, Any]) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, staged in ``staging``."""
     import ray.train
     import torch
 
     if rank != 0:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(state, Path(tmp) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.save(state, staging / STATE_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staging)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.parent.rmdir()  # the last run out leaves no empty folder behind
+        except OSError:
+            pass

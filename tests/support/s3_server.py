@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -114,6 +115,7 @@ class S3Process(S3Server):
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout=10)
+        shutil.rmtree(self._flag.parent, ignore_errors=True)
 
 
 @contextmanager

@@ -28,8 +28,12 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
 
     from medembed.embedding.card import resolve_card
     from medembed.jobs.train import train
+    from medembed.training.loop import staging_dir
 
     trip = write_triplets_run(tmp_path / "triplets", sample_triplets_table(n_notes=32), run_id="mine_negatives-t")
+    stale = staging_dir("ddp")  # as a worker killed while saving a checkpoint leaves it
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "state.pt").write_bytes(b"\0" * 1024)
     cfg = load_config(TrainJobConfig, "train", [
         *tiny_train_overrides(trip, tmp_path, "ddp", dev_fraction=0.25, interpolate="[0.5,1.0]",
                               distill_weight=1.0, teacher_temperature=0.05),
@@ -45,6 +49,7 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
     assert counts["attempt_start_steps"] == [0]
     assert counts["cpu_memory_kept"] is True  # train.cpu_keep_memory reached the workers at their start
     assert counts["steps_per_s"] > 0
+    assert not stale.exists()  # the run's staging directory was emptied, and nothing was left in it
     assert counts["final_loss"] < counts["first_loss"]
     assert counts["interpolation_alpha"] in (0.5, 1.0)
     assert set(counts["dev"]) == {"0.0", "0.5", "1.0"}

@@ -17,6 +17,23 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 _exit_status: list[int] = []
 
+# Peak disk use of one suite run (models, checkpoints, tables, Ray sessions), measured 2026-11-30 with
+# df every 5 s: +2.1 GiB. A CI run on a full disk (2026-11-30) failed 80 tests with "No space left on
+# device" in Ray's logs; this says so before the first test.
+MIN_FREE_GIB = 3.0
+
+
+def pytest_sessionstart(session):
+    import shutil
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    if free < MIN_FREE_GIB and os.environ.get("MEDEMBED_TEST_SKIP_DISK_CHECK") != "1":
+        pytest.exit(f"only {free:.1f} GiB free in {tmp}; the suite needs about {MIN_FREE_GIB:.0f} GiB (models, "
+                    "checkpoints, tables, Ray logs). Free some space (old /tmp/pytest-of-*, /tmp/ray/session_*) "
+                    "or point TMPDIR elsewhere; MEDEMBED_TEST_SKIP_DISK_CHECK=1 runs anyway", returncode=3)
+
 
 def pytest_sessionfinish(session, exitstatus):
     _exit_status.append(int(exitstatus))

@@ -9,8 +9,10 @@ key from its environment.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from medembed.jobs import JOBS
 from tests.support.e2e_jobs import running_cluster
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import REPO
+
+log = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000)]
 
@@ -79,7 +83,9 @@ def runs(cluster, server, work):
                 "--set", f"output.run_dir={work / 'runs'}", "--set", f"output.run_name={command}"]
         for s in sets:
             args += ["--set", s]
+        t0 = time.monotonic()
         p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        log.info("medembed submit %s: exit %d in %.1f s", command, p.returncode, time.monotonic() - t0)
         out[command] = p
     return out
 

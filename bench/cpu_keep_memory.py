@@ -1,5 +1,9 @@
 """CPU training steps/s with and without ``train.cpu_keep_memory`` (glibc keeps freed memory), same process shape.
 
+``--task encode`` measures the embedder instead (``embed.cpu_keep_memory``, the CPU model actors of the
+embed, mining and evaluation jobs): the product's encoder on ``--docs`` passages of ``--max-length`` tokens,
+``env`` against ``off``.
+
 Each mode runs in its own child process (allocator settings last for the process), the modes in turn,
 ``--rounds`` times so load drift hits all alike:
 
@@ -15,6 +19,7 @@ bundled MiniLM: ``--batch-size`` queries x (positive + ``--negatives`` hard nega
 CPU seconds per step, and the peak resident memory of each child.
 
     HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py --max-length 256 --batch-size 32 --cpu-bf16 --in-thread
+    HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py --task encode --modes env,off --max-length 512
 """
 
 from __future__ import annotations
@@ -80,6 +85,26 @@ print(json.dumps({"kept": kept, "s_per_step": (t1 - t0) / k, "user_s": (c1.user 
                   "mean_loss": sum(losses[1:]) / k}))
 """
 
+ENCODE_CHILD = r"""
+import json, os, resource, sys, time
+from medembed.config import EmbedConfig, ModelConfig
+from medembed.embedding.encoders import build_encoder
+a = json.loads(sys.argv[1])
+enc = build_encoder(ModelConfig(), EmbedConfig(torch_threads=a["threads"]))
+enc.st.max_seq_length = a["max_length"]
+notes = [json.loads(line)["text"] for line in open(a["sample"], encoding="utf-8") if line.startswith("{")]
+# sample notes from different starting points, repeated: every passage fills max_length tokens
+texts = [" ".join([notes[i % len(notes)], *notes[(i + 1) % len(notes):(i + 8) % len(notes) or None]]) * 2
+         for i in range(a["docs"])]
+enc.encode_documents(texts[:32])  # warm-up, untimed
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+enc.encode_documents(texts)
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"kept": a["keep"], "s": t1 - t0, "docs_per_s": a["docs"] / (t1 - t0), "user_s": r1.ru_utime - r0.ru_utime,
+                  "sys_s": r1.ru_stime - r0.ru_stime, "page_faults": r1.ru_minflt - r0.ru_minflt,
+                  "max_rss_gib": r1.ru_maxrss / 2**20}))
+"""
+
 
 def run(args: argparse.Namespace, mode: str) -> dict:
     from pathlib import Path
@@ -92,14 +117,18 @@ def run(args: argparse.Namespace, mode: str) -> dict:
     sample = Path(__file__).resolve().parents[1] / "medembed" / "data" / "sample_notes.jsonl"
     spec = {"batch_size": args.batch_size, "negatives": args.negatives, "max_length": args.max_length,
             "steps": args.steps, "threads": args.threads, "cpu_bf16": args.cpu_bf16, "keep": mode != "off",
-            "in_thread": args.in_thread, "sample": str(sample)}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, check=True,
+            "in_thread": args.in_thread, "sample": str(sample), "docs": args.docs}
+    child = ENCODE_CHILD if args.task == "encode" else CHILD
+    out = subprocess.run([sys.executable, "-c", child, json.dumps(spec)], capture_output=True, text=True, check=True,
                          env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=["train", "encode"], default="train",
+                    help="train: training steps (train.cpu_keep_memory); encode: the embedder (embed.cpu_keep_memory)")
+    ap.add_argument("--docs", type=int, default=600, help="--task encode: passages encoded per run")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per run (after one untimed)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--negatives", type=int, default=1)
@@ -118,6 +147,9 @@ def main() -> int:
             res = run(args, mode)
             rows.append((r, mode, res))
             print(f"round {r} {mode}: {res}", flush=True)
+    if args.task == "encode":
+        append_section(encode_section(args, modes, rows))
+        return 0
     mean = {m: sum(x["s_per_step"] for _, mm, x in rows if mm == m) / args.rounds for m in modes}
     load = os.getloadavg()
     lines = ["", "## cpu_keep_memory", "",
@@ -140,6 +172,32 @@ def main() -> int:
         for m, v in mean.items()) + ".", ""]
     append_section(lines)
     return 0
+
+
+def _header(args: argparse.Namespace, title: str) -> list[str]:
+    load = os.getloadavg()
+    return ["", f"## {title}", "",
+            f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU "
+            f"({platform.processor() or platform.machine()}), no GPU; load average at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
+            f"- command: `HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}`"]
+
+
+def encode_section(args: argparse.Namespace, modes: list[str], rows: list) -> list[str]:
+    mean = {m: sum(x["s"] for _, mm, x in rows if mm == m) / args.rounds for m in modes}
+    lines = _header(args, "cpu_keep_memory (encode)") + [
+        f"- work: the product's encoder (bundled MiniLM, {args.threads} torch threads, CPU token budget) on "
+        f"{args.docs} passages of {args.max_length} tokens; env = how CPU model actors start with "
+        "embed.cpu_keep_memory=true, off = glibc's defaults",
+        "", "| round | mode | s | docs/s | user s | kernel s | page faults | peak RSS GiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r} | {m} | {x['s']:.2f} | {x['docs_per_s']:.1f} | {x['user_s']:.2f} | {x['sys_s']:.2f} | "
+              f"{x['page_faults']:,} | {x['max_rss_gib']:.2f} |" for r, m, x in rows]
+    base = mean.get("off")
+    lines += ["", "Mean s: " + ", ".join(
+        f"{m} {v:.2f}" + (f" (**{base / v:.2f}x** the docs/s of off)" if base and m != "off" else "")
+        for m, v in mean.items()) + ".", ""]
+    return lines
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.stage import chunk_new_documents
 from medembed.index.writer import FRAGMENT_SCHEMA, FragmentWriter
 from medembed.ingest import ReadPlan
+from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.watchdog import StalledError
 
 
@@ -51,11 +52,11 @@ def is_small(plan: ReadPlan, max_mib: float) -> bool:
     return size is not None and size <= limit
 
 
-def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float):
+def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, keep_memory: bool = True):
     """A :class:`CorpusWorker` actor (a handle). A lost actor is restarted and its call retried: a retry
     rewrites data files that no commit references yet, so the table still gets every row once."""
-    return ray.remote(CorpusWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3,
-                                            max_task_retries=3).remote(encoder)
+    return ray.remote(CorpusWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3, max_task_retries=3,
+                                            **cpu_actor_options(num_gpus, keep_memory)).remote(encoder)
 
 
 def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,

@@ -14,6 +14,7 @@ from medembed.embedding.chunking import ChunkParams, chunk_batch, load_tokenizer
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index.changes import filter_unchanged_docs
+from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.ray_setup import require_resources
 
 
@@ -48,4 +49,5 @@ def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCa
         ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
         batch_size=cfg.embed.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
-        num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+        num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus,
+        **cpu_actor_options(cfg.embed.num_gpus, cfg.embed.cpu_keep_memory))

@@ -27,6 +27,7 @@ from medembed.index.indexes import finalize_table
 from medembed.index.tables import connect, open_dataset, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
+from medembed.runtime.memory import cpu_actor_options
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
     embedded = ray.data.from_arrow([rows.slice(i, batch) for i in range(0, rows.num_rows, batch)]).map_batches(
         ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, s3 or S3Config(), card),
         batch_size=batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=embed.num_actors),
-        num_gpus=embed.num_gpus, num_cpus=embed.num_cpus)
+        num_gpus=embed.num_gpus, num_cpus=embed.num_cpus, **cpu_actor_options(embed.num_gpus, embed.cpu_keep_memory))
     schema = S.table_schema(card.dim, card.model_id, card.revision)
     result = write_dataset(embedded, uri, schema, s3=s3, commit_every=store.commit_every, block_mib=embed.block_mib,
                            progress=f"{dataset} documents embedded")

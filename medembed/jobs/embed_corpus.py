@@ -85,7 +85,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         log.info("input <= embed.one_actor_max_mib (%g MiB): one actor reads, chunks, embeds and writes",
                  cfg.embed.one_actor_max_mib)
         worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, s3, card), cfg.embed.num_cpus,
-                                        cfg.embed.num_gpus)
+                                        cfg.embed.num_gpus, keep_memory=cfg.embed.cpu_keep_memory)
     try:
         existing = open_dataset(target.uri, s3)
         if existing is not None:

@@ -23,6 +23,7 @@ from medembed.mining.miner import NegativeMiner
 from medembed.mining.output import push_to_hub, write_triplets
 from medembed.runtime import artifacts, in_process
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.memory import cpu_actor_options
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: 
                                **miner_kwargs(cfg, db_uri, table)},
         batch_size=mc.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=mc.num_actors), num_cpus=mc.num_cpus,
-        num_gpus=mc.num_gpus)
+        num_gpus=mc.num_gpus, **cpu_actor_options(mc.num_gpus, cfg.embed.cpu_keep_memory))
 
 
 def choose_execution(num_pairs: int, mc: MiningConfig, num_gpus: float) -> str:
@@ -111,7 +112,7 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
         with manifest.timed("candidates"):  # the model load is in (an actor's overlaps the driver's planning)
             worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
                                             num_cpus=max(cfg.embed.num_cpus, mc.num_cpus), num_gpus=num_gpus,
-                                            in_driver=execution == "in driver")
+                                            in_driver=execution == "in driver", keep_memory=cfg.embed.cpu_keep_memory)
             cands = build_candidate_table(cfg, card, pairs, lambda rows, uri, schema: one_actor.write_then_encode(
                 worker, rows, uri, schema, cfg.s3, pairs))
         with manifest.timed("mine"):

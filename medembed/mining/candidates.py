@@ -27,6 +27,7 @@ from medembed.index.tables import check_model, connect, open_dataset, table_uri
 from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
+from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import join, lance_storage_options
 from medembed.synth import columns as P
 
@@ -114,7 +115,8 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
             ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
             batch_size=cfg.embed.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
-            num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus)
+            num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus,
+            **cpu_actor_options(cfg.embed.num_gpus, cfg.embed.cpu_keep_memory))
         rows_in = pos_ds.union(corpus) if corpus is not None else pos_ds
         rows = write_dataset(rows_in, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     else:

@@ -24,6 +24,7 @@ from medembed.embedding.embedder import ChunkEmbedder
 from medembed.index.writer import FragmentWriter
 from medembed.mining.miner import NegativeMiner
 from medembed.runtime.in_process import InProcess
+from medembed.runtime.memory import cpu_actor_options
 from medembed.synth import columns as P
 
 
@@ -59,7 +60,8 @@ class MiningWorker:
         return self.miner(pairs, ahead)
 
 
-def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, in_driver: bool = False):
+def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, in_driver: bool = False,
+                 keep_memory: bool = True):
     """A :class:`MiningWorker` actor (a handle); it lives until the job stops it (``in_process.stop``).
 
     A lost actor is restarted and its pending calls retried (a few times): ``embed`` is stateless and
@@ -69,8 +71,8 @@ def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, in_d
     """
     if in_driver:
         return InProcess(MiningWorker(encoder))
-    return ray.remote(MiningWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3,
-                                            max_task_retries=3).remote(encoder)
+    return ray.remote(MiningWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3, max_task_retries=3,
+                                            **cpu_actor_options(num_gpus, keep_memory)).remote(encoder)
 
 
 def write_then_encode(worker, rows: pa.Table, uri: str, schema: pa.Schema, s3: S3Config | None,

@@ -151,12 +151,7 @@ def main() -> int:
         append_section(encode_section(args, modes, rows))
         return 0
     mean = {m: sum(x["s_per_step"] for _, mm, x in rows if mm == m) / args.rounds for m in modes}
-    load = os.getloadavg()
-    lines = ["", "## cpu_keep_memory", "",
-             f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU "
-             f"({platform.processor() or platform.machine()}), no GPU; load average at the end "
-             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-             f"- command: `HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}`",
+    lines = _header(args, "cpu_keep_memory") + [
              f"- step: bundled MiniLM, {args.batch_size} queries x (positive + {args.negatives} negative(s)), passages "
              f"of {args.max_length} tokens, {args.threads} torch threads"
              + (", bfloat16 autocast" if args.cpu_bf16 else ", float32")
@@ -166,11 +161,7 @@ def main() -> int:
              "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r} | {m} | {x['s_per_step']:.2f} | {x['user_s']:.2f} | {x['sys_s']:.2f} | "
               f"{x['max_rss_gib']:.2f} | {x['mean_loss']:.4f} |" for r, m, x in rows]
-    base = mean.get("off")
-    lines += ["", "Mean s/step: " + ", ".join(
-        f"{m} {v:.2f}" + (f" (**{base / v:.2f}x** the steps/s of off)" if base and m != "off" else "")
-        for m, v in mean.items()) + ".", ""]
-    append_section(lines)
+    append_section(lines + _means(mean, "s/step", "steps/s"))
     return 0
 
 
@@ -183,6 +174,14 @@ def _header(args: argparse.Namespace, title: str) -> list[str]:
             f"- command: `HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}`"]
 
 
+def _means(mean: dict[str, float], unit: str, rate: str) -> list[str]:
+    """The closing line: each mode's mean, and its speed as a multiple of ``off`` (the baseline in the same run)."""
+    base = mean.get("off")
+    return ["", f"Mean {unit}: " + ", ".join(
+        f"{m} {v:.2f}" + (f" (**{base / v:.2f}x** the {rate} of off)" if base and m != "off" else "")
+        for m, v in mean.items()) + ".", ""]
+
+
 def encode_section(args: argparse.Namespace, modes: list[str], rows: list) -> list[str]:
     mean = {m: sum(x["s"] for _, mm, x in rows if mm == m) / args.rounds for m in modes}
     lines = _header(args, "cpu_keep_memory (encode)") + [
@@ -193,11 +192,7 @@ def encode_section(args: argparse.Namespace, modes: list[str], rows: list) -> li
         "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r} | {m} | {x['s']:.2f} | {x['docs_per_s']:.1f} | {x['user_s']:.2f} | {x['sys_s']:.2f} | "
               f"{x['page_faults']:,} | {x['max_rss_gib']:.2f} |" for r, m, x in rows]
-    base = mean.get("off")
-    lines += ["", "Mean s: " + ", ".join(
-        f"{m} {v:.2f}" + (f" (**{base / v:.2f}x** the docs/s of off)" if base and m != "off" else "")
-        for m, v in mean.items()) + ".", ""]
-    return lines
+    return lines + _means(mean, "s", "docs/s")
 
 
 if __name__ == "__main__":

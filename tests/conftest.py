@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 _exit_status: list[int] = []
 
 # Peak disk use of one suite run (models, checkpoints, tables, Ray sessions), measured 2026-11-30 with
-# df every 5 s in two full runs: +2.1 and +2.7 GB. A CI run on a full disk (2026-11-30) failed 80 tests with
+# df every 5 s in two full runs: +2.1 and +2.7 GB. A CI run on a full disk (2026-11-30) errored or failed 92 tests with
 # "No space left on device" in Ray's logs; this says so before the first test.
 MIN_FREE_GIB = 4.0
 

@@ -9,6 +9,7 @@ after the whole job was started again with the same run name.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -23,14 +24,16 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def staging_dir(run_name: str) -> Path:
+def staging_dir(storage_path: str, run_name: str) -> Path:
     """Where rank 0 writes a checkpoint before ``ray.train.report`` copies it to storage.
 
-    One directory per run, emptied when each attempt starts: a worker killed while saving (a
-    fault, a killed job) leaves at most one stale checkpoint behind on its node, never one per kill.
+    One directory per run (its name and storage: two runs of the same name elsewhere never share one),
+    emptied when each attempt starts and after each report: a worker killed while saving (a fault, a
+    killed job) leaves at most one stale checkpoint behind on its node, never one per kill.
     """
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_name) or "run"
-    return Path(tempfile.gettempdir()) / "medembed-checkpoint-staging" / safe
+    where = hashlib.sha256(storage_path.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "medembed-checkpoint-staging" / f"{safe}-{where}"
 
 
 def seed_everything(seed: int) -> None:
@@ -85,7 +88,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
     memory_kept = device.type == "cpu" and prepare_cpu_worker(tc) and kept_from_start()
-    staging = staging_dir(ctx.get_experiment_name())
+    staging = staging_dir(config["storage_path"], ctx.get_experiment_name())
     if rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
     if rank == 0 and autocast_bf16(tc, device) and device.type == "cpu" and not cpu_bf16_is_fast():

@@ -57,7 +57,7 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from medembed.runtime.memory import KEEP_MEMORY_ENV
+    from medembed.runtime.memory import keep_memory_runtime_env
 
     plan = make_plan(train, tc)
     if not plan.batches:
@@ -65,11 +65,11 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
                          f"{tc.num_workers} workers")
     store = storage_path(output_dir)
     config = {"train": tc.model_dump(), "model_path": card.path, "data": ray.put(train), "plan": plan.batches,
-              "plan_fingerprint": plan.fingerprint(),
+              "plan_fingerprint": plan.fingerprint(), "storage_path": store,
               "prompts": {"query": card.prompts.query, "document": card.prompts.document}}
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})}
     # set at the worker's start: glibc reads them once, and Ray Train runs the loop in a thread (runtime/memory.py)
-    worker_env = {"env_vars": dict(KEEP_MEMORY_ENV)} if tc.cpu_keep_memory and not tc.use_gpu else None
+    worker_env = keep_memory_runtime_env(tc.use_gpu, tc.cpu_keep_memory)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),

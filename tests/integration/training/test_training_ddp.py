@@ -29,9 +29,10 @@ def test_two_worker_run_writes_a_loadable_model_with_prompts_and_card(tmp_path, 
     from medembed.embedding.card import resolve_card
     from medembed.jobs.train import train
     from medembed.training.loop import staging_dir
+    from medembed.training.trainer import storage_path
 
     trip = write_triplets_run(tmp_path / "triplets", sample_triplets_table(n_notes=32), run_id="mine_negatives-t")
-    stale = staging_dir("ddp")  # as a worker killed while saving a checkpoint leaves it
+    stale = staging_dir(storage_path(str(tmp_path / "models")), "ddp")  # as a worker killed while saving leaves it
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "state.pt").write_bytes(b"\0" * 1024)
     cfg = load_config(TrainJobConfig, "train", [

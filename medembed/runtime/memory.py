@@ -61,7 +61,7 @@ def cpu_actor_options(num_gpus: float, keep: bool) -> dict:
 
     Empty for GPU actors and when ``keep`` is off (:func:`keep_memory_runtime_env`). Measured with the
     bundled MiniLM on 2 cores (``bench/cpu_keep_memory.py --task encode``): page faults down from millions to
-    tens of thousands, kernel time from 4.3 to 0.7 s, 1.06x the docs/s on 512-token passages and 1.02x on
+    tens of thousands, kernel time from about 4 s to under 1 s, 1.06x the docs/s on 512-token passages and 1.02x on
     128-token ones, peak memory the same.
     """
     env = keep_memory_runtime_env(num_gpus, keep)

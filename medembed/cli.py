@@ -25,6 +25,10 @@ Tables:
   table-info                       show a table's model, dimension, rows and indexes
   rollback --name NAME             return a serving name to its previous table or version
 
+Runs (from the JSON manifests under a run folder, local or s3://):
+  runs list                        runs newest first: id, job, status, start, duration, main output
+  runs show RUN_ID                 one run: counts, quarantine by reason, stage times, gate, paths
+
 Clusters (Ray job API; token from RAY_AUTH_TOKEN or ~/.ray/auth_token):
   submit JOB --address URL         submit a job with this working dir, follow its logs, exit with its status
   jobs list|logs|status|stop       the cluster's jobs
@@ -115,6 +119,33 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from medembed.config import S3Config
+    from medembed.runtime import runs
+
+    s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
+    if args.runs_command == "show":
+        try:
+            manifest, path = runs.find_run(args.run_dir, args.run_id, s3)
+        except LookupError as e:
+            raise SystemExit(f"error: {e}") from None
+        s = runs.summary(manifest, path)
+        sys.stdout.write((json.dumps(s, indent=2, default=str) if args.json else runs.format_summary(s)) + "\n")
+        return 0
+    rows, unreadable = runs.list_runs(args.run_dir, s3, job=args.job, status=args.status, stages=args.stages,
+                                      limit=args.limit)
+    for problem in unreadable:
+        log.warning("skipped %s", problem)
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+    elif rows:
+        sys.stdout.write(runs.format_table(rows) + "\n")
+    else:
+        sys.stdout.write(f"no runs under {args.run_dir}" + (" matching the filters" if args.job or args.status
+                                                            else "") + "\n")
+    return 0
+
+
 def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="./lancedb", help="LanceDB folder or s3:// URI (default ./lancedb)")
     p.add_argument("--table", "-t", default=None, help="table name (default: the only table in --db)")
@@ -163,6 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--s3-endpoint", default=None, help="S3 endpoint for s3:// databases (credentials from env)")
     r.add_argument("--verbose", "-v", action="store_true")
     r.set_defaults(func=_cmd_rollback)
+
+    from medembed.runtime.runs import STATUSES
+
+    runs_p = sub.add_parser("runs", help="list runs and show one, from their manifests",
+                            description="Read the run manifests (<run_dir>/<run id>/manifest.json) that every "
+                                        "job writes, locally or on s3://.")
+    runs_sub = runs_p.add_subparsers(dest="runs_command", metavar="list|show", required=True)
+    for name, helptext in (("list", "runs newest first: id, job, status, start, duration, main output"),
+                           ("show", "one run's summary: counts, quarantine by reason, stage times, gate, paths")):
+        rp = runs_sub.add_parser(name, help=helptext, description=helptext)
+        if name == "show":
+            rp.add_argument("run_id", help="a run id, or a unique prefix of one")
+        else:
+            rp.add_argument("--job", default=None, help="only runs of this job (e.g. embed, pipeline)")
+            rp.add_argument("--status", default=None, choices=STATUSES, help="only runs with this status")
+            rp.add_argument("--stages", action="store_true", help="also list a pipeline's per-stage runs")
+            rp.add_argument("--limit", "-n", type=int, default=None, help="at most this many runs")
+        rp.add_argument("--run-dir", default="./runs", help="the jobs' output.run_dir, a folder or s3:// URI "
+                                                            "(default ./runs)")
+        rp.add_argument("--s3-endpoint", default=None, help="S3 endpoint for s3:// run folders (credentials "
+                                                            "from env)")
+        rp.add_argument("--json", action="store_true", help="print JSON instead of text")
+        rp.set_defaults(func=_cmd_runs)
 
     from medembed.runtime.submit import add_submit_commands
 

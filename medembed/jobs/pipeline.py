@@ -19,7 +19,7 @@ from medembed.evaluation import report
 from medembed.jobs import by_name
 from medembed.pipeline import stages as P
 from medembed.pipeline.config import PipelineJobConfig
-from medembed.pipeline.gate import decide
+from medembed.pipeline.gate import decide, gate_sets
 from medembed.runtime import artifacts
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import filesystem, join
@@ -94,6 +94,10 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
     made: dict[str, str] = {}
     info: dict[str, dict[str, Any]] = {}
     manifest.set("stages", info)
+    gate_check = gate_sets(cfg)
+    manifest.set("gate_sets", gate_check)
+    if gate_check["warning"]:
+        log.warning("%s", gate_check["warning"])
     for i, stage in enumerate(P.STAGES, start=1):
         t0 = time.perf_counter()
         fp = P.fingerprint(cfg, stage, markers)
@@ -138,7 +142,7 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
               "promoted": promoted["promoted"], "table_rows": table.get("rows")}
     for k, v in counts.items():
         manifest.count(k, v)
-    summary = final_summary(report.to_text(cmp), decision, promoted, made, table)
+    summary = final_summary(report.to_text(cmp), decision, promoted, made, table, gate_check["warning"])
     log.info("pipeline %s done (summary on stdout)", manifest.run_id)
     sys.stdout.write(summary)
     sys.stdout.flush()
@@ -146,13 +150,15 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
 
 
 def final_summary(table_text: str, decision: dict[str, Any], promoted: dict[str, Any], made: dict[str, str],
-                  table: dict[str, Any]) -> str:
+                  table: dict[str, Any], gate_warning: str | None = None) -> str:
     lines = ["", "evaluation (" + made["evaluate"] + "):", table_text.rstrip(), "",
              f"gate ({decision['metric']}, tolerance {decision['tolerance']:g}): "
              f"{'PROMOTE candidate' if decision['promote'] else 'KEEP current model'} -- {decision['reason']}"]
     for name, row in decision["datasets"].items():
         lines.append(f"  {name}: current {row['current']:.4f}, candidate {row['candidate']:.4f}, "
                      f"delta {row['delta']:+.4f} ({'pass' if row['passed'] else 'FAIL'})")
+    if gate_warning:
+        lines.append(f"WARNING: {gate_warning}")
     lines += [f"promoted model: {promoted['model_id']} ({promoted['model']['name']})",
               f"candidate model folder: {made['train']}",
               f"table: {made['embed']} ({table.get('rows')} rows, model {table.get('model_id')})", ""]

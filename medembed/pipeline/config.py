@@ -23,6 +23,10 @@ class GateConfig(_Model):
     metric: str = Field("ndcg_at_10", description="a score key of the results, e.g. ndcg_at_10, recall_at_100")
     tolerance: float = Field(0.0, ge=0, description="the candidate may trail the current model by at most this "
                              "much (absolute, on the metric's 0-1 scale) on each gate dataset")
+    require_labelled: bool = Field(False, description="refuse a gate without a labelled retrieval set (a BEIR "
+                                   "folder or s3:// URI of judged queries in evaluate.datasets): the synthetic "
+                                   "pairs-dev split alone rises easily while real retrieval can fall; production "
+                                   "presets set this")
 
 
 class PipelineOutputConfig(OutputConfig):
@@ -55,4 +59,7 @@ class PipelineJobConfig(_Model):
         from medembed.pipeline.stages import validate_stage_configs
 
         validate_stage_configs(self)
+        from medembed.pipeline.gate import gate_sets
+
+        gate_sets(self)  # unknown gate dataset names, or no labelled set where one is required, fail here
         return self

@@ -26,6 +26,33 @@ class GateDecision:
         return asdict(self)
 
 
+SYNTHETIC_WARNING = ("the gate looks only at synthetic sets ({names}): the held-out split of the model's own "
+                     "training pairs rises easily while real retrieval can fall; add a labelled retrieval set "
+                     "(evaluate.datasets: a BEIR folder or s3:// URI of judged queries) to gate.datasets")
+
+
+def gate_sets(cfg: Any) -> dict[str, Any]:
+    """Which of a pipeline config's gate datasets are labelled (BEIR sets) and which synthetic (pairs-dev).
+
+    Raises ``ValueError`` for a gate dataset the evaluation does not produce, and for a gate without a
+    labelled set when ``gate.require_labelled`` is set. ``warning`` is the text to show when every gate
+    set is synthetic (``None`` otherwise)."""
+    from medembed.pipeline.stages import PAIRS_DEV
+
+    labelled = [str(d.get("name")) for d in (cfg.evaluate.get("datasets") or []) if isinstance(d, Mapping)]
+    evaluated = [*labelled, PAIRS_DEV]
+    names = list(cfg.gate.datasets) if cfg.gate.datasets is not None else evaluated
+    unknown = [n for n in names if n not in evaluated]
+    if unknown:
+        raise ValueError(f"gate.datasets: {unknown} are not evaluated (evaluated: {evaluated})")
+    out = {"labelled": [n for n in names if n in labelled], "synthetic": [n for n in names if n not in labelled]}
+    out["warning"] = None if out["labelled"] else SYNTHETIC_WARNING.format(names=", ".join(out["synthetic"]))
+    if cfg.gate.require_labelled and not out["labelled"]:
+        raise ValueError("gate.require_labelled: no labelled retrieval set among the gate datasets "
+                         f"{names}; add one to evaluate.datasets (name, uri, split) and to gate.datasets")
+    return out
+
+
 def decide(gate: GateConfig, results: Iterable[Mapping[str, Any]], current: str, candidate: str) -> GateDecision:
     """Promote when, on every gate dataset, ``candidate >= current - tolerance`` on ``gate.metric``.
 

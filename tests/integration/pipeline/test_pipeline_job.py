@@ -68,6 +68,8 @@ def test_gate_decision_and_promoted_model_are_recorded(runs):
     assert gate["promote"] == row["passed"] == (row["delta"] >= -gate["tolerance"])
     promoted = json.loads(Path(first["output"]["promoted"]).read_text())
     assert promoted["decision"] == gate
+    assert first["gate_sets"]["labelled"] == [] and first["gate_sets"]["synthetic"] == ["pairs-dev"]
+    assert "only at synthetic sets (pairs-dev)" in first["gate_sets"]["warning"]  # the default gate warns
     eval_manifest = json.loads(Path(first["stages"]["evaluate"]["manifest"]).read_text())
     assert eval_manifest["scores"]["candidate"]["pairs-dev"]["ndcg_at_10"] == row["candidate"]
     if gate["promote"]:
@@ -112,3 +114,17 @@ def test_incomplete_stage_is_redone_with_everything_after_it(runs):
     assert third["gate"]["datasets"] == first["gate"]["datasets"]
     ev = json.loads((tmp / "runs" / "r3" / "evaluate" / "manifest.json").read_text())
     assert ev["counts"]["tables_built"] == 0 and ev["counts"]["documents_embedded"] == 0
+
+
+def test_runs_list_and_show_read_the_pipeline_runs(runs):
+    from medembed.runtime.runs import find_run, list_runs, summary
+
+    tmp, first, _, third = runs
+    rows, unreadable = list_runs(str(tmp / "runs"), job="pipeline")
+    assert unreadable == [] and [r.run_id for r in rows] == ["r3", "r2", "r1"]
+    assert all(r.status == "succeeded" and r.output == first["output"]["artifact"] for r in rows)
+    stage_rows = list_runs(str(tmp / "runs"), stages=True, job="train")[0]
+    assert [r.run_id for r in stage_rows] == ["r1/train"]  # r2 and r3 reused the training stage
+    s = summary(*find_run(str(tmp / "runs"), "r3"))
+    assert s["stages"]["evaluate"]["status"] == "ran" and s["stages"]["train"]["status"] == "reused"
+    assert s["gate"] == third["gate"] and s["counts"]["stages_reused"] == third["counts"]["stages_reused"]

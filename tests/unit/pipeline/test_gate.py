@@ -6,7 +6,7 @@ import pytest
 
 from medembed.evaluation.report import make_result
 from medembed.pipeline.config import GateConfig
-from medembed.pipeline.gate import decide
+from medembed.pipeline.gate import decide, gate_sets
 
 
 def _result(model: str, dataset: str, ndcg: float, recall: float = 0.5) -> dict:
@@ -44,3 +44,37 @@ def test_missing_results_are_errors_not_passes():
         decide(GateConfig(), RESULTS[:1], "current", "candidate")
     with pytest.raises(KeyError, match="no metric 'mrr_at_10'"):
         decide(GateConfig(metric="mrr_at_10"), RESULTS, "current", "candidate")
+
+
+def _pipeline(**gate) -> object:
+    from medembed.pipeline.config import PipelineJobConfig
+
+    judged = {"name": "judged", "uri": "s3://bucket/eval/judged", "split": "test"}
+    return PipelineJobConfig.model_validate({"evaluate": {"datasets": [judged]}, "gate": gate})
+
+
+def test_gate_sets_labelled_and_synthetic():
+    both = gate_sets(_pipeline(datasets=["judged", "pairs-dev"], require_labelled=True))
+    assert both == {"labelled": ["judged"], "synthetic": ["pairs-dev"], "warning": None}
+    default = gate_sets(_pipeline())  # null: every evaluated dataset, the labelled one included
+    assert default["labelled"] == ["judged"] and default["warning"] is None
+    synthetic = gate_sets(_pipeline(datasets=["pairs-dev"]))
+    assert synthetic["labelled"] == [] and "only at synthetic sets (pairs-dev)" in synthetic["warning"]
+
+
+def test_production_gate_without_a_labelled_set_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="gate.require_labelled: no labelled retrieval set"):
+        _pipeline(datasets=["pairs-dev"], require_labelled=True)
+    with pytest.raises(ValidationError, match=r"gate.datasets: \['typo'\] are not evaluated"):
+        _pipeline(datasets=["typo"])
+
+
+@pytest.mark.parametrize("preset", ["pipeline_cluster"])
+def test_production_presets_gate_on_a_labelled_set(preset):
+    from medembed.config import load_config
+    from medembed.pipeline.config import PipelineJobConfig
+
+    cfg = load_config(PipelineJobConfig, preset, [])
+    assert cfg.gate.require_labelled and gate_sets(cfg)["labelled"]

@@ -1,13 +1,52 @@
-"""Index policy: compaction, the full-text index and (past a row threshold) the IVF_PQ vector index."""
+"""Index policy: compaction, the full-text index and (past a row threshold) the vector index.
+
+Indexes are maintained incrementally. A table's first run trains them; later runs add what changed:
+
+- full-text (Lance inverted index): ``optimize_indices`` indexes the rows not yet in it (new fragments);
+  deleted rows are masked by their deletion vectors at query time, compaction remaps the index.
+- vector (``store.ann_index``: IVF_PQ, IVF_HNSW_SQ or IVF_RQ): the new rows are assigned to the trained
+  IVF centroids (and quantizer) as a *delta index* (``optimize_indices(num_indices_to_merge=0)``: cost
+  proportional to the new rows, no partition split or merge). A search visits every delta; a retrain
+  (new centroids, one index over all rows) happens when :func:`retrain_reason` says so:
+  rows added plus rows removed since the last training above ``store.ann_retrain_fraction`` of the
+  rows then trained on, more than ``store.ann_max_deltas`` delta indexes, or a config whose index type,
+  metric or parameters differ from the trained index's.
+
+The table's schema metadata records the trained index (``medembed.ann_index``: type, parameters, rows
+and date of the last training, the search defaults) and why this index type is the default
+(``medembed.index_choice``, from ``bench/index_recall.py``, see ``INDEX_CHOICE``).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from medembed import schema as S
 from medembed.config import S3Config, StoreConfig
-from medembed.index.tables import connect, open_dataset, table_uri
+from medembed.index.tables import connect, open_dataset, table_metadata, table_uri
+
+log = logging.getLogger(__name__)
+
+META_ANN = "medembed.ann_index"
+META_CHOICE = "medembed.index_choice"
+ANN_TYPES = ("IVF_PQ", "IVF_HNSW_SQ", "IVF_RQ")
+
+# Search defaults of the default index (Retriever, eval, mining); measured by bench/index_recall.py.
+DEFAULT_NPROBES = 20
+DEFAULT_REFINE_FACTOR = 10
+
+INDEX_CHOICE = {
+    "default": "IVF_PQ",
+    "search": {"nprobes": DEFAULT_NPROBES, "refine_factor": DEFAULT_REFINE_FACTOR},
+    "why": "not yet measured",
+    "measured_by": "bench/index_recall.py (bench/RESULTS.md, index_recall)",
+}
 
 
 def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
@@ -15,17 +54,137 @@ def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
 
     Lance's own ``compact_files``, not LanceDB's ``Table.optimize``: that one also cleans up versions
     older than a week and refuses while such versions are tagged (served tables keep tags; version
-    cleanup is ``index.serving.cleanup``'s job, with the configured retention).
+    cleanup is ``index.serving.cleanup``'s job, with the configured retention). Indexes are remapped
+    to the rewritten fragments by the same commit.
     """
     stats = open_dataset(table_uri(db_uri, table), s3).optimize.compact_files()
     return int(getattr(stats, "fragments_removed", 0) or 0)
 
 
-def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None) -> dict[str, Any]:
-    """Compact, then build the full-text index and (past the threshold) the ANN index.
+def ann_params(index_type: str, rows: int, dim: int) -> dict[str, Any]:
+    """Build parameters of a vector index over ``rows`` vectors of ``dim`` dimensions.
+
+    IVF partitions: sqrt(rows), at most rows/256 (k-means wants ~256 rows per centroid).
+    IVF_PQ: dim/16 sub-vectors (8-bit codes). IVF_HNSW_SQ: m=20, ef_construction=300 (LanceDB's).
+    IVF_RQ: 1 bit per dimension (RaBitQ; exact re-ranking via ``refine_factor`` restores the order).
+    """
+    if index_type not in ANN_TYPES:
+        raise ValueError(f"unknown vector index type {index_type!r} ({', '.join(ANN_TYPES)})")
+    p: dict[str, Any] = {"partitions": max(1, min(int(math.sqrt(rows)), rows // 256))}
+    if index_type == "IVF_PQ":
+        p["sub_vectors"] = next(d for d in (dim // 16, dim // 8, dim // 4, 1) if d >= 1 and dim % d == 0)
+    elif index_type == "IVF_HNSW_SQ":
+        p.update(m=20, ef_construction=300)
+    else:
+        p["num_bits"] = 1
+    return p
+
+
+def _index_config(index_type: str, metric: str, p: dict[str, Any]) -> Any:
+    from lancedb.index import HnswSq, IvfPq, IvfRq
+
+    if index_type == "IVF_PQ":
+        return IvfPq(distance_type=metric, num_partitions=p["partitions"], num_sub_vectors=p["sub_vectors"])
+    if index_type == "IVF_HNSW_SQ":
+        return HnswSq(distance_type=metric, num_partitions=p["partitions"], m=p["m"], ef_construction=p["ef_construction"])
+    return IvfRq(distance_type=metric, num_partitions=p["partitions"], num_bits=p["num_bits"])
+
+
+def _is_fts(index_type: str) -> bool:
+    t = str(index_type).upper()
+    return "FTS" in t or "INVERTED" in t
+
+
+def _indices(ds: Any) -> list[dict[str, Any]]:
+    return [{"name": i["name"], "type": i["type"], "fields": i["fields"]} for i in ds.list_indices()]
+
+
+def index_state(ds: Any, name: str) -> dict[str, Any]:
+    """Segments and row counts of index ``name``: rows per segment (the trained one first), unindexed rows."""
+    os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")  # keep stats small (and quiet)
+    s = ds.stats.index_stats(name)
+    per = [int(x) for x in s.get("num_indexed_rows_per_delta") or []]
+    return {"segments": int(s.get("num_indices", len(per)) or 0), "rows_per_segment": per,
+            "indexed_rows": int(s.get("num_indexed_rows", sum(per))), "unindexed_rows": int(s.get("num_unindexed_rows", 0))}
+
+
+def ann_metadata(ds: Any) -> dict[str, Any] | None:
+    """The ``medembed.ann_index`` record of the table (None: no index trained by medembed)."""
+    raw = table_metadata(ds).get(META_ANN)
+    return json.loads(raw) if raw else None
+
+
+def retrain_reason(trained: dict[str, Any] | None, state: dict[str, Any], wanted: dict[str, Any],
+                   cfg: StoreConfig) -> str | None:
+    """Why the vector index must be retrained (a full rebuild) instead of taking a delta; None: a delta will do.
+
+    ``trained``: the table's ``medembed.ann_index`` record; ``state``: :func:`index_state` of the index;
+    ``wanted``: type, metric and parameters the config asks for at the table's current size.
+    """
+    if trained is None:
+        return "index not trained by medembed (no medembed.ann_index record)"
+    for key in ("type", "metric"):
+        if trained.get(key) != wanted[key]:
+            return f"config asks for {key} {wanted[key]!r}, the index has {trained.get(key)!r}"
+    if trained.get("params", {}).keys() != wanted["params"].keys() or any(
+            trained["params"][k] != v for k, v in wanted["params"].items() if k != "partitions"):
+        return f"config asks for parameters {wanted['params']}, the index has {trained.get('params')}"
+    base = int(trained.get("trained_rows") or 0)
+    per = state["rows_per_segment"]
+    removed = max(0, base - (per[0] if per else 0))
+    added = sum(per[1:]) + state["unindexed_rows"]
+    if base and (added + removed) > cfg.ann_retrain_fraction * base:
+        return (f"{added} rows added and {removed} removed since the last training on {base} rows "
+                f"(> {cfg.ann_retrain_fraction:g} of them)")
+    deltas = len(per) - 1 + (1 if state["unindexed_rows"] else 0)
+    if deltas > cfg.ann_max_deltas:
+        return f"{deltas} delta indexes (> store.ann_max_deltas {cfg.ann_max_deltas})"
+    return None
+
+
+def _record(ds: Any, values: dict[str, Any]) -> None:
+    ds.update_schema_metadata({k: json.dumps(v, sort_keys=True) for k, v in values.items()})
+
+
+def _build_vector_index(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, n: int, dim: int,
+                        reason: str) -> dict[str, Any]:
+    params = ann_params(cfg.ann_index, n, dim)
+    t0 = time.perf_counter()
+    tbl = connect(db_uri, s3).open_table(table)
+    tbl.create_index(S.VECTOR, config=_index_config(cfg.ann_index, cfg.ann_metric, params), replace=True)
+    build_s = time.perf_counter() - t0
+    ds = open_dataset(table_uri(db_uri, table), s3)
+    record = {"type": cfg.ann_index, "metric": cfg.ann_metric, "params": params, "trained_rows": ds.count_rows(),
+              "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trained_version": ds.version,
+              "build_s": round(build_s, 3), "retrain_fraction": cfg.ann_retrain_fraction,
+              "max_deltas": cfg.ann_max_deltas, "search": INDEX_CHOICE["search"]}
+    _record(ds, {META_ANN: record, META_CHOICE: INDEX_CHOICE})
+    log.info("trained %s index on %d rows of %s (%.1f s): %s", cfg.ann_index, record["trained_rows"], table, build_s,
+             reason)
+    return {"type": cfg.ann_index, **params, "metric": cfg.ann_metric, "action": "trained", "reason": reason,
+            "seconds": round(build_s, 3)}
+
+
+def _vector_index_name(ds: Any) -> str | None:
+    return next((i["name"] for i in _indices(ds) if S.VECTOR in i["fields"] and not _is_fts(i["type"])), None)
+
+
+def _fts_index_name(ds: Any) -> str | None:
+    return next((i["name"] for i in _indices(ds) if S.TEXT in i["fields"] and _is_fts(i["type"])), None)
+
+
+def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, *,
+                   retrain: bool = False) -> dict[str, Any]:
+    """Compact, then bring the full-text index and (past ``store.ann_min_rows``) the vector index up to date.
+
+    A table without an index gets it built; an indexed table gets its new rows added incrementally (see
+    the module docstring), the vector index retrained when :func:`retrain_reason` (or ``retrain=True``)
+    says so. Returns ``rows``, ``fts_index`` (False, or ``built``/``updated``/``current``) and
+    ``ann_index`` (None, or type, parameters, ``action`` trained/delta/current and its reason).
 
     A table of one fragment without deleted rows has nothing to compact, and LanceDB (seconds of imports
-    on a small job) is opened only when an index is to be built."""
+    on a small job) is opened only when an index is to be built.
+    """
     uri = table_uri(db_uri, table)
     ds = open_dataset(uri, s3)
     if ds is None:
@@ -37,21 +196,58 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
         whole = len(frags) == 1 and frags[0].metadata.deletion_file is None
         info["fragments_compacted"] = 0 if whole else compact(db_uri, table, s3)
     ann = n >= max(cfg.ann_min_rows, 256)
-    if not n or not (cfg.fts or ann):
+    vec_name = _vector_index_name(ds) if n else None
+    if not n or not (cfg.fts or ann or vec_name):
         return info
-    tbl = connect(db_uri, s3).open_table(table)
+    ds = open_dataset(uri, s3)
     if cfg.fts:
-        tbl.create_fts_index(S.TEXT, replace=True)
-        info["fts_index"] = True
-    if ann:
-        dim = tbl.schema.field(S.VECTOR).type.list_size
-        partitions = max(1, min(int(math.sqrt(n)), n // 256))  # k-means needs ~256 rows per partition
-        sub_vectors = next(d for d in (dim // 16, dim // 8, dim // 4, 1) if d >= 1 and dim % d == 0)
-        tbl.create_index(metric=cfg.ann_metric, vector_column_name=S.VECTOR, index_type="IVF_PQ",
-                         num_partitions=partitions, num_sub_vectors=sub_vectors, replace=True)
-        info["ann_index"] = {"type": "IVF_PQ", "partitions": partitions, "sub_vectors": sub_vectors,
-                             "metric": cfg.ann_metric}
+        info["fts_index"] = _maintain_fts(db_uri, table, ds, s3)
+    if ann or vec_name:
+        ds = open_dataset(uri, s3)
+        info["ann_index"] = _maintain_vector(db_uri, table, cfg, s3, ds, vec_name, retrain)
     return info
+
+
+def _maintain_fts(db_uri: str, table: str, ds: Any, s3: S3Config | None) -> str:
+    name = _fts_index_name(ds)
+    if name is None:
+        from lancedb.index import FTS
+
+        t0 = time.perf_counter()
+        connect(db_uri, s3).open_table(table).create_index(S.TEXT, config=FTS(), replace=True)
+        log.info("built the full-text index of %s (%.1f s)", table, time.perf_counter() - t0)
+        return "built"
+    if not index_state(ds, name)["unindexed_rows"]:
+        return "current"
+    t0 = time.perf_counter()
+    ds.optimize.optimize_indices(index_names=[name])
+    log.info("full-text index of %s: new rows added (%.1f s)", table, time.perf_counter() - t0)
+    return "updated"
+
+
+def _maintain_vector(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, ds: Any, name: str | None,
+                     retrain: bool) -> dict[str, Any] | None:
+    n = ds.count_rows()
+    dim = ds.schema.field(S.VECTOR).type.list_size
+    if name is None:
+        return _build_vector_index(db_uri, table, cfg, s3, n, dim, f"no vector index yet ({n} rows)")
+    trained = ann_metadata(ds)
+    state = index_state(ds, name)
+    wanted = {"type": cfg.ann_index, "metric": cfg.ann_metric, "params": ann_params(cfg.ann_index, n, dim)}
+    reason = "retrain asked for" if retrain else retrain_reason(trained, state, wanted, cfg)
+    if reason:
+        return _build_vector_index(db_uri, table, cfg, s3, n, dim, reason)
+    out = {"type": trained["type"], **trained["params"], "metric": trained["metric"],
+           "trained_rows": trained["trained_rows"], "trained_at": trained["trained_at"]}
+    if not state["unindexed_rows"]:
+        return {**out, "action": "current", "delta_indexes": state["segments"] - 1}
+    t0 = time.perf_counter()
+    ds.optimize.optimize_indices(index_names=[name], num_indices_to_merge=0)
+    seconds = time.perf_counter() - t0
+    log.info("vector index of %s: %d new rows as delta index %d (%.1f s)", table, state["unindexed_rows"],
+             state["segments"], seconds)
+    return {**out, "action": "delta", "rows_added": state["unindexed_rows"], "delta_indexes": state["segments"],
+            "seconds": round(seconds, 3)}
 
 
 def has_vector_index(tbl: Any) -> bool:

@@ -106,6 +106,14 @@ class StoreConfig(_Model):
     corpus_name: str = Field("corpus", pattern=r"^[A-Za-z0-9_.-]+$")
     ann_min_rows: int = Field(100_000, ge=0, description="build an ANN index once the table has this many rows")
     ann_metric: Literal["cosine", "dot", "l2"] = "cosine"
+    ann_index: Literal["IVF_PQ", "IVF_HNSW_SQ", "IVF_RQ"] = Field(
+        "IVF_PQ", description="vector index type (the choice is measured in bench/index_recall.py)")
+    ann_retrain_fraction: float = Field(0.1, gt=0, description="retrain the vector index (new centroids, one "
+                                        "index) once the rows added plus removed since its last training exceed "
+                                        "this fraction of the rows it was trained on; below, new rows go into a "
+                                        "delta index")
+    ann_max_deltas: int = Field(30, ge=0, description="retrain once the vector index would have more than this "
+                                "many delta indexes (a search visits each)")
     fts: bool = Field(True, description="build a full-text index on text (for fts and hybrid search)")
     commit_every: int = Field(64, gt=0, description="commit written fragments in groups of this many")
     compact: bool = Field(True, description="compact small fragments at the end of a run")

@@ -15,8 +15,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-_exit_status: list[int] = []
-
 # Peak disk use of one suite run (models, checkpoints, tables, Ray sessions), measured 2026-11-30 with
 # df every 5 s in two full runs: +2.1 and +2.7 GB. A CI run on a full disk (2026-11-30) errored or failed 92 tests with
 # "No space left on device" in Ray's logs; this says so before the first test.
@@ -33,27 +31,6 @@ def pytest_sessionstart(session):
         pytest.exit(f"only {free:.1f} GiB free in {tmp}; the suite needs about {MIN_FREE_GIB:.0f} GiB (models, "
                     "checkpoints, tables, Ray logs). Free some space (old /tmp/pytest-of-*, /tmp/ray/session_*) "
                     "or point TMPDIR elsewhere; MEDEMBED_TEST_SKIP_DISK_CHECK=1 runs anyway", returncode=3)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _exit_status.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave with pytest's own exit status once everything is reported, skipping interpreter teardown.
-
-    A CI run (2026-11-29) reported its results, then died with SIGSEGV (exit 139) while the interpreter tore
-    down native libraries (Ray, Lance, torch, onnxruntime threads) that the suite had loaded in this process.
-    A crash after the results are out says nothing about the code under test, so it must not replace the status.
-    """
-    if _exit_status and os.environ.get("MEDEMBED_TEST_FULL_TEARDOWN") != "1":
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_exit_status[-1])
-
 
 
 @pytest.fixture(scope="session")

@@ -304,9 +304,9 @@ def test_docs_state_kuberay_1_5_1_or_later():
     for path in [REPO / "README.md", REPO / "cluster" / "README.md", *FILES]:
         for m in re.finditer(r"KubeRay\s*>=\s*(\d+)\.(\d+)(?:\.(\d+))?", path.read_text()):
             version = tuple(int(x or 0) for x in m.groups())
-            found.append(path.name)
+            found.append(str(path.relative_to(REPO)))
             assert version >= (1, 5, 1), f"{path}: '{m.group(0)}': authOptions needs KubeRay 1.5.1"
-    assert "README.md" in found and len(found) >= 3, found
+    assert {"README.md", "cluster/README.md", "cluster/kuberay/raycluster.yaml"} <= set(found), found
 
 
 # ----------------------------------------------------------------------------- broken manifests are refused

@@ -166,7 +166,7 @@ def _camel_case_errors(cls: type[BaseModel], data: Any, path: str) -> list[str]:
                 errors.append(f"{path}.{key}: not an API field name (Python name of one)")
             continue  # pydantic reports unknown fields
         for kind, inner in _inner_models(field.annotation):
-            if kind == "" :
+            if kind == "":
                 errors += _camel_case_errors(inner, value, f"{path}.{key}")
             elif kind == "[]" and isinstance(value, list):
                 for i, item in enumerate(value):

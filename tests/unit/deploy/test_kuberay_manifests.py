@@ -102,9 +102,7 @@ def pod_resources(g: dict) -> dict[str, float]:
 def test_manifests_found():
     kinds = sorted({d["kind"] for _, d in ALL})
     assert {"RayCluster", "RayJob", "RayCronJob", "CronJob", "ConfigMap"} <= set(kinds), kinds
-    for _, d in ALL:
-        if d["kind"] in ("RayCluster", "RayJob", "RayCronJob"):
-            assert d["apiVersion"] == "ray.io/v1", d["metadata"]
+    # apiVersion, field names and types: test_kuberay_schemas.py (the upstream CRDs and the Kubernetes models)
 
 
 def test_every_registered_job_has_a_rayjob():
@@ -164,9 +162,7 @@ def test_worker_groups_fit_the_config(where, spec):
     job, cfg = job_config(spec)
     gpu, cpu = group(spec, "gpu"), group(spec, "cpu")
     g, c = pod_resources(gpu), pod_resources(cpu)
-    assert g["gpu"] == float(gpu["rayStartParams"]["num-gpus"]) >= 1
-    assert g["cpu"] == float(gpu["rayStartParams"]["num-cpus"])
-    assert c["gpu"] == 0 and c["cpu"] == float(cpu["rayStartParams"]["num-cpus"])
+    assert g["gpu"] >= 1 and c["gpu"] == 0  # Ray's num-cpus/num-gpus/memory = requests: test_kuberay_schemas.py
     for grp in (gpu, cpu):
         assert 0 <= grp["minReplicas"] <= grp["replicas"] <= grp["maxReplicas"]
     head = spec["rayClusterSpec"]["headGroupSpec"]

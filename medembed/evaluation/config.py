@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
 from medembed.evaluation.metrics import DEFAULT_K
+from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR
 
 
 class EvalModelConfig(ModelConfig):
@@ -47,10 +48,12 @@ class PairsDevConfig(_Model):
 class EvalStoreConfig(_Model):
     uri: str = Field("./output/eval/lancedb", description="LanceDB database of the per-(model, dataset) corpus "
                      "tables; a complete table of the same model revision and corpus is reused")
-    ann_min_rows: int = Field(100_000, ge=0, description="build an IVF_PQ index once a corpus table has this many rows")
+    ann_min_rows: int = Field(100_000, ge=0, description="build the vector index (store.ann_index of the embed job's "
+                              "default) once a corpus table has this many rows; a reused table gets it then too")
     commit_every: int = Field(64, gt=0)
-    nprobes: int = Field(20, gt=0)
-    refine_factor: int | None = Field(10, gt=0)
+    nprobes: int = Field(DEFAULT_NPROBES, gt=0, description="IVF partitions probed per query (retrieval: ann)")
+    refine_factor: int | None = Field(DEFAULT_REFINE_FACTOR, gt=0, description="retrieval ann: re-rank "
+                                      "refine_factor*k index hits with exact scores")
 
 
 class EvalOutputConfig(OutputConfig):

@@ -23,7 +23,7 @@ from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.evaluation.config import EvalStoreConfig
 from medembed.evaluation.datasets import Corpus
-from medembed.index.indexes import finalize_table
+from medembed.index.indexes import finalize_table, has_vector_index
 from medembed.index.tables import connect, open_dataset, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
@@ -82,6 +82,11 @@ def corpus_rows(corpus: Corpus) -> pa.Table:
     })
 
 
+def _index_cfg(store: EvalStoreConfig, name: str) -> StoreConfig:
+    """The index settings of a corpus table: no full-text index, the vector index past ``store.ann_min_rows``."""
+    return StoreConfig(uri=store.uri, table=name, fts=False, ann_min_rows=store.ann_min_rows, compact=True)
+
+
 def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg: ModelConfig,
                         embed: EmbedConfig, store: EvalStoreConfig, s3: S3Config | None, run_id: str) -> CorpusTable:
     """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built."""
@@ -96,6 +101,10 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
         ds = open_dataset(uri, s3)
         if ds is not None and ds.count_rows() == len(corpus):
             log.info("%s: reusing corpus table %s (%d rows, model %s)", dataset, uri, len(corpus), card.model_id)
+            if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(connect(store.uri, s3).open_table(name)):
+                # built under a higher store.ann_min_rows: index it now, or `retrieval: ann` would scan every row
+                index = finalize_table(store.uri, name, _index_cfg(store, name), s3)
+                log.info("%s: built the vector index of the reused table: %s", dataset, index.get("ann_index"))
             return CorpusTable(store.uri, name, uri, len(corpus), True, marker)
     if name in table_names(connect(store.uri, s3)):
         log.info("%s: dropping incomplete or stale corpus table %s", dataset, uri)
@@ -113,8 +122,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
                            progress=f"{dataset} documents embedded")
     if result.stats.rows != len(corpus):
         raise RuntimeError(f"{dataset}: wrote {result.stats.rows} rows for {len(corpus)} documents into {uri}")
-    index = finalize_table(store.uri, name, StoreConfig(uri=store.uri, table=name, fts=False,
-                                                        ann_min_rows=store.ann_min_rows, compact=True), s3)
+    index = finalize_table(store.uri, name, _index_cfg(store, name), s3)
     summary = {**expect, "dataset": dataset, "version": open_dataset(uri, s3).version,
                "ann_index": index.get("ann_index"), "embed_s": round(result.elapsed_s, 3)}
     artifacts.mark_complete(uri, KIND, run_id, summary, s3)

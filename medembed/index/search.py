@@ -6,8 +6,10 @@ encoder, which applies the model card's query prompt), so the query prompt lives
 
 - ``exact``: brute-force inner product over the table's vectors held in memory (deterministic;
   vectors are normalized, so inner product = cosine). Ties go to the earlier row.
-- ``ann``: LanceDB vector search (the IVF_PQ index when there is one, with ``nprobes`` and
-  ``refine_factor``; a flat scan otherwise).
+- ``ann``: LanceDB vector search (the table's vector index when there is one, ``store.ann_index``, with
+  ``nprobes``, ``refine_factor`` and, for IVF_HNSW_SQ, ``ef``; a flat scan otherwise). Rows not yet in
+  the index are scanned exactly; delta indexes are searched too. The defaults (``DEFAULT_NPROBES``,
+  ``DEFAULT_REFINE_FACTOR``) are measured by ``bench/index_recall.py``.
 - ``fts``: BM25 over ``text`` (needs the full-text index).
 - ``hybrid``: LanceDB's reciprocal-rank fusion of vector and full-text results.
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 from medembed import schema as S
 from medembed.config import S3Config
-from medembed.index.indexes import has_vector_index
+from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR, has_vector_index
 from medembed.index.tables import connect, table_metadata, table_names
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,11 @@ def _quote_ids(ids: Sequence[str]) -> str:
 class Retriever:
     """Search one table. Row arrays (ids, doc ids, texts; vectors for exact search) load lazily, once."""
 
-    def __init__(self, tbl: Any, encoder: QueryEncoder | None = None, *, nprobes: int = 20,
-                 refine_factor: int | None = 10, metric: str = "cosine"):
+    def __init__(self, tbl: Any, encoder: QueryEncoder | None = None, *, nprobes: int = DEFAULT_NPROBES,
+                 refine_factor: int | None = DEFAULT_REFINE_FACTOR, metric: str = "cosine", ef: int | None = None):
         self.tbl = tbl
         self.encoder = encoder
-        self.nprobes, self.refine_factor, self.metric = nprobes, refine_factor, metric
+        self.nprobes, self.refine_factor, self.metric, self.ef = nprobes, refine_factor, metric, ef
         self.has_ann_index = has_vector_index(tbl)
         self._rows: dict[str, np.ndarray] | None = None
         self._vectors: np.ndarray | None = None
@@ -178,6 +180,8 @@ class Retriever:
                 query = query.nprobes(self.nprobes)
                 if self.refine_factor:
                     query = query.refine_factor(self.refine_factor)
+                if self.ef:
+                    query = query.ef(self.ef)
             hits = query.select([S.CHUNK_ID]).limit(k).to_arrow()
             idxs.append(np.asarray([self._row_of[c] for c in hits[S.CHUNK_ID].to_pylist()], dtype=np.int64))
             vals.append((1.0 - hits["_distance"].to_numpy()).astype(np.float32))

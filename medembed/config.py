@@ -66,7 +66,8 @@ class ChunkConfig(_Model):
 
 
 class ModelConfig(_Model):
-    name: str = Field(DEFAULT_MODEL, description="bundled:all-MiniLM-L6-v2, a local folder, a hub id or s3:// URI")
+    name: str = Field(DEFAULT_MODEL, description="bundled:all-MiniLM-L6-v2, a local folder, a hub id, an s3:// URI "
+                      "or an MLflow registry model, models:/<name>@<alias> (needs tracking.mlflow_uri)")
     revision: str | None = None
     device: str = Field("auto", description="auto, cpu, cuda, cuda:0, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

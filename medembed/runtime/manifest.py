@@ -8,7 +8,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -52,6 +52,11 @@ class RunManifest:
             "durations_s": {},
         }
         self._t0 = time.perf_counter()
+        self._on_finish: list[Callable[[RunManifest], None]] = []
+
+    def on_finish(self, hook: Callable[[RunManifest], None]) -> None:
+        """Call ``hook(self)`` once the manifest is finished and written (e.g. to end the run's MLflow run)."""
+        self._on_finish.append(hook)
 
     def path(self, *parts: str) -> str:
         return join(self.dir, *parts)
@@ -76,7 +81,11 @@ class RunManifest:
             self.data["error"] = error
         self.data["finished_at"] = datetime.now(timezone.utc).isoformat()
         self.data["durations_s"]["total"] = round(time.perf_counter() - self._t0, 3)
-        return self.write()
+        path = self.write()
+        hooks, self._on_finish = self._on_finish, []
+        for hook in hooks:
+            hook(self)
+        return path
 
     def write(self) -> str:
         fs, path = filesystem(self.dir)

@@ -57,6 +57,10 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
         return EXIT_OK
     out: OutputConfig = getattr(cfg, "output", OutputConfig())
     manifest = RunManifest(job.name, out.run_dir, cfg.model_dump(mode="json"), run_id=out.run_name)
+    from medembed.runtime import tracking  # MLflow (optional): the run ends when the manifest finishes
+
+    tracking.start_job(getattr(cfg, "tracking", None), job.name, manifest, manifest.data["config"],
+                       getattr(cfg, "s3", None))
     try:
         from medembed.runtime.ray_setup import init_ray
 

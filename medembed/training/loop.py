@@ -75,6 +75,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from medembed.mining import columns as M
     from medembed.runtime.memory import kept_from_start
+    from medembed.runtime.tracking import StepLogger
     from medembed.training.batching import shard
     from medembed.training.config import TrainConfig
     from medembed.training.loss import DualEncoder, build_loss
@@ -135,6 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     window: list[float] = []
     t0 = time.perf_counter()
+    steps_log = StepLogger(config.get("mlflow") if rank == 0 else None)  # MLflow, when the job tracks
     for step in range(start, total):
         rows = shard(plan[step], rank, world)
         loss = train_step(model, st, loss_fn, opt, sched, [queries[i] for i in rows], [positives[i] for i in rows],
@@ -147,6 +149,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0 and (done % tc.log_every == 0 or done == total):
             log.info("step %d/%d loss %.4f lr %.2e (%.2f s/step)", done, total, window[-1], sched.get_last_lr()[0],
                      (time.perf_counter() - t0) / (done - start))
+            steps_log.log(done, {"train/loss": window[-1], "train/lr": sched.get_last_lr()[0],
+                                 "train/steps_per_s": (done - start) / (time.perf_counter() - t0)})
         if done % tc.checkpoint_every == 0 or done == total:
             elapsed = time.perf_counter() - t0
             metrics = {"step": done, "total_steps": total, "loss": _mean_across_workers(sum(window) / len(window)),

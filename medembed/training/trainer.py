@@ -52,7 +52,8 @@ def check_resources(tc: TrainConfig, ray_cfg: RayConfig) -> None:
         each={"CPU": (tc.cpus_per_worker, "train.cpus_per_worker"), "GPU": (1 if tc.use_gpu else 0, "train.use_gpu")})
 
 
-def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_name: str) -> FitResult:
+def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_name: str,
+        mlflow_target: dict[str, str] | None = None) -> FitResult:
     """Train on ``train`` (TRAIN_COLUMNS, negatives cut to ``tc.num_negatives``) with ``tc.num_workers`` workers."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -66,7 +67,8 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
     store = storage_path(output_dir)
     config = {"train": tc.model_dump(), "model_path": card.path, "data": ray.put(train), "plan": plan.batches,
               "plan_fingerprint": plan.fingerprint(), "storage_path": store,
-              "prompts": {"query": card.prompts.query, "document": card.prompts.document}}
+              "prompts": {"query": card.prompts.query, "document": card.prompts.document},
+              "mlflow": mlflow_target}  # rank 0 logs its steps into this MLflow run (runtime.tracking)
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})}
     # set at the worker's start: glibc reads them once, and Ray Train runs the loop in a thread (runtime/memory.py)
     worker_env = keep_memory_runtime_env(tc.use_gpu, tc.cpu_keep_memory)

@@ -30,6 +30,7 @@ for training's data loading. CPU workers and the head run on m7i.2xlarge.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -280,11 +281,15 @@ def entrypoint(job: Job) -> str:
     cmd = f"python jobs/{job.driver} --config {job.config}"
     if not job.lease_skip:
         return cmd
-    # Ray runs the entrypoint with /bin/sh -c. Another run holding the table's writer lease (a second scheduler
-    # applied by mistake, a manual run) is not a failure: nothing to do tonight, so no RayJob retry either.
-    return (f'{cmd} || {{ rc=$?; if [ "$rc" -eq {EXIT_LEASE_HELD} ]; then '
-            f'echo "medembed: another run holds the writer lease (exit {EXIT_LEASE_HELD}): skipped"; exit 0; fi; '
-            f'exit "$rc"; }}')
+    # Another run holding the table's writer lease (a second scheduler applied by mistake, a manual run) is not a
+    # failure: nothing to do tonight, so no RayJob retry either (KubeRay retries any failed attempt). The script
+    # is ONE quoted `sh -c` word: KubeRay pastes the entrypoint unquoted into the submitter's bash line
+    # (`ray job submit ... -- <entrypoint> ; fi ; ray job logs ...`), so a bare `||` would apply to `ray job
+    # submit` there; `ray job submit` shlex-joins the words again and Ray runs them with /bin/sh -c.
+    script = (f"{cmd} || {{ rc=$?; if [ $rc -eq {EXIT_LEASE_HELD} ]; then "
+              f"echo medembed: another run holds the writer lease, exit {EXIT_LEASE_HELD}: skipped; exit 0; fi; "
+              f"exit $rc; }}")
+    return f"sh -c {shlex.quote(script)}"
 
 
 def rayjob_spec(job: Job) -> dict[str, Any]:
@@ -444,7 +449,7 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
+    style = "|" if "\n" in value else ('"' if "'" in value and '"' not in value else None)
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -64,14 +64,20 @@ def containers(obj: Any) -> Iterator[dict]:
 
 def entry(spec: dict) -> tuple[str, str, list[str]]:
     """(driver path, config name, other args) of a RayJob entrypoint ``python jobs/x.py --config NAME ...``."""
-    lexer = shlex.shlex(spec["entrypoint"], posix=True, punctuation_chars=True)
+    return _entry(spec["entrypoint"])
+
+
+def _entry(text: str) -> tuple[str, str, list[str]]:
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     argv = []
     for tok in lexer:  # the command before any shell operator (reembed's lease handling follows `||`)
         if tok in ("||", "&&", ";", "|", "&"):
             break
         argv.append(tok)
-    assert argv[0] == "python" and argv[1].startswith("jobs/"), spec["entrypoint"]
+    if argv[:2] == ["sh", "-c"] and len(argv) == 3:  # reembed: `sh -c '<driver> || <lease handling>'`
+        return _entry(argv[2])
+    assert argv[0] == "python" and argv[1].startswith("jobs/"), text
     cfg = argv[argv.index("--config") + 1]
     return argv[1], cfg, argv[2:]
 

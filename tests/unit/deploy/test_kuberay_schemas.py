@@ -12,7 +12,9 @@ import copy
 import hashlib
 import os
 import re
+import shlex
 import subprocess
+import sys
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
@@ -276,14 +278,37 @@ def test_one_nightly_scheduler_is_the_default():
     assert "never both" in readme.lower()
 
 
+SUBMIT_STUB = """import shlex, sys
+args = sys.argv[1:]
+print(shlex.join(args[args.index("--") + 1:]))  # what `ray job submit -- <words>` sends Ray (Ray 2.60 cli.py)
+"""
+
+
+def _entrypoint_as_ray_runs_it(entrypoint: str, tmp_path: Path) -> str:
+    """The command Ray's job supervisor gets for a RayJob entrypoint in K8sJobMode.
+
+    KubeRay v1.7.0 (common/job.go BuildJobSubmitCommand) pastes the entrypoint unquoted into the submitter's
+    bash line `... ray job submit --address ... --no-wait -- <entrypoint> ; fi ; ray job logs ...`, and `ray job
+    submit` shlex-joins the words it got. A stub `ray job submit` here prints that joined string.
+    """
+    stub = tmp_path / "ray_job_submit.py"
+    stub.write_text(SUBMIT_STUB)
+    line = f"if true ; then {shlex.quote(sys.executable)} {stub} --address http://x:8265 --no-wait -- {entrypoint} ; fi ; echo FOLLOW"
+    out = subprocess.run(["/bin/bash", "-c", line], capture_output=True, text=True, timeout=60, check=True).stdout
+    received, follow = out.rstrip("\n").rsplit("\n", 1)
+    assert follow == "FOLLOW", f"the entrypoint broke the submitter's command line: {out!r}"
+    return received
+
+
 def _run_entrypoint(entrypoint: str, driver_exit: int, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run a RayJob entrypoint the way Ray's job supervisor does (/bin/sh -c), with a driver that exits N."""
+    """Run a RayJob entrypoint as KubeRay + Ray do (submitter bash, then /bin/sh -c), the driver exiting N."""
     (tmp_path / "jobs").mkdir(exist_ok=True)
     (tmp_path / "jobs" / "nightly_reembed.py").write_text(
         "import os, sys\nsys.exit(int(os.environ['DRIVER_EXIT']))\n")
+    command = _entrypoint_as_ray_runs_it(entrypoint, tmp_path)
     env = {**os.environ, "DRIVER_EXIT": str(driver_exit)}
-    return subprocess.run(entrypoint, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(command, shell=True, executable="/bin/sh", cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("where,spec", NIGHTLY_SPECS, ids=[w for w, _ in NIGHTLY_SPECS])
@@ -294,6 +319,18 @@ def test_a_held_lease_is_a_skip_not_a_failure(where, spec, tmp_path):
     assert _run_entrypoint(spec["entrypoint"], 0, tmp_path).returncode == 0
     for code in (1, 2, 4):  # failed, bad config, quarantined input: still failures, still retried
         assert _run_entrypoint(spec["entrypoint"], code, tmp_path).returncode == code
+
+
+@pytest.mark.parametrize("where,spec", SPECS, ids=[w for w, _ in SPECS])
+def test_entrypoint_survives_the_submitter_shell(where, spec, tmp_path):
+    # what Ray runs is the entrypoint itself (the submitter's bash only strips one level of quoting)
+    assert shlex.split(_entrypoint_as_ray_runs_it(spec["entrypoint"], tmp_path)) == shlex.split(spec["entrypoint"])
+
+
+def test_a_bare_shell_operator_in_an_entrypoint_is_caught(tmp_path):
+    bare = "python jobs/nightly_reembed.py --config reembed_cluster || true"  # `||` would bind to ray job submit
+    with pytest.raises(AssertionError):
+        assert shlex.split(_entrypoint_as_ray_runs_it(bare, tmp_path)) == shlex.split(bare)
 
 
 # --------------------------------------------------------------------------------------------------- docs

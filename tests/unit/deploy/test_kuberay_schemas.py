@@ -137,6 +137,18 @@ def test_every_kind_is_checked():
     assert len(PODS) == 3 * len(RAY_DOCS)  # head + gpu + cpu everywhere: every pod template is checked
 
 
+# KubeRay v1.7.0 utils/constant.go: RayCluster names <= 53, RayJob <= 47, RayCronJob <= 36 (its RayJobs add 11)
+MAX_NAME = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36}
+
+
+@pytest.mark.parametrize("where,doc", RAY_DOCS, ids=[w for w, _ in RAY_DOCS])
+def test_names_pass_kuberay_validation(where, doc):
+    meta = doc["metadata"]
+    name = meta.get("name") or meta["generateName"] + "x" * 5  # the API server appends 5 characters
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), f"{where}: {name} is not a DNS-1035 label"
+    assert len(name) <= MAX_NAME[doc["kind"]], f"{where}: {name} longer than {MAX_NAME[doc['kind']]}"
+
+
 # --------------------------------------------------------------------------------------------- node types
 
 

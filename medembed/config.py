@@ -233,6 +233,13 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overri
         _set_dotted(data, key, value)
     if overrides:
         origin += " + overrides"
+    if path is not None:  # the benchmark instrument is refused in *_cluster presets
+        from medembed.embedding.instrument import InstrumentRefused, refuse_in_preset
+
+        try:
+            refuse_in_preset(data, p)
+        except InstrumentRefused as e:
+            raise ConfigError(str(e)) from None
     try:
         return cls.model_validate(data)
     except ValidationError as e:

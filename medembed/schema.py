@@ -49,6 +49,7 @@ META_DIM = "medembed.dim"
 META_SCHEMA_VERSION = "medembed.schema_version"
 META_BACKEND = "medembed.backend"  # torch, onnx, onnx-int8 (tables written before: absent = torch)
 META_PRECISION = "medembed.precision"  # float32, bfloat16, int8, auto (absent = float32)
+META_INSTRUMENT = "medembed.instrument"  # "true": vectors of the benchmark instrument (embedding.instrument), no model
 SCHEMA_VERSION = "1"
 
 
@@ -76,6 +77,7 @@ def table_schema(dim: int, model_id: str = "", model_revision: str = "", backend
             META_SCHEMA_VERSION: SCHEMA_VERSION,
             META_BACKEND: backend,
             META_PRECISION: precision,
+            **({META_INSTRUMENT: "true"} if backend == "instrument" else {}),
         },
     )
 

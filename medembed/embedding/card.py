@@ -261,6 +261,10 @@ def _saved_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
 
 def resolve_card(cfg: ModelConfig, s3: S3Config | None = None) -> ModelCard:
     """The model card of the configured model, resolved once per job (no weights loaded)."""
+    if cfg.name.strip().lower().startswith("instrument:"):  # benchmarks only (env-gated, see embedding.instrument)
+        from medembed.embedding.instrument import instrument_card
+
+        return instrument_card(cfg)
     source, path, model_id, revision = locate_model(cfg, s3)
     folder = _config_folder(path, revision)
     saved, similarity = _saved_prompts(folder)

@@ -171,6 +171,10 @@ def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, 
                   card: ModelCard | None = None, backend: str | None = None) -> Encoder:
     """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model."""
     backend = backend or model_cfg.backend
+    if card is not None and card.backend == "instrument":  # benchmarks only (env-gated, see embedding.instrument)
+        from medembed.embedding.instrument import InstrumentEncoder
+
+        return InstrumentEncoder(model_cfg, embed_cfg, s3, card)
     if backend not in ENCODERS:
         raise ValueError(f"unknown encoder backend {backend!r}; known: {sorted(ENCODERS)}")
     return ENCODERS[backend](model_cfg, embed_cfg, s3, card)

@@ -34,7 +34,7 @@ def rows(folder: Path) -> dict[str, tuple[str, str]]:
 def test_deterministic_streamed_real_text(tmp_path):
     a = corpus_gen.generate(tmp_path / "a", 2500, seed=7, shard_docs=1000)
     corpus_gen.generate(tmp_path / "b", 2500, seed=7, shard_docs=1000)
-    c = corpus_gen.generate(tmp_path / "c", 2500, seed=8, shard_docs=1000, fmt="parquet")
+    corpus_gen.generate(tmp_path / "c", 2500, seed=8, shard_docs=1000, fmt="parquet")
     assert a["files"] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
     for name in a["files"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

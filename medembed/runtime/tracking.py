@@ -43,8 +43,18 @@ log = logging.getLogger(__name__)
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 INSTALL_HINT = 'MLflow tracking needs mlflow: pip install -e ".[tracking]"'
 MASK = "***"
-# a field or variable named like a credential: never logged (config holds none by design; this is the backstop)
-SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth|cookie|session", re.IGNORECASE)
+# a field or variable named like a credential is never logged (config holds none by design; this is the backstop):
+# one of its words (split at _ - . and camelCase) is a credential word, or its last word is "token"
+# (hf_token, access_token; not max_tokens or token_budget, which are sizes)
+SECRET_WORDS = frozenset({"key", "apikey", "secret", "password", "passwd", "pwd", "credential", "credentials",
+                          "auth", "authorization", "cookie", "bearer"})
+
+
+def is_secret_name(name: str) -> bool:
+    words = [w.lower() for w in re.split(r"[_\-.\s/]+|(?<=[a-z])(?=[A-Z])", str(name)) if w]
+    return bool(words) and (any(w in SECRET_WORDS for w in words) or words[-1] == "token")
+
+
 URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
@@ -70,7 +80,7 @@ class TrackingConfig(_Model):
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret-named environment variables (long enough to be a credential), longest first."""
     env = os.environ if environ is None else environ
-    vals = {v for k, v in env.items() if SECRET_NAME.search(k) and v and len(v) >= 6}
+    vals = {v for k, v in env.items() if is_secret_name(k) and v and len(v) >= 6}
     return sorted(vals, key=len, reverse=True)
 
 
@@ -86,7 +96,7 @@ def scrub(obj: Any, secrets: list[str] | None = None) -> Any:
     """A copy of a JSON-like object without secret-named keys, with secret values masked."""
     secrets = secret_values() if secrets is None else secrets
     if isinstance(obj, Mapping):
-        return {k: scrub(v, secrets) for k, v in obj.items() if not SECRET_NAME.search(str(k))}
+        return {k: scrub(v, secrets) for k, v in obj.items() if not is_secret_name(str(k))}
     if isinstance(obj, list | tuple):
         return [scrub(v, secrets) for v in obj]
     if isinstance(obj, str):
@@ -111,7 +121,7 @@ def config_params(config: Mapping[str, Any]) -> dict[str, str]:
     secrets = secret_values()
     out = {}
     for k, v in flatten(scrub(config, secrets)).items():
-        if any(SECRET_NAME.search(part) for part in k.split(".")):
+        if any(is_secret_name(part) for part in k.split(".")):
             continue
         text = v if isinstance(v, str) else json.dumps(v, default=str)
         out[k[:250]] = redact_text(text, secrets)[:MAX_PARAM_CHARS]

@@ -33,7 +33,8 @@ def _config() -> dict:
         "s3": {"endpoint_url": None, "aws_secret_access_key": SECRETS["AWS_SECRET_ACCESS_KEY"]},
         "hub": {"token": SECRETS["HF_TOKEN"], "note": f"pasted by mistake: {SECRETS['HF_TOKEN']}"},
         "db": {"password": SECRETS["DB_PASSWORD"], "host": "localhost"},
-        "embed": {"batch_size": 512, "num_actors": 2},
+        "embed": {"batch_size": 512, "num_actors": 2, "token_budget": 2048},
+        "chunking": {"max_tokens": 64, "overlap_tokens": 8},
     }
 
 
@@ -79,7 +80,9 @@ def test_job_run_logs_config_tags_metrics_artifacts_and_no_secret(store, tmp_pat
     assert p["model.name"] == "bundled:all-MiniLM-L6-v2" and p["embed.batch_size"] == "512"
     assert json.loads(p["input.text_fields"]) == ["text"] and p["db.host"] == "localhost"
     assert p["input.uri"] == "https://***@example.org/notes.jsonl"  # URL user-info masked
-    assert not [k for k in p if any(w in k for w in ("key", "token", "secret", "password"))]
+    assert not {"synth.openai.api_key", "synth.openai.api_key_env", "s3.aws_secret_access_key", "hub.token",
+                "db.password"} & set(p)  # credential-named fields are left out
+    assert p["chunking.max_tokens"] == "64" and p["embed.token_budget"] == "2048"  # sizes named "token" are kept
     assert p["hub.note"] == "pasted by mistake: ***"  # a secret env value inside another field is masked
     t = got.data.tags
     assert t["medembed.run_id"] == "unit-run" and t["medembed.job"] == "embed_corpus"

@@ -18,11 +18,11 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from tqdm import tqdm
 
 from medembed import schema as S
 from medembed.config import S3Config
 from medembed.index.tables import open_dataset
+from medembed.runtime.console import Progress
 from medembed.runtime.storage import lance_storage_options
 from medembed.runtime.watchdog import watch
 
@@ -198,7 +198,7 @@ def _commit(fragment_rows: Iterable[dict[str, Any]], uri: str, schema: pa.Schema
     committer = Committer(uri, schema, s3, known or {}, commit_every)
     result = WriteResult(committer.stats)
     t0 = time.perf_counter()
-    with tqdm(desc=progress, unit="row", disable=None) as bar:
+    with Progress(progress, unit="rows") as bar:
         for row in fragment_rows:
             if result.first_write_s is None:
                 result.first_write_s = time.perf_counter() - t0

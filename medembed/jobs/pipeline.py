@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import time
 from typing import Any
 
@@ -21,7 +20,9 @@ from medembed.pipeline import stages as P
 from medembed.pipeline.config import PipelineJobConfig
 from medembed.pipeline.gate import GateDecision, decide, gate_sets
 from medembed.runtime import artifacts, tracking
+from medembed.runtime.console import say, write_out
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.runs import format_duration
 from medembed.runtime.storage import filesystem, join
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,13 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
         fp = P.fingerprint(cfg, stage, markers)
         rec = P.find_reusable(out, stage, fp, s3)
         if rec is not None:
-            log.info("stage %d/%d %s: reusing the output of %s (%s)", i, len(P.STAGES), stage, rec["run_id"],
-                     rec["artifact"])
+            say("stage %d/%d %s: reusing the output of %s (%s)", i, len(P.STAGES), stage, rec["run_id"],
+                rec["artifact"])
             artifact, status, sub_manifest = rec["artifact"], "reused", rec.get("manifest")
             tracking.reused_stage(stage, rec)
         else:
-            log.info("stage %d/%d %s: running (fingerprint %s)", i, len(P.STAGES), stage, fp[:12])
+            say("stage %d/%d %s: running", i, len(P.STAGES), stage)
+            log.info("stage %s fingerprint %s", stage, fp)
             with manifest.timed(stage):
                 if stage == "promote":
                     with tracking.nested_run(stage, tags={"medembed.run_id": f"{manifest.run_id}/{stage}",
@@ -153,8 +155,9 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
                        "record": join(P.record_dir(out, manifest.run_id if status == "ran" else
                                                    rec["run_id"].rsplit("/", 1)[0], stage), artifacts.SUCCESS),
                        "seconds": round(time.perf_counter() - t0, 3)}
-        log.info("stage %d/%d %s: %s in %.1f s -> %s", i, len(P.STAGES), stage, status, info[stage]["seconds"],
-                 artifact)
+        if status == "ran":
+            say("stage %d/%d %s: done in %s -> %s", i, len(P.STAGES), stage, format_duration(info[stage]["seconds"]),
+                artifact)
         manifest.write()
 
     promoted = read_promoted(made["promote"], cfg)
@@ -174,8 +177,7 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
         manifest.count(k, v)
     summary = final_summary(report.to_text(cmp), decision, promoted, made, table, gate_check["warning"])
     log.info("pipeline %s done (summary on stdout)", manifest.run_id)
-    sys.stdout.write(summary)
-    sys.stdout.flush()
+    write_out(summary)
     return counts
 
 

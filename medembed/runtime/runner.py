@@ -6,11 +6,15 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from typing import TYPE_CHECKING
 
 from medembed.config import ConfigError, OutputConfig, RayConfig, load_config
+from medembed.runtime.console import quiet_console, say
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.runs import format_duration
+from medembed.runtime.storage import copy_file, is_remote
 
 if TYPE_CHECKING:
     from medembed.jobs import Job
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOG_FILE = "job.log"
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -33,7 +38,10 @@ def add_config_args(p: argparse.ArgumentParser, default_config: str | None) -> N
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set model.name=BAAI/bge-base-en-v1.5 (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="debug logging, and Ray's and the libraries' output on the console too (default: the "
+                        "console shows progress, stage lines and the summary; everything else goes to the run's "
+                        "job.log)")
 
 
 def job_parser(job: Job) -> argparse.ArgumentParser:
@@ -61,6 +69,50 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
 
     tracking.start_job(getattr(cfg, "tracking", None), job.name, manifest, manifest.data["config"],
                        getattr(cfg, "s3", None))
+    log_path, remote_log = job_log_path(manifest)
+    manifest.set("log_file", remote_log or log_path)
+    verbose = getattr(args, "verbose", False)
+    with quiet_console(log_path, verbose) as quiet:
+        say("%s: run %s (config %s)%s", job.command, manifest.run_id, args.config or "defaults",
+            f"; Ray and library logs go to {remote_log or log_path}" if quiet else "")
+        code = _run_body(job, cfg, manifest)
+        if quiet:
+            say("log file: %s", remote_log or log_path)
+    if remote_log:
+        copy_file(log_path, remote_log, getattr(cfg, "s3", None))
+    return code
+
+
+def job_log_path(manifest: RunManifest) -> tuple[str, str | None]:
+    """The run's log file: ``<run folder>/job.log``; for an ``s3://`` run folder a local file uploaded at the end."""
+    target = manifest.path(LOG_FILE)
+    if not is_remote(target):
+        return target, None
+    local = os.path.join(tempfile.gettempdir(), "medembed-logs", manifest.run_id.replace("/", "__"), LOG_FILE)
+    return local, target
+
+
+def _warn_quarantine(manifest: RunManifest) -> None:
+    """Quarantined input reaches the console once, with the reasons and where the records are."""
+    counts = manifest.data.get("counts") or {}
+    n = counts.get("quarantined") or 0
+    if isinstance(n, int) and n > 0:
+        reasons = ", ".join(f"{r} {c:,}" for r, c in (counts.get("quarantine_by_reason") or {}).items() if c)
+        log.warning("%d input record%s quarantined (%s); each with its file, line and reason in %s", n,
+                    "s" if n != 1 else "", reasons or "see the records", manifest.data.get("quarantine_dir", "-"))
+
+
+def _brief(counts: object, most: int = 6) -> str:
+    """The first few scalar counts, in words (``documents accepted 30, chunks written 30``)."""
+    if not isinstance(counts, dict):
+        return ""
+    items = [f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) and not isinstance(v, bool) else
+             f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if isinstance(v, (int, float, str, bool))]
+    return f" ({', '.join(items[:most])})" if items else ""
+
+
+def _run_body(job: Job, cfg: object, manifest: RunManifest) -> int:
+    """Connect Ray, run the job body, always finish the manifest; returns the exit code."""
     try:
         from medembed.runtime.ray_setup import init_ray
 
@@ -68,17 +120,21 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
         with manifest.timed("job"):
             counts = job.body_function()(cfg, manifest)
         status = manifest.data.get("exit_status", "succeeded")
+        _warn_quarantine(manifest)
         manifest.finish(status)
-        log.info("%s finished (%s): %s", job.name, status, counts)
-        log.info("manifest: %s", manifest.path("manifest.json"))
+        log.info("%s counts: %s", job.name, counts)
+        say("%s %s in %s%s; manifest: %s", job.command, status,
+            format_duration(manifest.data["durations_s"]["total"]), _brief(counts), manifest.path("manifest.json"))
         return int(manifest.data.get("exit_code", EXIT_OK))
     except KeyboardInterrupt:
         manifest.finish("interrupted")
+        say("%s interrupted; manifest: %s", job.command, manifest.path("manifest.json"))
         return EXIT_INTERRUPTED
     except Exception as e:  # the manifest records the failure; the exit code tells the scheduler
         log.error("%s failed: %s", job.name, e)
         log.debug("%s", traceback.format_exc())
         manifest.finish("failed", error=f"{type(e).__name__}: {e}")
+        say("manifest: %s", manifest.path("manifest.json"))
         return int(getattr(e, "exit_code", EXIT_FAILED))
 
 

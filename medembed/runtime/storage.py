@@ -72,3 +72,12 @@ def read_parquet(path: str, s3: S3Config | None = None) -> Any:
     if not files:
         raise FileNotFoundError(f"no .parquet files under {path}")
     return pads.dataset(files, format="parquet", filesystem=fs).to_table()
+
+
+def copy_file(local_path: str, uri: str, s3: S3Config | None = None) -> None:
+    """Upload (or copy) one local file to ``uri``, local or ``s3://``."""
+    fs, path = filesystem(uri, s3)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.put_file(local_path, path)

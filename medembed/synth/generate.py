@@ -30,6 +30,7 @@ from ray.data import ActorPoolStrategy
 from medembed import schema as S
 from medembed.config import S3Config
 from medembed.runtime.artifacts import new_run_id
+from medembed.runtime.console import Progress
 from medembed.runtime.storage import filesystem, join
 from medembed.synth import columns as C
 from medembed.synth.backends import Request, backend_class, backend_identity, create_backend
@@ -300,15 +301,18 @@ def _write_results(results: ray.data.Dataset, out: str, identity: tuple[str, str
     pairs = _ParquetSink(join(out, PAIRS_DIR), C.PAIR_SCHEMA, s3)
     ledger = _ParquetSink(join(out, LEDGER_DIR), C.LEDGER_SCHEMA, s3)
     counts: dict[str, Any] | None = None
+    bar = Progress("notes to pairs", unit="notes")
     for block in results.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
         if not block.num_rows:
             continue
+        bar.update(block.num_rows)
         t = time.perf_counter()
         first = t - t0 if first is None else first
         counts = _merge_counts(counts, summarize(block))
         pairs.add(_explode_pairs(block, gen, model, version))
         ledger.add(_ledger_only(block))
         writing += time.perf_counter() - t
+    bar.close()
     t = time.perf_counter()
     pairs.close()
     ledger.close()

@@ -22,6 +22,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+STEP_KEY = "train_step"  # rank 0's step, reported to the driver's counters actor (config["progress"])
 
 
 def staging_dir(storage_path: str, run_name: str) -> Path:
@@ -146,6 +147,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if first_loss is None:
             first_loss = _mean_across_workers(window[0])
         done = step + 1
+        if rank == 0 and config.get("progress") is not None:  # the driver's progress bar (fire and forget)
+            config["progress"].put.remote(STEP_KEY, {STEP_KEY: done})
         if rank == 0 and (done % tc.log_every == 0 or done == total):
             log.info("step %d/%d loss %.4f lr %.2e (%.2f s/step)", done, total, window[-1], sched.get_last_lr()[0],
                      (time.perf_counter() - t0) / (done - start))

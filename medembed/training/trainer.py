@@ -21,7 +21,7 @@ from medembed.mining import columns as M
 from medembed.runtime.ray_setup import require_resources
 from medembed.training.batching import BatchPlan, plan_batches
 from medembed.training.config import TrainConfig
-from medembed.training.loop import load_state, train_loop_per_worker
+from medembed.training.loop import STEP_KEY, load_state, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from medembed.runtime.console import Progress, follow
+    from medembed.runtime.counters import Counters
     from medembed.runtime.memory import keep_memory_runtime_env
 
     plan = make_plan(train, tc)
@@ -65,8 +67,9 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
         raise ValueError(f"no batches: {train.num_rows} training triplets cannot fill a step of "
                          f"{tc.num_workers} workers")
     store = storage_path(output_dir)
+    steps = Counters.remote()  # rank 0 reports its step here; the driver's progress bar follows it
     config = {"train": tc.model_dump(), "model_path": card.path, "data": ray.put(train), "plan": plan.batches,
-              "plan_fingerprint": plan.fingerprint(), "storage_path": store,
+              "plan_fingerprint": plan.fingerprint(), "storage_path": store, "progress": steps,
               "prompts": {"query": card.prompts.query, "document": card.prompts.document},
               "mlflow": mlflow_target}  # rank 0 logs its steps into this MLflow run (runtime.tracking)
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})}
@@ -81,7 +84,10 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
                              worker_runtime_env=worker_env))
     log.info("training %d steps (%s per epoch, %d rows left out of tail batches) on %d workers; run %s/%s",
              len(plan.batches), plan.steps_per_epoch, plan.left_out, tc.num_workers, store, run_name)
-    result = trainer.fit()
+    with Progress("training", total=len(plan.batches), unit="steps") as bar, \
+            follow(lambda: ray.get(steps.get.remote(), timeout=10).get(STEP_KEY, 0), bar):
+        result = trainer.fit()
+    ray.kill(steps)
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
     if result.checkpoint is None:

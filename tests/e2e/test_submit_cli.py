@@ -59,7 +59,7 @@ def test_submit_follows_a_job_to_success(cluster, tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     job_id = p.stdout.splitlines()[0]
     assert job_id.startswith("embed_corpus-")
-    assert "embed_corpus finished (succeeded)" in p.stdout  # the driver's log, streamed while it ran
+    assert "embed succeeded in" in p.stdout  # the driver's console line, streamed while it ran
     m = json.loads((tmp_path / "runs" / "ok" / "manifest.json").read_text())
     assert m["status"] == "succeeded" and m["ray"]["nodes"] == 2
     assert m["counts"]["documents_accepted"] == 20
@@ -73,7 +73,7 @@ def test_submit_follows_a_job_to_success(cluster, tmp_path):
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith(job_id))
     assert line.split("\t")[1] == "SUCCEEDED"
     logs = medembed(cluster, "jobs", "logs", job_id, "--address", cluster.dashboard_url)
-    assert "embed_corpus finished (succeeded)" in logs.stdout
+    assert "embed succeeded in" in logs.stdout
     status = medembed(cluster, "jobs", "status", job_id, "--address", cluster.dashboard_url)
     assert status.returncode == 0 and status.stdout.startswith("SUCCEEDED")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,16 @@ def test_local_job_writes_table_and_manifest(tmp_path):
     # the local instance stays on loopback (Ray would rewrite 127.0.0.1 to the network address)
     assert manifest["ray"]["node_ips"] and all(ip.startswith("127.") for ip in manifest["ray"]["node_ips"])
     assert manifest["durations_s"]["total"] > 0
+    # a quiet console: medembed's own lines only; Ray's and the libraries' output is in the run's log file
+    console = p.stderr.splitlines()
+    assert p.stdout == "" and 3 <= len(console) <= 6, p.stderr
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in console), p.stderr
+    assert "embed: run quick (config embed_local)" in console[0]
+    assert "embed succeeded in" in p.stderr and "documents accepted 30" in p.stderr
+    assert console[-1].endswith("log file: ./runs/quick/job.log")
+    log = (tmp_path / "runs" / "quick" / "job.log").read_text()
+    assert "Started a local Ray instance" in log and "Started a local Ray instance" not in p.stderr
+    assert manifest["log_file"] == "./runs/quick/job.log"
     import lancedb
 
     assert lancedb.connect(str(tmp_path / "lancedb")).open_table("sample__all_minilm_l6_v2").count_rows() == 30

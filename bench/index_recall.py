@@ -275,6 +275,14 @@ def _dir_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def _index_mib(uri: str) -> float:
+    """Size of the vector index the table's current version uses (replaced indexes stay on disk until cleanup)."""
+    import lance
+
+    uuids = [i["uuid"] for i in lance.dataset(uri).list_indices() if "vector" in i["fields"]]
+    return sum(_dir_mib(Path(uri) / "_indices" / u) for u in uuids)
+
+
 def _scale_truth(gen: Perturbed, n: int, alive: np.ndarray, added: list[tuple[str, np.ndarray]], queries: np.ndarray,
                  k: int = 10) -> list[set[str]]:
     """Exact top-k ids over the live rows: base rows (regenerated chunk by chunk, dead ones masked) + added rows."""
@@ -337,7 +345,7 @@ def scale(args: argparse.Namespace) -> None:
     for itype in args.types.split(","):
         b = build_in_subprocess(db, itype)
         m = measure(db, queries, truth)
-        b["index_mib"] = _dir_mib(Path(uri) / "_indices")
+        b["index_mib"] = _index_mib(uri)
         builds.append((itype, b, m))
         print(itype, json.dumps({k: b[k] for k in ("build_s", "peak_rss_mib", "index_mib")}), json.dumps(m), flush=True)
     nights = []

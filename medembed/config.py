@@ -108,7 +108,8 @@ class StoreConfig(_Model):
     ann_min_rows: int = Field(100_000, ge=0, description="build an ANN index once the table has this many rows")
     ann_metric: Literal["cosine", "dot", "l2"] = "cosine"
     ann_index: Literal["IVF_PQ", "IVF_HNSW_SQ", "IVF_RQ"] = Field(
-        "IVF_PQ", description="vector index type (the choice is measured in bench/index_recall.py)")
+        "IVF_RQ", description="vector index type: IVF_RQ (default: the best recall per build second and byte, "
+        "bench/index_recall.py), IVF_HNSW_SQ or IVF_PQ")
     ann_retrain_fraction: float = Field(0.1, gt=0, description="retrain the vector index (new centroids, one "
                                         "index) once the rows added plus removed since its last training exceed "
                                         "this fraction of the rows it was trained on; below, new rows go into a "

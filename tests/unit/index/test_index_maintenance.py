@@ -73,11 +73,11 @@ def test_first_run_trains_and_records_the_index_in_table_metadata(tmp_path):
     info, _ = _base(tmp_path)
     assert info["fts_index"] == "built"
     ann = info["ann_index"]
-    assert ann["action"] == "trained" and ann["type"] == "IVF_PQ" and ann["partitions"] == 2  # min(sqrt, n/256)
+    assert ann["action"] == "trained" and ann["type"] == "IVF_RQ" and ann["partitions"] == 2  # min(sqrt, n/256)
     md = table_metadata(open_dataset(table_uri(str(tmp_path), "t")))
     rec = json.loads(md[META_ANN])
-    assert rec["trained_rows"] == 600 and rec["type"] == "IVF_PQ" and rec["params"]["sub_vectors"] == 2
-    assert rec["trained_at"][:4].isdigit() and json.loads(md[META_CHOICE])["default"] == "IVF_PQ"
+    assert rec["trained_rows"] == 600 and rec["type"] == "IVF_RQ" and rec["params"] == {"partitions": 2, "num_bits": 1}
+    assert rec["trained_at"][:4].isdigit() and json.loads(md[META_CHOICE])["default"] == "IVF_RQ"
     # a second run with nothing new touches nothing
     again = finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
     assert again["fts_index"] == "current" and again["ann_index"]["action"] == "current"
@@ -158,4 +158,4 @@ def test_retrain_when_deltas_pass_the_limit_or_the_config_changes(tmp_path):
     assert hnsw["action"] == "trained" and hnsw["type"] == "IVF_HNSW_SQ" and "type 'IVF_HNSW_SQ'" in hnsw["reason"]
     types = {i.index_type for i in connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfHnswSq"}
-    assert finalize_table(str(tmp_path), "t", cfg, None, retrain=False)["ann_index"]["type"] == "IVF_PQ"
+    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["type"] == "IVF_RQ"  # back to the config's

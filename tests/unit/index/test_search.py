@@ -94,7 +94,8 @@ def test_fts_and_hybrid(tmp_path):
 
 def test_ivf_pq_index_is_used_and_finds_exact_matches(tmp_path):
     db, v = _table(tmp_path, n=600)
-    info = finalize_table(str(tmp_path), "t", StoreConfig(uri=str(tmp_path), ann_min_rows=256, fts=False), None)
+    info = finalize_table(str(tmp_path), "t", StoreConfig(uri=str(tmp_path), ann_min_rows=256, fts=False,
+                                                          ann_index="IVF_PQ"), None)
     assert info["ann_index"]["type"] == "IVF_PQ"
     r = Retriever(db.open_table("t"), FakeEncoder(v), nprobes=info["ann_index"]["partitions"], refine_factor=50)
     assert r.has_ann_index

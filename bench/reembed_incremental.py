@@ -12,9 +12,9 @@
       3. unchanged: the same corpus again (0% changed).
     Each run's time is the manifest's ``job`` duration (lease, read+chunk, diff, embed, commit,
     indexes, verify, switch, cleanup; Ray start and process start excluded), with the per-phase split.
-(b) A 1M-chunk table with random vectors (no model; the diff reads only doc_id, chunk_index and
-    content_hash) and corpus signatures generated on Ray workers (1% changed, 0.5% deleted, 0.5% added);
-    times ``diff_signatures`` alone and records the driver's peak RSS (ru_maxrss) before and after.
+(b) A 1M-chunk table with random vectors (no model; the diff reads only doc_id, chunk_index, doc_hash and
+    doc_chunks) and corpus document hashes generated on Ray workers (1% changed, 0.5% deleted, 0.5% added);
+    times ``diff_hashes`` alone and records the driver's peak RSS (ru_maxrss) before and after.
 
 Appends a section to bench/RESULTS.md (``--no-append`` to skip).
 """
@@ -189,15 +189,17 @@ def _make_table(uri: str, n_chunks: int, chunks_per_doc: int, dim: int) -> None:
                       S.METADATA: ["{}"] * n, S.VECTOR: S.vectors_to_arrow(rng.random((n, dim), dtype=np.float32)),
                       S.MODEL_ID: ["random"] * n,
                       S.CONTENT_HASH: [S.content_hash(d, str(k)) for d, k in zip(docs, idx)],
-                      S.N_TOKENS: pa.array([8] * n, pa.int32()), S.EMBEDDED_AT: pa.nulls(n, pa.timestamp("us", tz="UTC"))})
-        return [f.to_json() for f in write_fragments(t, uri, schema=S.table_schema(dim, "random"))]
+                      S.N_TOKENS: pa.array([8] * n, pa.int32()), S.EMBEDDED_AT: pa.nulls(n, pa.timestamp("us", tz="UTC")),
+                      S.DOC_HASH: [S.content_hash(d) for d in docs],
+                      S.DOC_CHUNKS: pa.array([chunks_per_doc] * n, pa.int32())})
+        return [f.to_json() for f in write_fragments(t, uri, schema=S.table_schema(dim, "random", doc_hash=True))]
 
     step = 100_000
     frags = ray.get([part.remote(s, min(s + step, n_chunks)) for s in range(0, n_chunks, step)])
     from lance.fragment import FragmentMetadata
 
     meta = [FragmentMetadata.from_json(json.dumps(f)) for fs in frags for f in fs]
-    lance.LanceDataset.commit(uri, lance.LanceOperation.Overwrite(S.table_schema(dim, "random"), meta))
+    lance.LanceDataset.commit(uri, lance.LanceOperation.Overwrite(S.table_schema(dim, "random", doc_hash=True), meta))
 
 
 def bench_detect(args: argparse.Namespace) -> str:
@@ -206,7 +208,7 @@ def bench_detect(args: argparse.Namespace) -> str:
 
     from medembed import schema as S
     from medembed.config import RayConfig
-    from medembed.index.diff import diff_signatures
+    from medembed.index.diff import diff_hashes
     from medembed.runtime.ray_setup import init_ray
 
     per_doc, n = 4, args.detect_chunks
@@ -227,27 +229,24 @@ def bench_detect(args: argparse.Namespace) -> str:
             d = f"doc{i:08d}"
             if i % 200 == 1:  # 0.5% deleted
                 continue
-            hashes = [S.content_hash(d, str(k)) for k in range(per_doc)]
-            if i % 100 == 0:  # 1% changed
-                hashes[-1] = S.content_hash(d, "changed")
             ids.append(d)
-            sigs.append(S.doc_signature(hashes))
+            sigs.append(S.content_hash(d, "changed") if i % 100 == 0 else S.content_hash(d))  # 1% changed
         if start == 0:  # 0.5% added
             ids += [f"new{i:08d}" for i in range(n_docs // 200)]
             sigs += ["x"] * (n_docs // 200)
-        return pa.table({S.DOC_ID: ids, "doc_signature": sigs})
+        return pa.table({S.DOC_ID: ids, S.DOC_HASH: sigs, S.SOURCE: [""] * len(ids)})
 
     step = 50_000
     blocks = [corpus_block.remote(s, min(s + step, n_docs)) for s in range(0, n_docs, step)]
     ray.wait(blocks, num_returns=len(blocks))
     rss0 = _peak_rss_mib()
     t0 = time.perf_counter()
-    diff = diff_signatures(blocks, uri, lance.dataset(uri).version, partitions=args.partitions)
+    diff = diff_hashes(blocks, uri, lance.dataset(uri).version, partitions=args.partitions)
     detect_s = time.perf_counter() - t0
     rss1 = _peak_rss_mib()
     return "\n".join([
         f"- table: {n} chunks ({n_docs} documents x {per_doc}), random 32-d vectors, written in {build_s:.1f} s",
-        f"- change detection (`diff_signatures`, {args.partitions} partitions): **{detect_s:.1f} s**; "
+        f"- change detection (`diff_hashes`, {args.partitions} partitions): **{detect_s:.1f} s**; "
         f"result {diff.counts}",
         f"- driver peak RSS (ru_maxrss): {rss0:.0f} MiB before the diff, {rss1:.0f} MiB after "
         f"(+{rss1 - rss0:.0f} MiB); the driver holds the ids of changed and deleted documents only "

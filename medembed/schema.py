@@ -35,7 +35,12 @@ CHUNK_INDEX = "chunk_index"
 CONTENT_HASH = "content_hash"
 N_TOKENS = "n_tokens"
 
-CHUNK_COLUMNS = (CHUNK_ID, DOC_ID, CHUNK_INDEX, TITLE, TEXT, METADATA, CONTENT_HASH, N_TOKENS)
+# hash of everything that determines a document's chunks (id, title, text, metadata, chunking parameters,
+# tokenizer): computed before chunking, stored on every chunk row of tables written by embed/reembed
+DOC_HASH = "doc_hash"
+DOC_CHUNKS = "doc_chunks"  # how many chunks the document has: a document stored in part is not unchanged
+
+CHUNK_COLUMNS = (CHUNK_ID, DOC_ID, CHUNK_INDEX, TITLE, TEXT, METADATA, CONTENT_HASH, N_TOKENS, DOC_HASH, DOC_CHUNKS)
 
 # --- embedded chunks (rows of a LanceDB table) -------------------------------------------
 VECTOR = "vector"
@@ -51,11 +56,18 @@ META_BACKEND = "medembed.backend"  # torch, onnx, onnx-int8 (tables written befo
 META_PRECISION = "medembed.precision"  # float32, bfloat16, int8, auto (absent = float32)
 META_INSTRUMENT = "medembed.instrument"  # "true": vectors of the benchmark instrument (embedding.instrument), no model
 SCHEMA_VERSION = "1"
+SCHEMA_VERSION_DOC_HASH = "2"  # tables with the ``doc_hash`` and ``doc_chunks`` columns
+DOC_HASH_FIELDS = (pa.field(DOC_HASH, pa.string()), pa.field(DOC_CHUNKS, pa.int32()))
 
 
 def table_schema(dim: int, model_id: str = "", model_revision: str = "", backend: str = "torch",
-                 precision: str = "float32") -> pa.Schema:
-    """Arrow schema of an embedding table, with model id/revision/dim and encoder backend/precision in its metadata."""
+                 precision: str = "float32", doc_hash: bool = False) -> pa.Schema:
+    """Arrow schema of an embedding table, with model id/revision/dim and encoder backend/precision in its metadata.
+
+    ``doc_hash``: the table carries ``DOC_HASH`` and ``DOC_CHUNKS`` (the corpus tables of ``embed``/``reembed``, whose nightly runs
+    detect unchanged documents before chunking them); derived tables (evaluation, mining) do not need it.
+    """
+    extra = list(DOC_HASH_FIELDS) if doc_hash else []
     return pa.schema(
         [
             pa.field(CHUNK_ID, pa.string(), nullable=False),
@@ -69,12 +81,13 @@ def table_schema(dim: int, model_id: str = "", model_revision: str = "", backend
             pa.field(CONTENT_HASH, pa.string()),
             pa.field(N_TOKENS, pa.int32()),
             pa.field(EMBEDDED_AT, pa.timestamp("us", tz="UTC")),
+            *extra,
         ],
         metadata={
             META_MODEL_ID: model_id,
             META_MODEL_REVISION: model_revision,
             META_DIM: str(dim),
-            META_SCHEMA_VERSION: SCHEMA_VERSION,
+            META_SCHEMA_VERSION: SCHEMA_VERSION_DOC_HASH if doc_hash else SCHEMA_VERSION,
             META_BACKEND: backend,
             META_PRECISION: precision,
             **({META_INSTRUMENT: "true"} if backend == "instrument" else {}),
@@ -128,9 +141,15 @@ def content_hash(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def doc_signature(chunk_hashes: list[str]) -> str:
-    """Signature of a whole chunked document: its chunk hashes in chunk order."""
-    return content_hash(*chunk_hashes)
+def doc_hash(doc_id: str, title: str, text: str, metadata: str, params_key: str) -> str:
+    """Hash of a normalized document and the chunking parameters (``ChunkParams.key``): equal hashes mean
+    equal chunks, so a document whose hash the table holds needs no re-tokenization."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in (params_key, doc_id, title, metadata, text):
+        b = (p or "").encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))  # length-prefixed: no two field splits hash alike
+        h.update(b)
+    return h.hexdigest()
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:

@@ -3,7 +3,8 @@
 A document's text is cut into windows of at most ``max_tokens`` tokens (title and prompt
 included) that overlap by ``overlap_tokens``; cuts fall on token boundaries and keep the
 original characters. ``chunk_id`` = document id + chunk index; ``content_hash`` covers what is
-embedded (title + chunk text), so unchanged chunks can be recognised on re-runs.
+embedded (title + chunk text). ``doc_hash`` (``add_doc_hashes``, before chunking) covers the whole
+document and the parameters here, so a re-run recognises an unchanged document without tokenizing it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ class ChunkParams:
     max_tokens: int  # total tokens the model sees per chunk (its max_seq_length)
     overlap_tokens: int
     prompt_tokens: int = 0  # document prompt length, counted against the budget
+    tokenizer_id: str = ""  # the model (id@revision) whose tokenizer cuts: part of every document hash
+
+    @property
+    def key(self) -> str:
+        """What the chunks of a document depend on besides the document (hashed into ``doc_hash``)."""
+        return (f"chunker={CHUNKER_VERSION};tokenizer={self.tokenizer_id};max={self.max_tokens};"
+                f"overlap={self.overlap_tokens};prompt={self.prompt_tokens};special={SPECIAL_TOKENS}")
+
+
+# documents this process has passed to the tokenizer (chunk_batch), for tests and benchmarks
+TOKENIZED = {"documents": 0, "calls": 0}
+
+# bump when ``chunk_batch`` cuts differently: every stored document then counts as changed once
+CHUNKER_VERSION = "1"
 
 
 def document_input(title: str, text: str) -> str:
@@ -38,6 +53,16 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, use_fast=True)
+
+
+def add_doc_hashes(docs: pa.Table, params: ChunkParams) -> pa.Table:
+    """Documents (``schema.DOC_SCHEMA`` columns) -> the same with ``doc_hash``; reads the text, never tokenizes."""
+    key = params.key
+    cols = [docs.column(c).to_pylist() for c in (S.DOC_ID, S.TITLE, S.TEXT, S.METADATA)]
+    hashes = [S.doc_hash(d, t or "", x, m or "", key) for d, t, x, m in zip(*cols)]
+    if S.DOC_HASH in docs.column_names:
+        docs = docs.drop_columns([S.DOC_HASH])
+    return docs.append_column(S.DOC_HASH, pa.array(hashes, pa.string()))
 
 
 def split_tokens(n_tokens: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -56,9 +81,16 @@ def split_tokens(n_tokens: int, window: int, overlap: int) -> list[tuple[int, in
 
 
 def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Table:
-    """Ray Data UDF: documents -> chunks (columns ``schema.CHUNK_COLUMNS``)."""
-    cols = batch.to_pydict() if isinstance(batch, pa.Table) else {k: list(v) for k, v in batch.items()}
+    """Ray Data UDF: documents -> chunks (columns ``schema.CHUNK_COLUMNS``); each chunk carries its document's
+    ``doc_hash`` (taken from the input when ``add_doc_hashes`` ran before, else computed here)."""
+    if not isinstance(batch, pa.Table):
+        batch = pa.table({k: list(v) for k, v in batch.items()})
+    if S.DOC_HASH not in batch.column_names:
+        batch = add_doc_hashes(batch, params)
+    cols = batch.to_pydict()
     tok = load_tokenizer(params.tokenizer_path)
+    TOKENIZED["documents"] += batch.num_rows
+    TOKENIZED["calls"] += 1
     titles = [t or "" for t in cols[S.TITLE]]
     texts = cols[S.TEXT]
     enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
@@ -79,7 +111,8 @@ def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Tab
             title_tokens = title_lens[i] + 1 if title else 0  # +1 for the newline joining title and text
         window = max(8, params.max_tokens - overhead - title_tokens)
         overlap = min(params.overlap_tokens, window // 2)
-        for k, (a, b) in enumerate(split_tokens(len(offsets), window, overlap)):
+        spans = split_tokens(len(offsets), window, overlap)
+        for k, (a, b) in enumerate(spans):
             chunk_text = texts[i][offsets[a][0]: offsets[b - 1][1]] if offsets else texts[i]
             out[S.CHUNK_ID].append(S.chunk_id(doc_id, k))
             out[S.DOC_ID].append(doc_id)
@@ -89,6 +122,8 @@ def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Tab
             out[S.METADATA].append(cols[S.METADATA][i])
             out[S.CONTENT_HASH].append(S.content_hash(title, chunk_text))
             out[S.N_TOKENS].append(min(params.max_tokens, overhead + title_tokens + (b - a)))
+            out[S.DOC_HASH].append(cols[S.DOC_HASH][i])
+            out[S.DOC_CHUNKS].append(len(spans))
     return pa.table({
         S.CHUNK_ID: pa.array(out[S.CHUNK_ID], pa.string()),
         S.DOC_ID: pa.array(out[S.DOC_ID], pa.string()),
@@ -98,4 +133,6 @@ def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Tab
         S.METADATA: pa.array(out[S.METADATA], pa.string()),
         S.CONTENT_HASH: pa.array(out[S.CONTENT_HASH], pa.string()),
         S.N_TOKENS: pa.array(out[S.N_TOKENS], pa.int32()),
+        S.DOC_HASH: pa.array(out[S.DOC_HASH], pa.string()),
+        S.DOC_CHUNKS: pa.array(out[S.DOC_CHUNKS], pa.int32()),
     })

@@ -32,10 +32,17 @@ class CorpusWorker:
     def __init__(self, encoder: dict[str, Any]):
         self.embedder = ChunkEmbedder(**encoder)
 
-    def embed_and_write(self, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,
+    def document_hashes(self, plan: ReadPlan, params: ChunkParams) -> pa.Table:
+        """``(doc_id, doc_hash, source)`` of every document of ``plan`` (read and hashed, not tokenized)."""
+        from medembed.index.diff import CORPUS_SCHEMA, hash_documents
+
+        return pa.concat_tables([CORPUS_SCHEMA.empty_table()] + [hash_documents(d, params) for d in plan.blocks()])
+
+    def embed_and_write(self, plan: ReadPlan, params: ChunkParams, embed_sets: Any, counters: Any, uri: str,
                         schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
-        """The fragments written for every new or changed document of ``plan`` (``FRAGMENT_SCHEMA`` rows)."""
-        chunks = [c for c in (chunk_new_documents(docs, params, known, counters) for docs in plan.blocks())
+        """The fragments written for every document of ``plan`` that ``embed_sets`` selects (None: all of them)
+        (``FRAGMENT_SCHEMA`` rows)."""
+        chunks = [c for c in (chunk_new_documents(docs, params, embed_sets, counters) for docs in plan.blocks())
                   if c.num_rows]
         if not chunks:
             return FRAGMENT_SCHEMA.empty_table()
@@ -59,11 +66,16 @@ def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, keep
                                             **cpu_actor_options(num_gpus, keep_memory)).remote(encoder)
 
 
-def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, known: Any, counters: Any, uri: str,
+def document_hashes(worker, plan: ReadPlan, params: ChunkParams) -> Any:
+    """An ObjectRef of ``worker``'s ``(doc_id, doc_hash, source)`` table of ``plan`` (for ``diff_hashes``)."""
+    return worker.document_hashes.remote(plan.start_registry(), params)
+
+
+def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, embed_sets: Any, counters: Any, uri: str,
                     schema: pa.Schema, s3: dict[str, Any] | None, timeout_s: float | None) -> pa.Table:
     """The fragments ``worker`` wrote for ``plan``; :class:`StalledError` after ``timeout_s`` (None, 0: wait).
     The caller kills the worker when done (or stalled)."""
-    ref = worker.embed_and_write.remote(plan.start_registry(), params, known, counters, uri, schema, s3)
+    ref = worker.embed_and_write.remote(plan.start_registry(), params, embed_sets, counters, uri, schema, s3)
     try:
         return ray.get(ref, timeout=timeout_s or None)
     except ray.exceptions.GetTimeoutError as e:

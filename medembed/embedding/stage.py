@@ -10,10 +10,10 @@ import ray
 
 from medembed.config import EmbedJobConfig
 from medembed.embedding.card import ModelCard
-from medembed.embedding.chunking import ChunkParams, chunk_batch, load_tokenizer
+from medembed.embedding.chunking import ChunkParams, load_tokenizer
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
-from medembed.index.changes import filter_unchanged_docs
+from medembed.index.changes import chunk_selected_documents
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.ray_setup import require_resources
 
@@ -24,12 +24,14 @@ def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
     prompt_tokens = 0
     if model.prompts.document:
         prompt_tokens = len(load_tokenizer(model.path)(model.prompts.document, add_special_tokens=False)["input_ids"])
-    return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens)
+    return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens,
+                       tokenizer_id=f"{model.model_id}@{model.revision}")
 
 
-def chunk_new_documents(batch: pa.Table, params: ChunkParams, known: Any, counters: Any = None) -> pa.Table:
-    """Ray Data UDF: chunk documents, then drop those the table already holds unchanged."""
-    return filter_unchanged_docs(chunk_batch(batch, params), known, counters)
+def chunk_new_documents(batch: pa.Table, params: ChunkParams, embed_sets: Any = None, counters: Any = None) -> pa.Table:
+    """Ray Data UDF: chunk the documents the change detection selected (``embed_sets``; None: all of them);
+    the others are dropped before tokenization (``index.changes.chunk_selected_documents``)."""
+    return chunk_selected_documents(batch, params, embed_sets, counters)
 
 
 def check_resources(cfg: EmbedJobConfig) -> None:

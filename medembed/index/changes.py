@@ -1,67 +1,58 @@
-"""Change detection: which documents a table already holds unchanged (by signature), and dropping them.
+"""Change detection, the chunking side: only documents the diff selected are tokenized.
 
-A document's signature is its chunk hashes in order (``schema.doc_signature``). Documents whose
-signature matches the stored one are skipped before embedding; changed ones keep all their chunks
-and replace the stored ones at commit time.
+Which documents are new or changed is decided by ``index.diff.diff_hashes`` (a partitioned join on
+Ray of document hashes, computed before chunking, against the table's ``doc_hash`` column): the driver
+holds counts and the ids of changed documents, never a per-document map of the table. The chunking
+UDF here drops every other document BEFORE the tokenizer sees it and reports how many it tokenized.
 """
 
 from __future__ import annotations
 
-import itertools
+import logging
 from typing import Any
 
 import pyarrow as pa
 
 from medembed import schema as S
+from medembed.embedding.chunking import ChunkParams, add_doc_hashes, chunk_batch
+from medembed.index.diff import select_to_embed
+
+log = logging.getLogger(__name__)
 
 
-def existing_signatures(ds: Any) -> dict[str, str]:
-    """doc_id -> signature (chunk hashes in order) of every document the table holds."""
-    if ds is None:
-        return {}
-    t = ds.to_table(columns=[S.DOC_ID, S.CHUNK_INDEX, S.CONTENT_HASH])
-    rows = sorted(zip(t.column(S.DOC_ID).to_pylist(), t.column(S.CHUNK_INDEX).to_pylist(),
-                      t.column(S.CONTENT_HASH).to_pylist()))
-    out: dict[str, str] = {}
-    for doc_id, group in itertools.groupby(rows, key=lambda r: r[0]):
-        out[doc_id] = S.doc_signature([h for _, _, h in group])
-    return out
+def ensure_doc_hash(ds: Any) -> tuple[Any, bool]:
+    """A table written before ``doc_hash`` gets the ``doc_hash`` and ``doc_chunks`` columns, all null (a
+    metadata-only Lance commit): each of its documents then counts as changed once and is re-embedded with its
+    hash. Returns (dataset, whether the columns were added)."""
+    if ds is None or S.DOC_HASH in ds.schema.names:
+        return ds, False
+    log.warning("table %s predates %r: adding the columns (null); every stored document counts as changed once "
+                "and is re-embedded", ds.uri, S.DOC_HASH)
+    ds.add_columns(list(S.DOC_HASH_FIELDS))  # moves ``ds`` to the new version
+    return ds, True
 
 
-_KNOWN_CACHE: dict[str, dict[str, str]] = {}
+def chunk_selected_documents(batch: pa.Table, params: ChunkParams, embed_sets: Any = None,
+                             counters: Any = None) -> pa.Table:
+    """Ray Data UDF: documents -> chunks of those selected by the diff (``embed_sets``; None: all of them).
 
-
-def _resolve_known(known: Any) -> dict[str, str]:
-    """``known`` may be an ObjectRef (large tables): fetch it once per worker process."""
-    if isinstance(known, dict):
-        return known
-    import ray
-
-    key = known.hex()
-    if key not in _KNOWN_CACHE:
-        _KNOWN_CACHE.clear()
-        _KNOWN_CACHE[key] = ray.get(known)
-    return _KNOWN_CACHE[key]
-
-
-def filter_unchanged_docs(chunks: pa.Table, known: Any, counters: Any = None) -> pa.Table:
-    """Drop every chunk of documents the table already holds unchanged (same chunk hashes, in order).
-
-    ``chunks`` must hold all chunks of each of its documents (true for the output of one
-    ``chunk_batch`` call); a changed document keeps all its chunks and replaces the old ones.
+    Unselected documents are dropped before tokenization. Counts go to ``counters`` keyed by the batch's
+    documents, so a re-run task replaces, not adds, its counts.
     """
-    known = _resolve_known(known)
-    docs = chunks.column(S.DOC_ID).to_pylist()
-    hashes = chunks.column(S.CONTENT_HASH).to_pylist()
-    per_doc: dict[str, list[str]] = {}
-    for d, h in zip(docs, hashes):  # chunk_batch emits a document's chunks in order
-        per_doc.setdefault(d, []).append(h)
-    unchanged = {d for d, hs in per_doc.items() if known.get(d) == S.doc_signature(hs)}
-    kept = chunks.filter(pa.array([d not in unchanged for d in docs], pa.bool_())) if unchanged else chunks
-    if counters is not None:  # keyed by the batch's documents: a re-run task replaces, not adds, its counts
+    if S.DOC_ID not in batch.column_names:  # an empty block (a source that yielded no documents)
+        return _empty_chunks()
+    docs = add_doc_hashes(batch, params)
+    selected = select_to_embed(docs, embed_sets) if embed_sets is not None else docs
+    chunks = chunk_batch(selected, params) if selected.num_rows else _empty_chunks()
+    if counters is not None:
         from medembed.runtime.counters import block_key
 
-        counters.put.remote(block_key(per_doc), {"chunks_total": chunks.num_rows,
-                                                 "chunks_unchanged": chunks.num_rows - kept.num_rows,
-                                                 "documents_unchanged": len(unchanged)})
-    return kept
+        counters.put.remote(block_key(docs.column(S.DOC_ID).to_pylist()), {
+            "documents_read_for_chunking": docs.num_rows, "documents_tokenized": selected.num_rows,
+            "chunks_tokenized": chunks.num_rows})
+    return chunks
+
+
+def _empty_chunks() -> pa.Table:
+    types = {S.CHUNK_INDEX: pa.int32(), S.N_TOKENS: pa.int32(), S.DOC_CHUNKS: pa.int32()}
+    return pa.table({c: pa.array([], types.get(c, pa.string())) for c in S.CHUNK_COLUMNS})

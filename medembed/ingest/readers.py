@@ -22,13 +22,29 @@ Bad = dict[str, str]
 csv.field_size_limit(sys.maxsize)
 
 
-def read_jsonl(stream: io.BufferedIOBase, source: str, limit: int | None = None) -> Iterator[Item | Bad]:
+def _line_numbers(wanted: set[str] | None, unit: str) -> set[int] | None:
+    """``{"line 3", "line 7"}`` -> ``{3, 7}``: the locations a second read of a source needs."""
+    if wanted is None:
+        return None
+    return {int(w.split(" ", 1)[1]) for w in wanted if w.startswith(unit + " ")}
+
+
+def read_jsonl(stream: io.BufferedIOBase, source: str, limit: int | None = None,
+               wanted: set[str] | None = None) -> Iterator[Item | Bad]:
     """Yield records, or quarantine dicts (tagged by the ``reason`` key) for bad lines.
 
-    Blank lines and lines starting with ``#`` (file headers/comments) are skipped.
+    Blank lines and lines starting with ``#`` (file headers/comments) are skipped. ``wanted`` (locations,
+    "line N"): only those lines are decoded and parsed, the others are skipped unread past their bytes.
     """
     n = 0
+    lines = _line_numbers(wanted, "line")
+    last = max(lines, default=0) if lines is not None else None
     for lineno, raw in enumerate(stream, start=1):
+        if lines is not None:
+            if lineno > last:
+                return
+            if lineno not in lines:
+                continue
         stripped = raw.strip()
         if not stripped or stripped.startswith(b"#"):
             continue
@@ -91,12 +107,23 @@ def read_csv(stream: io.BufferedIOBase, source: str, limit: int | None = None) -
 
 
 def read_parquet(stream: io.BufferedIOBase, source: str, limit: int | None = None,
-                 batch_rows: int = 4096) -> Iterator[Item | Bad]:
+                 batch_rows: int = 4096, wanted: set[str] | None = None) -> Iterator[Item | Bad]:
+    """Yield one dict per row; ``wanted`` (locations, "row N"): only those rows become dicts."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(stream)
+    rows = _line_numbers(wanted, "row")
     row = 0
     for batch in pf.iter_batches(batch_size=batch_rows):
+        if rows is not None:
+            if row > max(rows, default=-1):
+                return
+            take = sorted(r - row for r in rows if row <= r < row + batch.num_rows)
+            for k, record in zip(take, batch.take(pa.array(take, pa.int64())).to_pylist()):
+                yield record, source, f"row {row + k}"
+            row += batch.num_rows
+            continue
         for record in batch.to_pylist():
             yield record, source, f"row {row}"
             row += 1
@@ -111,6 +138,7 @@ def read_hf_slice(dataset: Any, name: str, start: int, stop: int) -> Iterator[It
 
 
 READERS = {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}
+SKIPS_UNWANTED = frozenset({"jsonl", "parquet"})  # readers that take ``wanted`` (csv rows may span lines)
 
 EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",

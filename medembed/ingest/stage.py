@@ -23,7 +23,7 @@ import ray
 from medembed import schema as S
 from medembed.config import InputConfig, S3Config
 from medembed.ingest.normalize import normalize_records, quarantine_record
-from medembed.ingest.readers import READERS, read_hf_slice
+from medembed.ingest.readers import READERS, SKIPS_UNWANTED, read_hf_slice
 from medembed.ingest.sources import ReadTask, load_hf_dataset, resolve_tasks
 from medembed.runtime.counters import on_driver_node
 from medembed.runtime.storage import filesystem, join
@@ -65,14 +65,17 @@ def write_quarantine(quarantine_dir: str, name: str, records: list[dict[str, str
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def _iter_items(task: ReadTask, cfg: InputConfig, s3: S3Config | None) -> Iterator[Any]:
+def _iter_items(task: ReadTask, cfg: InputConfig, s3: S3Config | None, wanted: set[str] | None = None) -> Iterator[Any]:
     if task.kind == "hf":
         ds = load_hf_dataset(task.uri, cfg.hf_split)
         yield from read_hf_slice(ds, f"hf:{task.uri}/{cfg.hf_split}", task.start, task.stop)
         return
     fs, path = filesystem(task.uri, s3)
     with fs.open(path, "rb", compression="infer") as stream:
-        yield from READERS[task.kind](stream, task.uri, cfg.limit)
+        if wanted is not None and task.kind in SKIPS_UNWANTED:
+            yield from READERS[task.kind](stream, task.uri, cfg.limit, wanted=wanted)
+        else:
+            yield from READERS[task.kind](stream, task.uri, cfg.limit)
 
 
 def _docs_table(docs: list[dict[str, Any]]) -> pa.Table:
@@ -102,16 +105,23 @@ def _flush(buf: list[Any], bad: list[dict[str, str]], icfg: InputConfig, registr
 
 def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, Any] | None,
                       quarantine_dir: str, registry: Any) -> Iterator[pa.Table]:
-    """Ray Data UDF: read the tasks in ``batch``, yield blocks of documents."""
+    """Ray Data UDF: read the tasks in ``batch``, yield blocks of documents.
+
+    A task with ``wanted`` locations (a JSON list; "" = the whole source) is a second read of a source that
+    the run already read once: it yields those records only and leaves the quarantine files as they are.
+    """
     icfg = InputConfig.model_validate(cfg)
     s3cfg = S3Config.model_validate(s3) if s3 else None
-    for kind, uri, start, stop in zip(batch["kind"], batch["uri"], batch["start"], batch["stop"]):
+    wanted_col = batch.get("wanted", [""] * len(batch["kind"]))
+    for kind, uri, start, stop, wanted_json in zip(batch["kind"], batch["uri"], batch["start"], batch["stop"],
+                                                   wanted_col):
         task = ReadTask(str(kind), str(uri), int(start), int(stop))
+        wanted = set(json.loads(str(wanted_json))) if str(wanted_json) else None
         bad: list[dict[str, str]] = []
         buf: list[Any] = []
 
         try:
-            for item in _iter_items(task, icfg, s3cfg):
+            for item in _iter_items(task, icfg, s3cfg, wanted):
                 if isinstance(item, dict):  # a quarantine record from the reader
                     bad.append(item)
                     continue
@@ -122,6 +132,8 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
         except Exception as e:  # an unreadable source as a whole (permissions, corrupt parquet, ...)
             log.error("cannot read %s: %s", task.uri, e)
             bad.append(quarantine_record(task.uri, "-", S.R_UNREADABLE_FILE, f"{task.uri}: {type(e).__name__}: {e}", ""))
+        if wanted is not None:  # a second read: the first one wrote this source's quarantine file
+            continue
         write_quarantine(quarantine_dir, "read-" + hashlib.sha1(task.key.encode()).hexdigest()[:16] + ".jsonl",
                          bad, s3cfg)
 
@@ -139,6 +151,7 @@ class ReadPlan:
     quarantine_dir: str
     s3: S3Config | None = None
     registry: Any = None
+    wanted: dict[str, list[str]] | None = None  # task uri -> locations: a second read of those records only
 
     def start_registry(self) -> ReadPlan:
         """Start this run's id registry (once), on the driver's node."""
@@ -154,16 +167,34 @@ class ReadPlan:
                 "quarantine_dir": self.quarantine_dir, "registry": self.registry}
 
     def items(self) -> list[dict[str, Any]]:
-        return [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop} for t in self.tasks]
+        return [{"kind": t.kind, "uri": t.uri, "start": t.start, "stop": t.stop,
+                 "wanted": json.dumps(self.wanted[t.uri]) if self.wanted is not None and t.uri in self.wanted else ""}
+                for t in self.tasks]
+
+    def restrict(self, sources: list[str] | None) -> ReadPlan:
+        """A second read of this plan (same id registry) that reads only the records at ``sources``
+        ("<file>:line N" / "<file>:row N", the ``source`` column of documents): only their files, and in
+        JSONL and Parquet files only those lines or rows. ``None``, or any dataset-slice task: the whole plan."""
+        if sources is None or any(t.kind == "hf" for t in self.tasks):
+            return self
+        wanted: dict[str, list[str]] = collections.defaultdict(list)
+        for src in sources:
+            uri, _, loc = src.rpartition(":")
+            wanted[uri].append(loc)
+        tasks = [t for t in self.tasks if t.uri in wanted]
+        self.start_registry()
+        return ReadPlan(tasks, self.cfg, self.quarantine_dir, self.s3, self.registry, dict(wanted))
 
     def dataset(self) -> ray.data.Dataset:
         items = self.items()
+        if not items:
+            return ray.data.from_arrow(S.DOC_SCHEMA.empty_table())
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         return ds.map_batches(read_task_batches, batch_size=1, fn_kwargs=self.fn_kwargs, batch_format="numpy")
 
     def blocks(self) -> Iterator[pa.Table]:
         items = self.items()
-        yield from read_task_batches({k: [i[k] for i in items] for k in ("kind", "uri", "start", "stop")},
+        yield from read_task_batches({k: [i[k] for i in items] for k in ("kind", "uri", "start", "stop", "wanted")},
                                      **self.fn_kwargs)
 
     def input_bytes(self, stop_above: int | None = None) -> int | None:

@@ -1,4 +1,9 @@
-"""Job body of ``medembed embed``: read -> normalize -> chunk -> skip unchanged -> embed -> write, streaming.
+"""Job body of ``medembed embed``: read -> normalize -> (skip unchanged) -> chunk -> embed -> write, streaming.
+
+Into a table that already holds documents, a first read hashes every document (no tokenizer) and a
+partitioned join on Ray (``index.diff.diff_hashes``) against the table's ``doc_hash`` column picks the new
+and changed ones; only they are read again, chunked and embedded. The driver gets counts and the ids of
+changed documents (their old chunks are replaced at commit), never a per-document map of the table.
 
 Stages are wired here and only here; each keeps its resources (batch size, actors, GPUs) apart
 from its logic, so the same functions run on a laptop and on a GPU cluster.
@@ -21,10 +26,11 @@ from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.embedding.quality import require_quality_passed
 from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
-from medembed.index.changes import existing_signatures
+from medembed.index.changes import ensure_doc_hash
+from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, open_dataset, table_uri
-from medembed.index.writer import WriteResult, commit_fragments, write_dataset
+from medembed.index.writer import CommitStats, WriteResult, commit_fragments, write_dataset
 from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
@@ -45,19 +51,42 @@ def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
     return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
 
 
+# up to this many documents to embed, the second read parses only their lines/rows (see ``ReadPlan.restrict``)
+LOCATE_MAX_DOCS = 200_000
+
+
+def detect_changes(cfg: EmbedJobConfig, plan: ReadPlan, worker: Any, existing: Any, uri: str,
+                   params: ChunkParams) -> Diff:
+    """Hash every document of ``plan`` (no tokenizer) and join the hashes with the table's on Ray."""
+    if worker is not None:  # the one actor reads and hashes; its table goes to the join without the driver
+        corpus = [one_actor.document_hashes(worker, plan, params)]
+    else:
+        corpus = plan.dataset().map_batches(hash_documents, batch_format="pyarrow", batch_size=None,
+                                            num_cpus=cfg.chunking.num_cpus,
+                                            fn_kwargs={"params": params}).materialize().to_arrow_refs()
+    return diff_hashes(corpus, uri, existing.version, s3=cfg.s3)
+
+
 def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worker: Any, target: TargetTable,
-                     schema: pa.Schema, params: ChunkParams, known: dict[str, str], counters: Any) -> WriteResult:
-    """Chunk, embed and commit every new or changed document of ``plan``: in ``worker`` (one actor, one commit)
-    or, when it is None, streaming (Ray Data: read -> chunk -> embedder pool -> writer, commits as blocks land)."""
+                     schema: pa.Schema, params: ChunkParams, diff: Diff | None, counters: Any) -> WriteResult:
+    """Chunk, embed and commit every new or changed document of ``plan`` (``diff`` None: every document): in
+    ``worker`` (one actor, one commit) or, when it is None, streaming (Ray Data: read -> chunk -> embedder pool
+    -> writer, commits as blocks land). Documents the diff did not select are not read again."""
     s3 = cfg.s3
+    known = {d: "" for d in diff.changed} if diff is not None else {}  # their stored chunks are replaced
+    embed_sets = diff.embed_sets if diff is not None else None
+    if diff is not None and not diff.to_embed:  # nothing to read again, no model pool to start
+        return WriteResult(CommitStats())
+    if diff is not None:
+        plan = plan.restrict(diff.sources(LOCATE_MAX_DOCS))
     write = {"s3": s3, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
     if worker is not None:
-        fragments = one_actor.embed_and_write(worker, plan, params, known, counters, target.uri, schema,
+        fragments = one_actor.embed_and_write(worker, plan, params, embed_sets, counters, target.uri, schema,
                                               s3.model_dump() if s3 else None, cfg.embed.stall_timeout_s)
         return commit_fragments(fragments, target.uri, schema, **write)
     chunks = plan.dataset().map_batches(
         chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
-        num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "known": ray.put(known), "counters": counters})
+        num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
     return write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, block_mib=cfg.embed.block_mib,
                          stall_timeout_s=cfg.embed.stall_timeout_s, **write)
 
@@ -68,7 +97,7 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     card = resolve_card(cfg.model, s3)
     quality = require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed check
     target = target_table(cfg, card)
-    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
     manifest.set("model", card.to_dict())
     if quality:
         manifest.set("backend_quality", quality)
@@ -90,14 +119,19 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         existing = open_dataset(target.uri, s3)
         if existing is not None:
             check_model(existing, card.model_id, card.dim, target.uri)
-        known = existing_signatures(existing)
+        existing, migrated = ensure_doc_hash(existing)  # a table from before doc_hash: each document changed once
         rows_before = existing.count_rows() if existing is not None else 0
         params = chunk_params(cfg, card)
+        manifest.set("change_detection", {"key": "doc_hash", "params": params.key, "table_migrated": migrated})
         log.info("embedding into %s (model %s, dim %d, %d tokens/chunk, %d rows already there)", target.uri,
                  card.model_id, card.dim, params.max_tokens, rows_before)
+        diff = None
+        if rows_before:
+            with manifest.timed("change_detection"):
+                diff = detect_changes(cfg, plan, worker, existing, target.uri, params)
         counters = driver_counters()
         with manifest.timed("embed_pipeline"):
-            written = write_new_chunks(cfg, card, plan, worker, target, schema, params, known, counters)
+            written = write_new_chunks(cfg, card, plan, worker, target, schema, params, diff, counters)
     finally:
         if worker is not None:
             ray.kill(worker)
@@ -125,9 +159,13 @@ def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         "commits": st.commits,
     }
     stage_counts = ray.get(counters.get.remote())
-    counts["chunks_total"] = stage_counts.get("chunks_total", 0)
-    counts["chunks_unchanged_skipped"] = stage_counts.get("chunks_unchanged", 0)
-    counts["documents_unchanged_skipped"] = stage_counts.get("documents_unchanged", 0)
+    ray.kill(counters)
+    unchanged_chunks = diff.chunks_unchanged if diff is not None else 0
+    counts["documents_tokenized"] = stage_counts.get("documents_tokenized", 0)
+    counts["chunks_tokenized"] = stage_counts.get("chunks_tokenized", 0)
+    counts["chunks_total"] = unchanged_chunks + counts["chunks_tokenized"]
+    counts["chunks_unchanged_skipped"] = unchanged_chunks
+    counts["documents_unchanged_skipped"] = diff.counts["unchanged"] if diff is not None else 0
     for k, v in counts.items():
         manifest.count(k, v)
     manifest.set("indexes", index_info)

@@ -1,8 +1,10 @@
 """Job body of ``medembed reembed``: the nightly incremental re-embedding behind a serving name.
 
-lease -> read + chunk the corpus (document signatures) -> change detection on Ray -> embed only new
-and changed documents into staged fragments -> ONE commit (adds + removals) -> indexes -> verify ->
-tag the version and move the serving pointer in one step -> clean up old versions and tables.
+lease -> read the corpus and hash each document (no tokenizer) -> change detection on Ray (document
+hashes against the table's ``doc_hash`` column) -> read again only the new and changed documents, chunk
+and embed them into staged fragments -> ONE commit (adds + removals) -> indexes -> verify -> tag the
+version and move the serving pointer in one step -> clean up old versions and tables. An unchanged
+document is read and hashed, never tokenized.
 
 The served table is ``<serving name>__<model slug>`` (or ``store.table``): with the same model the
 run syncs the table that is served; with a newly promoted model it builds (or resumes) that model's
@@ -18,23 +20,23 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from medembed import schema as S
 from medembed.embedding.card import ModelCard, resolve_card
-from medembed.embedding.chunking import ChunkParams, chunk_batch
 from medembed.embedding.quality import require_quality_passed
-from medembed.embedding.stage import check_resources, chunk_params, embedding_stage
+from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
 from medembed.index import serving
+from medembed.index.changes import ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
-from medembed.index.diff import DOC_SIGNATURE, Diff, add_doc_signatures, diff_signatures, document_rows, select_to_embed
+from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import compact, finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
-from medembed.ingest import read_documents, read_quarantine_counts
+from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
+from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -43,15 +45,13 @@ log = logging.getLogger(__name__)
 # while any occurs, documents missing from the corpus are not deleted
 LOSSY_REASONS = frozenset({S.R_UNREADABLE_FILE, S.R_MALFORMED_JSON, S.R_MALFORMED_CSV, S.R_UNDECODABLE,
                            S.R_NOT_AN_OBJECT, S.R_MISSING_ID})
+# up to this many documents to embed, the second read parses only their lines/rows (their locations pass
+# through the driver); past it, it reads every source again and keeps the selected documents
+LOCATE_MAX_DOCS = 200_000
 
 
 class VerificationError(RuntimeError):
     """A built table failed its checks; the serving name was not switched."""
-
-
-def chunk_with_signatures(batch: pa.Table, params: ChunkParams) -> pa.Table:
-    """Ray Data UDF: documents -> chunks, each carrying its document's signature."""
-    return add_doc_signatures(chunk_batch(batch, params))
 
 
 def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expected_rows: int,
@@ -68,7 +68,7 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
         problems.append(f"vector dimension {ds.schema.field(S.VECTOR).type.list_size}, model has {card.dim}")
     info: dict[str, Any] = {"version": version, "rows": rows}
     if corpus_docs is not None:  # ids and hashes of every document, joined on Ray again
-        recheck = diff_signatures(corpus_docs.to_arrow_refs(), uri, version, s3=s3, partitions=partitions)
+        recheck = diff_hashes(corpus_docs.to_arrow_refs(), uri, version, s3=s3, partitions=partitions)
         info["recheck"] = recheck.counts
         if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
             problems.append(f"the table does not hold the corpus: {recheck.counts}")
@@ -114,9 +114,11 @@ def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str,
 
 
 def _counts(diff: Diff, deferred: list[str], commit: SyncCommit, n_chunks: int, n_docs: int,
-            quarantine: dict[str, int], tokens: int) -> dict[str, Any]:
+            quarantine: dict[str, int], tokens: int, stage: dict[str, int]) -> dict[str, Any]:
     return {
         "documents_in_corpus": n_docs, "chunks_in_corpus": n_chunks,
+        "documents_tokenized": stage.get("documents_tokenized", 0), "chunks_tokenized": stage.get("chunks_tokenized", 0),
+        "documents_reread": stage.get("documents_read_for_chunking", 0), "chunks_unchanged": diff.chunks_unchanged,
         "documents_new": diff.counts["new"], "documents_changed": diff.counts["changed"],
         "documents_unchanged": diff.counts["unchanged"], "documents_deleted": len(diff.deleted) - len(deferred),
         "documents_delete_deferred": len(deferred),
@@ -145,55 +147,68 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
     require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed quality check
     tname = cfg.store.table or f"{name}__{card.slug}"
     uri = table_uri(db_uri, tname)
-    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
     before = serving.read_pointer(db_uri, name, s3)
     existing = open_dataset(uri, s3)
     if existing is not None:
         check_model(existing, card.model_id, card.dim, uri)
-    read_version = existing.version if existing is not None else None
     manifest.set("model", card.to_dict())
     manifest.set("table", {"db_uri": db_uri, "name": tname, "uri": uri, "serving_name": name})
     manifest.set("serving_before", asdict(before.current) if before else None)
     quarantine_dir = manifest.path("quarantine")
     manifest.set("quarantine_dir", quarantine_dir)
-    log.info("re-embedding %r into %s (version %s; serving %s)", name, tname, read_version,
-             f"{before.current.table}@v{before.current.version}" if before else "nothing yet")
 
     params = chunk_params(cfg, card)
     check_resources(cfg)
-    with manifest.timed("read_chunk"):
-        docs = read_documents(cfg.input, quarantine_dir, s3)
-        chunks = docs.map_batches(chunk_with_signatures, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
-                                  num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params}).materialize()
-        corpus_docs = chunks.map_batches(document_rows, batch_format="pyarrow", batch_size=None).materialize()
-        n_chunks, n_docs = chunks.count(), corpus_docs.count()
+    plan = plan_read(cfg.input, quarantine_dir, s3)
+    with manifest.timed("read_hash"):  # read + normalize + hash each document: no tokenizer
+        corpus_docs = plan.dataset().map_batches(hash_documents, batch_format="pyarrow", batch_size=None,
+                                                 num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params}).materialize()
+        n_docs = corpus_docs.count()
     quarantine = read_quarantine_counts(quarantine_dir, s3)
     lossy = sorted(r for r in quarantine if r in LOSSY_REASONS)
     if n_docs == 0:
         raise RuntimeError(f"the corpus at {cfg.input.uri} yielded no documents (quarantined: {quarantine}); "
                            "not syncing an empty corpus over the table")
+    existing, migrated = ensure_doc_hash(existing)  # under the lease: a table from before doc_hash gets the column
+    read_version = existing.version if existing is not None else None
+    manifest.set("change_detection", {"key": "doc_hash", "params": params.key, "table_migrated": migrated})
+    log.info("re-embedding %r into %s (version %s; serving %s)", name, tname, read_version,
+             f"{before.current.table}@v{before.current.version}" if before else "nothing yet")
 
     with manifest.timed("diff"):
-        diff = diff_signatures(corpus_docs.to_arrow_refs(), uri if existing is not None else None, read_version,
-                               s3=s3, partitions=cfg.sync.partitions)
+        diff = diff_hashes(corpus_docs.to_arrow_refs(), uri if existing is not None else None, read_version,
+                           s3=s3, partitions=cfg.sync.partitions)
     deferred = diff.deleted if lossy else []
     if deferred:
         log.warning("not deleting %d documents missing from the corpus: input was lost (%s)", len(deferred), lossy)
     remove = diff.changed + ([] if lossy else diff.deleted)
 
-    with manifest.timed("embed_stage"):
+    counters = driver_counters()
+    with manifest.timed("embed_stage"):  # read again, chunk and embed only the new and changed documents
         if diff.to_embed:
-            todo = chunks if read_version is None else chunks.map_batches(
-                select_to_embed, batch_format="pyarrow", batch_size=None,
-                fn_kwargs={"embed_sets": diff.embed_sets, "partitions": diff.partitions})
-            staged = stage_fragments(embedding_stage(todo.drop_columns([DOC_SIGNATURE]), cfg, card), uri, schema,
-                                     s3=s3, block_mib=cfg.embed.block_mib)
+            if read_version is None:
+                docs, embed_sets = plan.dataset(), None
+            else:
+                docs, embed_sets = plan.restrict(diff.sources(LOCATE_MAX_DOCS)).dataset(), diff.embed_sets
+            chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+                                      num_cpus=cfg.chunking.num_cpus,
+                                      fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
+            staged = stage_fragments(embedding_stage(chunks, cfg, card), uri, schema, s3=s3,
+                                     block_mib=cfg.embed.block_mib)
         else:
             staged = Staged()
+    stage_counts = ray.get(counters.get.remote())
+    ray.kill(counters)
+    if stage_counts.get("documents_tokenized", 0) != diff.to_embed:
+        raise RuntimeError(f"the second read of {cfg.input.uri} chunked {stage_counts.get('documents_tokenized', 0)} "
+                           f"documents, change detection selected {diff.to_embed}: did the input change during the run?")
     with manifest.timed("commit"):
         commit = commit_sync(uri, schema, read_version, staged, remove, s3=s3, before_commit=lease.check)
     manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after})
-    counts = _counts(diff, deferred, commit, n_chunks, n_docs, quarantine, staged.tokens)
+    # the corpus's chunks: the stored ones of unchanged documents plus the ones written now
+    n_chunks = diff.chunks_unchanged + staged.rows
+    counts = _counts(diff, deferred, commit, n_chunks, n_docs, quarantine, staged.tokens, stage_counts)
 
     latest = commit.version_after
     needs_switch = before is None or before.current.key != (tname, latest)

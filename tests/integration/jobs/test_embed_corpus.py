@@ -127,12 +127,29 @@ def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_p
     va, vb = (np.stack(t.column(S.VECTOR).to_numpy(zero_copy_only=False)) for t in (a, b))
     assert np.abs(va - vb).max() < 1e-4
 
+    # streamed re-run with one document changed: hashed on Ray Data, only that one read again and tokenized
+    import shutil
+
+    changed = tmp_path / "corpus_changed"
+    shutil.copytree(corpus, changed)
+    pq.write_table(pa.table({"id": ["n4"], "title": ["Long note, amended"], "text": [NOTES["n4"][1]]}),
+                   changed / "c.parquet")
+    rows_before, n4_before = table(tmp_path).count_rows(), table(tmp_path).count_rows(filter="doc_id = 'n4'")
+    again, m3 = run(tmp_path, changed, "embed.one_actor_max_mib=0", name="streamed-again")
+    assert m3.data["execution"] == "streaming" and "change_detection" in m3.data["durations_s"]
+    assert (again["documents_tokenized"], again["documents_unchanged_skipped"], again["documents_replaced"]) == (1, 3, 1)
+    n4 = table(tmp_path).count_rows(filter="doc_id = 'n4'")
+    assert again["chunks_written"] == n4 and table(tmp_path).count_rows() == rows_before - n4_before + n4
+    ids = table(tmp_path).to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()
+    assert len(ids) == len(set(ids))
+
 
 def test_rerun_is_exactly_once_and_change_replaces(built, tmp_path):
     tmp, corpus, first, _ = built
     before = table(tmp).count_rows()
     counts, _ = run(tmp, corpus, name="second")
     assert counts["chunks_written"] == 0 and counts["chunks_unchanged_skipped"] == before
+    assert counts["documents_tokenized"] == 0 and counts["documents_unchanged_skipped"] == 4  # hashed, not chunked
     assert table(tmp).count_rows() == before
     # change one document: only its chunk is re-embedded and replaced, nothing duplicated
     changed = corpus.parent / "corpus_changed"
@@ -145,6 +162,7 @@ def test_rerun_is_exactly_once_and_change_replaces(built, tmp_path):
     counts, _ = run(tmp, changed, name="third")
     n4 = table(tmp).count_rows(filter="doc_id = 'n4'")
     assert counts["documents_replaced"] == 1 and counts["documents_unchanged_skipped"] == 3
+    assert counts["documents_tokenized"] == 1  # only n4 reached the tokenizer
     assert counts["chunks_written"] == n4  # the longer title leaves less room per chunk: n4 may grow
     assert table(tmp).count_rows() == before - n4_before + n4
     ids = table(tmp).to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()

@@ -81,7 +81,8 @@ def test_first_run_builds_verifies_and_serves(world):
     assert m["serving_after"]["table"] == TABLE and m["serving_after"]["rows"] == c["rows_after"]
     assert m["verification"]["recheck"] == {"new": 0, "changed": 0, "unchanged": 12, "deleted": 0}
     assert min(m["verification"]["sample_scores"]) > 0.99
-    for phase in ("lease", "read_chunk", "diff", "embed_stage", "commit", "indexes", "verify", "switch"):
+    assert (c["documents_tokenized"], c["chunks_tokenized"]) == (12, c["chunks_in_corpus"])
+    for phase in ("lease", "read_hash", "diff", "embed_stage", "commit", "indexes", "verify", "switch"):
         assert phase in m["durations_s"]
     assert not (tmp / "db" / "_medembed" / "leases" / "notes.json").exists()  # released
     ds = lance.dataset(str(tmp / "db" / f"{TABLE}.lance"))
@@ -95,6 +96,9 @@ def test_incremental_run_equals_a_fresh_full_embed(world):
     assert code == 0, m.get("error")
     c = m["counts"]
     assert (c["documents_new"], c["documents_changed"], c["documents_unchanged"], c["documents_deleted"]) == (1, 3, 8, 1)
+    # only the new and changed documents were read again and tokenized; the 8 unchanged ones were hashed only
+    assert (c["documents_reread"], c["documents_tokenized"], c["chunks_tokenized"]) == (4, 4, c["chunks_embedded"])
+    assert c["chunks_in_corpus"] == c["chunks_unchanged"] + c["chunks_embedded"] == c["rows_after"]
     v = m["versions"]
     assert v["after_commit"] == v["before"] + 1  # adds and removals: ONE version
     assert m["serving_before"] == first["serving_after"]
@@ -132,6 +136,7 @@ def test_run_with_nothing_changed_writes_no_version(world):
     assert code == 0, m.get("error")
     c = m["counts"]
     assert c["chunks_embedded"] == c["chunks_removed"] == 0 and c["documents_unchanged"] == 12
+    assert c["documents_tokenized"] == c["documents_reread"] == 0 and c["chunks_unchanged"] == c["rows_after"]
     assert len(lance.dataset(uri).versions()) == versions
     assert (tmp / "db" / "_medembed" / "serving" / "notes.json").read_text() == pointer
     assert m["serving_after"] == m["serving_before"] and "embed_stage" in m["durations_s"]
@@ -192,3 +197,24 @@ def test_new_model_builds_a_new_table_switches_and_rolls_back(world, bundled_mod
     assert r.name == TABLE and r.tbl.version == before.version
     after = serving.read_pointer(str(tmp / "db"), "notes")  # exactly one step back
     assert [h.key for h in after.history] == [h.key for h in ptr_before.history]
+
+
+def test_table_from_before_doc_hash_is_migrated_once(world):
+    """A table written before doc_hash existed (simulated: the two columns dropped) gets them added by the next
+    run; every document counts as changed once, is re-embedded with its hash, and the run after is a no-op."""
+    tmp, corpus, _ = world
+    uri = str(tmp / "db" / f"{TABLE}.lance")
+    lance.dataset(uri).drop_columns([S.DOC_HASH, S.DOC_CHUNKS])
+    rows = lance.dataset(uri).count_rows()
+    code, m = run(tmp, corpus, "migrate")
+    assert code == 0, m.get("error")
+    c = m["counts"]
+    assert m["change_detection"]["table_migrated"] is True
+    assert (c["documents_changed"], c["documents_new"], c["documents_unchanged"]) == (c["documents_in_corpus"], 0, 0)
+    assert c["chunks_removed"] == c["rows_before"] == rows and c["rows_after"] == c["chunks_embedded"]
+    t = lance.dataset(uri).to_table(columns=[S.CHUNK_ID, S.DOC_HASH, S.DOC_CHUNKS])
+    assert t.num_rows == c["rows_after"] and len(set(t[S.CHUNK_ID].to_pylist())) == t.num_rows
+    assert t[S.DOC_HASH].null_count == 0 and t[S.DOC_CHUNKS].null_count == 0
+    code, m = run(tmp, corpus, "after-migrate")
+    assert code == 0 and m["counts"]["documents_unchanged"] == c["documents_in_corpus"]
+    assert m["counts"]["documents_tokenized"] == 0 and m["change_detection"]["table_migrated"] is False

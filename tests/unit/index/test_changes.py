@@ -1,11 +1,14 @@
-"""Change detection drops unchanged documents and reports counts that a re-run task cannot double."""
+"""Chunking after change detection: documents the diff did not select never reach the tokenizer, and the counts
+a re-run task reports replace its earlier ones."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from medembed import schema as S
-from medembed.index.changes import filter_unchanged_docs
+from medembed.embedding import chunking
+from medembed.embedding.chunking import ChunkParams
+from medembed.index.changes import chunk_selected_documents
 from medembed.runtime.counters import block_key
 
 
@@ -27,26 +30,45 @@ class FakeCounters:
         return out
 
 
-def chunks(docs: dict[str, list[str]]) -> pa.Table:
-    rows = [(d, i, h) for d, hs in docs.items() for i, h in enumerate(hs)]
-    return pa.table({S.DOC_ID: [r[0] for r in rows], S.CHUNK_INDEX: [r[1] for r in rows],
-                     S.CONTENT_HASH: [r[2] for r in rows]})
+def docs(ids: list[str], words: int = 80) -> pa.Table:
+    n = len(ids)
+    return pa.table({S.DOC_ID: ids, S.TITLE: [f"Case {d}" for d in ids],
+                     S.TEXT: [" ".join(f"{d} finding{k} creatinine" for k in range(words)) for d in ids],
+                     S.METADATA: ["{}"] * n, S.SOURCE: [f"f.jsonl:line {i}" for i in range(n)]})
 
 
-def test_unchanged_documents_are_dropped_and_counted():
-    known = {"a": S.doc_signature(["h1", "h2"]), "b": S.doc_signature(["old"])}
+def test_unselected_documents_are_not_tokenized(bundled_model_path):
+    params = ChunkParams(bundled_model_path, 32, 4, 0, "m@r")
+    batch = docs([f"d{i}" for i in range(10)])
+    before = dict(chunking.TOKENIZED)
     c = FakeCounters()
-    kept = filter_unchanged_docs(chunks({"a": ["h1", "h2"], "b": ["new"], "c": ["x", "y", "z"]}), known, c)
-    assert kept.column(S.DOC_ID).to_pylist() == ["b", "c", "c", "c"]
-    assert c.totals() == {"chunks_total": 6, "chunks_unchanged": 2, "documents_unchanged": 1}
+    out = chunk_selected_documents(batch, params, [pa.array(["d3"]), pa.array(["d7", "gone"])], c)
+    assert chunking.TOKENIZED["documents"] - before["documents"] == 2  # d3 and d7 only
+    assert sorted(set(out[S.DOC_ID].to_pylist())) == ["d3", "d7"]
+    n3 = out[S.DOC_ID].to_pylist().count("d3")
+    assert n3 > 1 and out.filter(pa.compute.equal(out[S.DOC_ID], "d3"))[S.DOC_CHUNKS].to_pylist() == [n3] * n3
+    assert set(out[S.DOC_HASH].to_pylist()) == {S.doc_hash(d, f"Case {d}", batch[S.TEXT][int(d[1])].as_py(), "{}",
+                                                           params.key) for d in ("d3", "d7")}
+    assert c.totals() == {"documents_read_for_chunking": 10, "documents_tokenized": 2, "chunks_tokenized": out.num_rows}
+
+    # nothing selected: no tokenizer call at all, an empty block of chunk columns
+    calls = chunking.TOKENIZED["calls"]
+    empty = chunk_selected_documents(batch, params, [pa.array([], pa.string())], c)
+    assert empty.num_rows == 0 and list(empty.column_names) == list(S.CHUNK_COLUMNS)
+    assert chunking.TOKENIZED["calls"] == calls
+
+    # no selection (a first run): every document
+    all_docs = chunk_selected_documents(batch, params, None, None)
+    assert len(set(all_docs[S.DOC_ID].to_pylist())) == 10
 
 
-def test_a_rerun_batch_replaces_its_counts_instead_of_adding():
+def test_a_rerun_batch_replaces_its_counts_instead_of_adding(bundled_model_path):
+    params = ChunkParams(bundled_model_path, 32, 4, 0, "m@r")
     c = FakeCounters()
-    batch1, batch2 = chunks({"a": ["1", "2"], "b": ["3"]}), chunks({"c": ["4"]})
+    batch1, batch2 = docs(["a", "b"], 2), docs(["c"], 2)
     for batch in (batch1, batch2, batch1, batch1):  # batch1 re-run twice (lost node, restarted actor)
-        filter_unchanged_docs(batch, {}, c)
-    assert c.totals() == {"chunks_total": 4, "chunks_unchanged": 0, "documents_unchanged": 0}
+        chunk_selected_documents(batch, params, None, c)
+    assert c.totals() == {"documents_read_for_chunking": 3, "documents_tokenized": 3, "chunks_tokenized": 3}
     assert len(c.keyed) == 2
 
 

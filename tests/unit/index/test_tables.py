@@ -6,7 +6,8 @@ import pytest
 
 from medembed import schema as S
 from medembed.config import StoreConfig
-from medembed.index.changes import existing_signatures, filter_unchanged_docs
+from medembed.index.changes import ensure_doc_hash
+from medembed.index.diff import STORED_COLUMNS, classify, stored_hashes
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import connect, open_dataset, table_uri
 from medembed.index.writer import Committer, FragmentWriter
@@ -65,21 +66,29 @@ def test_indexes_fts_and_ann_threshold(tmp_path):
     assert types == {"FTS", "IvfRq"}
 
 
-def test_unchanged_documents_are_filtered_by_signature(tmp_path):
+def test_table_from_before_doc_hash_is_migrated_and_every_document_changes_once(tmp_path):
     uri = table_uri(str(tmp_path), "t")
     data = rows(6)
-    write(uri, data, parts=1)
-    known = existing_signatures(open_dataset(uri))
-    assert known["d0"] == S.doc_signature([S.content_hash("0")])
-    changed = data.set_column(data.schema.get_field_index(S.CONTENT_HASH), S.CONTENT_HASH,
-                              pa.array([S.content_hash(str(i) if i != 2 else "new") for i in range(6)]))
-    kept = filter_unchanged_docs(changed, known)
-    assert kept.column(S.DOC_ID).to_pylist() == ["d2"]
-    # re-writing the changed doc replaces it: no duplicate chunk ids
-    st = write(uri, kept, known=known, parts=1)
-    assert st.documents_replaced == 1
+    write(uri, data, parts=1)  # the schema of tables written before doc_hash
+    ds, added = ensure_doc_hash(open_dataset(uri))
+    assert added and ds.version == 2 and ds.count_rows() == 6
+    assert ds.schema.metadata[S.META_MODEL_ID.encode()] == b"m"  # the model metadata survives
+    assert ensure_doc_hash(open_dataset(uri))[1] is False
+    stored = stored_hashes(open_dataset(uri).to_table(columns=STORED_COLUMNS))
+    corpus = pa.table({S.DOC_ID: [f"d{i}" for i in range(6)], S.DOC_HASH: ["h"] * 6})
+    assert classify(corpus, stored)["changed"] == [f"d{i}" for i in range(6)]
+    # re-writing a changed doc (with its hash) replaces its old chunks: no duplicate chunk ids
+    schema = S.table_schema(16, "m", "r", doc_hash=True)
+    d2 = data.slice(2, 1).append_column(S.DOC_HASH, pa.array(["h"])).append_column(S.DOC_CHUNKS, pa.array([1], pa.int32()))
+    w, c = FragmentWriter(uri, schema), Committer(uri, schema, None, {"d2": ""}, 1)
+    for r in w(d2).to_pylist():
+        c.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
+    c.flush()
+    assert c.stats.documents_replaced == 1
     t = open_dataset(uri).to_table()
     assert t.num_rows == 6 and len(set(t.column(S.CHUNK_ID).to_pylist())) == 6
+    after = classify(corpus, stored_hashes(open_dataset(uri).to_table(columns=STORED_COLUMNS)))
+    assert after["unchanged"] == ["d2"] and len(after["changed"]) == 5
 
 
 def test_open_dataset_absent_is_none(tmp_path):

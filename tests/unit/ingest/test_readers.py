@@ -107,3 +107,32 @@ def test_compressed_files_are_read_by_extension(tmp_path):
     good, bad = split(list(_iter_items(ReadTask("jsonl", str(p)), InputConfig(), None)))
     assert [(r["id"], loc) for r, _, loc in good] == [("z1", "line 1")]
     assert [(b[S.Q_REASON], b[S.Q_LOCATION]) for b in bad] == [(S.R_MALFORMED_JSON, "line 2")]
+
+
+def test_second_read_parses_only_the_wanted_lines_and_rows(tmp_path):
+    raw = b"".join(json.dumps({"id": f"n{i}", "text": f"t{i}"}).encode() + b"\n" for i in range(1, 8)) + b"{broken\n"
+    items = list(read_jsonl(io.BytesIO(raw), "f.jsonl", wanted={"line 2", "line 5"}))
+    assert [(r["id"], loc) for r, _, loc in items] == [("n2", "line 2"), ("n5", "line 5")]  # the bad line: unread
+    assert list(read_jsonl(io.BytesIO(raw), "f.jsonl", wanted=set())) == []
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(10)], "text": ["x"] * 10}), tmp_path / "p.parquet")
+    with open(tmp_path / "p.parquet", "rb") as f:
+        got = list(read_parquet(f, "p.parquet", batch_rows=3, wanted={"row 0", "row 4", "row 9"}))
+    assert [(r["id"], loc) for r, _, loc in got] == [("p0", "row 0"), ("p4", "row 4"), ("p9", "row 9")]
+
+
+def test_read_plan_restrict_keeps_files_and_locations(tmp_path):
+    from medembed.ingest.sources import ReadTask
+    from medembed.ingest.stage import ReadPlan
+
+    a, b, c = (str(tmp_path / f"{x}.jsonl") for x in "abc")
+    plan = ReadPlan([ReadTask("jsonl", a), ReadTask("jsonl", b), ReadTask("csv", c)], InputConfig(), str(tmp_path),
+                    registry="registry-handle")
+    sub = plan.restrict([f"{b}:line 3", f"{c}:line 2", f"{b}:line 9"])
+    assert [t.uri for t in sub.tasks] == [b, c] and sub.registry == "registry-handle"
+    assert {i["uri"]: json.loads(i["wanted"]) for i in sub.items()} == {b: ["line 3", "line 9"], c: ["line 2"]}
+    assert plan.restrict(None) is plan and plan.restrict([]).tasks == []
+    assert all(i["wanted"] == "" for i in plan.items())

@@ -3,10 +3,12 @@
 Off by default (``tracking.mlflow_uri: null``): every function here is then a no-op and MLflow is never
 imported. With it on:
 
-- every job run is an MLflow run (:func:`job_run`, used by ``runtime.runner``): params are the resolved
-  config flattened, tags the run id, job, git commit and medembed version, metrics the manifest's numeric
-  counts, durations and throughput, artifacts the manifest and the quarantine summary;
-- a pipeline run is the parent of one nested run per stage (:func:`nested_run`, :func:`reused_stage`);
+- every job run is an MLflow run (:func:`start_job`, called by ``runtime.runner``; it ends when the run
+  manifest finishes): params are the resolved config flattened, tags the run id, job, git commit and
+  medembed version, metrics the manifest's numeric counts, durations and throughput, artifacts the manifest
+  and the quarantine summary;
+- a pipeline run is the parent of one nested run per stage (:func:`start_stage`, :func:`nested_run`,
+  :func:`reused_stage`);
 - job bodies log into the innermost run with :func:`log_metrics` / :func:`log_artifacts`, and Ray Train's
   rank 0 logs its steps with the client API (:func:`worker_target`, :class:`StepLogger`);
 - promotion registers the candidate (sentence-transformers flavor) and moves the alias only when the gate
@@ -216,10 +218,15 @@ def current() -> Run | None:
 
 
 def _mlflow():
+    """mlflow, imported on first use; its INFO lines and download bars kept off the console (--verbose keeps them)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
     except ImportError as e:
         raise RuntimeError(INSTALL_HINT) from e
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return mlflow
 
 
@@ -270,6 +277,7 @@ def git_commit() -> str | None:
 
 
 def _start(tracking: TrackingConfig, name: str, tags: Mapping[str, Any], parent: Run | None = None) -> Run:
+    _mlflow()
     from mlflow import MlflowClient
 
     uri = activate(tracking) if parent is None else parent.uri
@@ -551,6 +559,19 @@ def _restore_card(folder: Path) -> None:
         (model / CARD_FILE).write_text(text, encoding="utf-8")
 
 
+def _requirements() -> list[str]:
+    """What loading the registered model needs (local version labels such as torch's ``+cpu`` dropped)."""
+    from importlib import metadata
+
+    out = []
+    for name in ("sentence-transformers", "transformers", "torch"):
+        try:
+            out.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
 def register_candidate(tracking: TrackingConfig | None, model_dir: str, revision: str, decision: Mapping[str, Any],
                        pipeline_run_id: str) -> dict[str, Any] | None:
     """Log the candidate into the current run (sentence-transformers flavor, with its saved prompts), register it
@@ -574,7 +595,7 @@ def register_candidate(tracking: TrackingConfig | None, model_dir: str, revision
     client = run.client
     with mlflow.start_run(run_id=run.run_id):  # log_model needs the fluent API's active run
         logged = mlflow.sentence_transformers.log_model(
-            st, name="model", registered_model_name=tracking.registered_model,
+            st, name="model", registered_model_name=tracking.registered_model, pip_requirements=_requirements(),
             metadata={"medembed_model_id": model_id, "medembed_revision": revision, "medembed_card": card_text,
                       "query_prompt": st.prompts.get("query", ""), "document_prompt": st.prompts.get("document", "")})
     client.update_run(run.run_id, status="RUNNING")  # the fluent block's exit ended the run; nested_run ends it

@@ -1,14 +1,22 @@
-"""Credentials never leak: every job runs on a real two-node cluster whose nodes hold fake secrets in their
-environment (as Kubernetes Secrets put them in pods), submitted with `medembed submit`; afterwards no secret
-appears in any log (driver, job supervisor, Ray worker, raylet, GCS, dashboard), manifest, table, pairs,
-triplet or result file, or in what the CLI printed.
+"""Credentials never leak, and each one does its job: every job runs on a real two-node cluster whose nodes hold
+fake secrets in their environment (as Kubernetes Secrets put them in pods), submitted with `medembed submit`;
+afterwards no secret appears in any log (driver, job supervisor, Ray worker, raylet, GCS, dashboard), manifest,
+table (local or in the bucket), pairs, triplet or result file, model cache, or in what the CLI printed.
 
-The fake OpenAI-compatible server checks the API key on every request, so the pairs job provably used the
-key from its environment.
+Each fake secret is checked by the server it is for, so the jobs provably used it from their environment:
+- ``OPENAI_API_KEY``: the fake OpenAI-compatible server checks it on every request of the pairs job.
+- ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``: the loopback S3 server (moto, IAM authentication on)
+  accepts only this key pair, checking every request's signature; the embed job reads its corpus from and
+  writes its table to ``s3://`` with it. Other keys, or this key with another secret, are refused.
+- ``HF_TOKEN``: the embed job's model is a private repo on a loopback Hub API (``HF_ENDPOINT``) that answers
+  only requests carrying this token. The driver, the chunking tasks and the embedding actor load it by its hub
+  id with the token from their node's environment; the weights are fetched by the actor alone (the driver
+  fetches config and tokenizer files only).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -20,8 +28,10 @@ import pytest
 
 from medembed.jobs import JOBS
 from tests.support.e2e_jobs import running_cluster
+from tests.support.hf_hub_server import FakeHubServer
 from tests.support.openai_server import FakeOpenAIServer
-from tests.support.paths import REPO
+from tests.support.paths import REPO, SAMPLE
+from tests.support.s3_server import REGION, S3Process, s3_environment
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +43,33 @@ SECRETS = {
     "AWS_SECRET_ACCESS_KEY": f"fake/secret/{uuid.uuid4().hex}",
     "HF_TOKEN": f"hf_fake{uuid.uuid4().hex}",
 }
+AWS_KEYS = {k: SECRETS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 CHUNKING = ["chunking.max_tokens=64", "chunking.overlap_tokens=8"]
+BUCKET = "medembed-secrets"
+CORPUS = f"s3://{BUCKET}/corpus/sample_notes.jsonl"
+DB = f"s3://{BUCKET}/lancedb"
+HUB_MODEL = "medorg/private-minilm"  # a private Hub repo: served only with HF_TOKEN
 
 
 @pytest.fixture(scope="module")
 def server():
     with FakeOpenAIServer(api_key=SECRETS["OPENAI_API_KEY"]) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto accepting only the fake AWS key pair; the corpus uploaded with it."""
+    with s3_environment(S3Process(credentials=AWS_KEYS), BUCKET) as server:
+        server.client().upload_file(str(SAMPLE), BUCKET, CORPUS.split(f"{BUCKET}/", 1)[1])
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hub(bundled_model_path):
+    """The bundled model's files as a private repo on a loopback Hub API that requires the fake HF_TOKEN."""
+    with FakeHubServer(HUB_MODEL, bundled_model_path, token=SECRETS["HF_TOKEN"]) as h:
+        yield h
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +83,12 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("secrets")
 
 
-def job_sets(work: Path, server: FakeOpenAIServer) -> dict[str, list[str]]:
-    """Tiny runs of every job; pairs feed negatives and evaluation."""
+def job_sets(work: Path, server: FakeOpenAIServer, s3: S3Process) -> dict[str, list[str]]:
+    """Tiny runs of every job; pairs feed negatives and evaluation. The embed job reads and writes S3 and
+    loads its model from the Hub (see job_env)."""
     return {
-        "embed": ["input.limit=10", f"store.uri={work / 'db'}", *CHUNKING],
+        "embed": ["input.limit=10", f"input.uri={CORPUS}", f"store.uri={DB}", f"s3.endpoint_url={s3.endpoint}",
+                  f"s3.region={REGION}", f"model.name={HUB_MODEL}", *CHUNKING],
         "generate-pairs": ["input.limit=6", "synth.backend=openai", f"synth.openai.base_url={server.url}",
                            "synth.openai.max_retries=0", f"synth.output_dir={work / 'pairs'}"],
         "mine-negatives": [f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'mining'}",
@@ -72,15 +104,24 @@ def job_sets(work: Path, server: FakeOpenAIServer) -> dict[str, list[str]]:
     }
 
 
+def job_env(work: Path, hub: FakeHubServer) -> dict[str, list[str]]:
+    """`medembed submit --env` (no secrets: those come from the nodes): the embed job reaches the Hub."""
+    return {"embed": ["HF_HUB_OFFLINE=0", f"HF_ENDPOINT={hub.url}", f"HF_HOME={work / 'hf_home'}",
+                      "HF_HUB_DISABLE_TELEMETRY=1"]}
+
+
 @pytest.fixture(scope="module")
-def runs(cluster, server, work):
+def runs(cluster, server, s3, hub, work):
     env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     out = {}
-    for command, sets in job_sets(work, server).items():
+    extra_env = job_env(work, hub)
+    for command, sets in job_sets(work, server, s3).items():
         if command not in JOBS:
             continue
         args = [sys.executable, "-m", "medembed.cli", "submit", command, "--address", cluster.dashboard_url,
                 "--set", f"output.run_dir={work / 'runs'}", "--set", f"output.run_name={command}"]
+        for e in extra_env.get(command, []):
+            args += ["--env", e]
         for s in sets:
             args += ["--set", s]
         t0 = time.monotonic()
@@ -101,6 +142,37 @@ def test_the_pairs_job_used_the_key_from_its_environment(runs, server):
     assert all(e["auth_ok"] for e in server.log)
 
 
+def test_the_embed_job_read_and_wrote_s3_with_the_keys_from_its_environment(runs, s3, work):
+    import lance
+
+    from medembed.runtime.storage import lance_storage_options
+
+    m = json.loads((work / "runs" / "embed" / "manifest.json").read_text())
+    uri, c = m["table"]["uri"], m["counts"]
+    assert m["status"] == "succeeded" and uri.startswith(f"{DB}/"), (m["status"], uri)
+    assert c["documents_accepted"] == 10 and c["chunks_written"] == c["rows_after"] > 10, c
+    assert lance.dataset(uri, storage_options=lance_storage_options(uri)).count_rows() == c["rows_after"]
+    # the server takes no other key: not moto's usual ones, not this key with another secret
+    from botocore.exceptions import ClientError
+
+    wrong = [{"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+             {"aws_access_key_id": AWS_KEYS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": "not-the-secret"}]
+    for creds, code in zip(wrong, ("InvalidAccessKeyId", "SignatureDoesNotMatch")):
+        with pytest.raises(ClientError) as e:
+            s3.client(**creds).get_object(Bucket=BUCKET, Key=CORPUS.split(f"{BUCKET}/", 1)[1])
+        assert e.value.response["Error"]["Code"] == code
+    with pytest.raises((OSError, ValueError), match="SignatureDoesNotMatch"):  # Lance: ValueError(LanceError(IO))
+        lance.dataset(uri, storage_options={**lance_storage_options(uri), "aws_secret_access_key": "x"}).count_rows()
+
+
+def test_the_embed_job_loaded_its_private_model_with_the_token_from_its_environment(runs, hub):
+    repo = [e for e in hub.log if HUB_MODEL in e["path"]]
+    assert repo and all(e["auth_ok"] for e in repo), [e for e in repo if not e["auth_ok"]][:3]
+    fetched = {e["path"].rsplit("/", 1)[1] for e in repo if e["method"] == "GET"}
+    # config and tokenizer files (driver), weights (only the embedding actor loads them): all with the token
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= fetched, fetched
+
+
 def _leaks(root: Path, secrets: dict[str, str]) -> list[str]:
     found = []
     for f in root.rglob("*"):
@@ -114,10 +186,16 @@ def _leaks(root: Path, secrets: dict[str, str]) -> list[str]:
     return found
 
 
-def test_no_secret_in_outputs_manifests_or_tables(runs, work):
+def test_no_secret_in_outputs_manifests_or_tables(runs, work, s3):
     files = [f for f in work.rglob("*") if f.is_file()]
     assert any(f.name == "manifest.json" for f in files) and any(f.suffix == ".lance" for f in files)
+    assert any("hf_home" in f.parts for f in files), "the Hub model cache was not written"
     assert not _leaks(work, SECRETS)
+    client, keys = s3.client(), list(s3.keys(BUCKET))
+    assert any(k.endswith(".manifest") for k in keys) and any(k.endswith(".lance") for k in keys), keys
+    found = [f"{name} in s3://{BUCKET}/{k}" for k in keys
+             for name, value in SECRETS.items() if value.encode() in client.get_object(Bucket=BUCKET, Key=k)["Body"].read()]
+    assert not found, found
 
 
 def test_no_secret_in_any_ray_log(runs, cluster):

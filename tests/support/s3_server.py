@@ -8,6 +8,7 @@ AccessDenied, as after a bucket-policy change) while reads go on and the stored 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -84,12 +85,39 @@ class S3Server:
 class S3Process(S3Server):
     """moto in its own process: a Lance call that waits on S3 while holding the GIL (a fragment's filtered row
     count) would deadlock a server running in the test process's threads. ``deny_writes`` / ``allow_writes``
-    flip its gate."""
+    flip its gate.
+
+    With ``credentials`` ({"AWS_ACCESS_KEY_ID": ..., "AWS_SECRET_ACCESS_KEY": ...}) the server accepts only
+    those: moto's IAM authentication is on, the key pair belongs to an IAM user allowed ``s3:*``, and every
+    request's SigV4 signature is checked against its secret. Any other key gets 403 InvalidAccessKeyId, a wrong
+    secret 403 SignatureDoesNotMatch. The pair reaches the server process through its environment, never its
+    command line."""
+
+    def __init__(self, credentials: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.credentials = dict(credentials or CREDENTIALS)
+        self._require = credentials is not None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, **self.credentials}
+
+    def client(self, **credentials: str):
+        """A boto3 client with the server's credentials, or with ``aws_access_key_id=..., aws_secret_access_key=...``."""
+        import boto3
+
+        keys = credentials or {"aws_access_key_id": self.credentials["AWS_ACCESS_KEY_ID"],
+                               "aws_secret_access_key": self.credentials["AWS_SECRET_ACCESS_KEY"]}
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION, **keys)
 
     def start(self) -> S3Process:
         self._flag = Path(tempfile.mkdtemp(prefix="s3gate")) / "deny_writes"
-        self._proc = subprocess.Popen([sys.executable, "-m", "tests.support.s3_server", "--port", str(self.port),
-                                       "--deny-flag", str(self._flag)], cwd=Path(__file__).resolve().parents[2],
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        args = [sys.executable, "-m", "tests.support.s3_server", "--port", str(self.port), "--deny-flag", str(self._flag)]
+        if self._require:
+            env.update({_REQUIRED_PREFIX + k: v for k, v in self.credentials.items()})
+            args.append("--require-credentials")
+        self._proc = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[2], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
@@ -160,14 +188,58 @@ class _WriteGate:
         return self.app(environ, start_response)
 
 
-def main() -> None:
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import run_simple
+_REQUIRED_PREFIX = "MEDEMBED_TEST_S3_REQUIRE_"
 
+
+def _require_credentials(key_id: str, secret: str) -> None:
+    """Turn on moto's IAM authentication (every request signed and allowed) for one IAM user with this exact key
+    pair and an ``s3:*`` policy. moto generates access keys itself, so the made key is given the pair we want."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    iam.create_user(REGION, "medembed-test")
+    iam.put_user_policy("medembed-test", "s3-all", json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key("medembed-test")
+    key.access_key_id, key.secret_access_key = key_id, secret
+
+    # werkzeug hands moto the URL with its query decoded (prefix=a%2Fb arrives as prefix=a/b), and moto signs that:
+    # every list by prefix (Lance's object_store, s3fs) would fail with SignatureDoesNotMatch. Re-encode the query
+    # to SigV4's canonical form (RFC 3986 unreserved characters kept, everything else %XX) before moto signs it.
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    from moto.iam.access_control import IAMRequestBase
+
+    aws_request = IAMRequestBase._create_aws_request
+
+    def canonical_query_request(self):
+        request = aws_request(self)
+        parts = urlsplit(request.url)
+        if parts.query:
+            pairs = (p.partition("=") for p in parts.query.split("&"))
+            query = "&".join(f"{quote(unquote(k), safe='-_.~')}={quote(unquote(v), safe='-_.~')}" for k, _, v in pairs)
+            request.url = urlunsplit(parts._replace(query=query))
+        return request
+
+    IAMRequestBase._create_aws_request = canonical_query_request
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description="moto S3 on 127.0.0.1 behind a write gate (tests only)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--deny-flag", required=True, help="while this file exists, writes get 403 AccessDenied")
+    ap.add_argument("--require-credentials", action="store_true",
+                    help=f"accept only the key pair in env {_REQUIRED_PREFIX}AWS_ACCESS_KEY_ID / _AWS_SECRET_ACCESS_KEY")
     args = ap.parse_args()
+    if args.require_credentials:
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # read by moto.settings at import: authenticate from the first
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import run_simple
+
+    if args.require_credentials:
+        _require_credentials(os.environ.pop(_REQUIRED_PREFIX + "AWS_ACCESS_KEY_ID"),
+                             os.environ.pop(_REQUIRED_PREFIX + "AWS_SECRET_ACCESS_KEY"))
     os.environ.setdefault("MOTO_PORT", str(args.port))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     run_simple("127.0.0.1", args.port, _WriteGate(DomainDispatcherApplication(create_backend_app), args.deny_flag),

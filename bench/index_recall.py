@@ -209,6 +209,10 @@ SWEEP = {  # (label, Retriever search settings); the first is the default
 }
 
 
+SCALE_SWEEP = [("nprobes 40", {"nprobes": 40}), ("refine 20", {"refine_factor": 20}),
+               ("nprobes 40, refine 20", {"nprobes": 40, "refine_factor": 20})]
+
+
 def real(args: argparse.Namespace) -> None:
     import shutil
 
@@ -318,6 +322,7 @@ def scale(args: argparse.Namespace) -> None:
         ann_params,
         finalize_table,
         index_state,
+        merge_reason,
         retrain_reason,
     )
     from medembed.index.tables import open_dataset, table_uri
@@ -341,13 +346,16 @@ def scale(args: argparse.Namespace) -> None:
     truth = _scale_truth(gen, n, alive, added, queries)
     truth_s = time.perf_counter() - t0
     print(f"wrote {n} rows ({write_s:.0f} s, {_dir_mib(Path(uri)):.0f} MiB); exact truth {truth_s:.0f} s", flush=True)
-    builds = []
+    builds, sweeps = [], []
     for itype in args.types.split(","):
         b = build_in_subprocess(db, itype)
         m = measure(db, queries, truth)
         b["index_mib"] = _index_mib(uri)
         builds.append((itype, b, m))
         print(itype, json.dumps({k: b[k] for k in ("build_s", "peak_rss_mib", "index_mib")}), json.dumps(m), flush=True)
+        for label, search in (SCALE_SWEEP if args.sweep else []):
+            sweeps.append((itype, label, measure(db, queries, truth, **search)))
+            print(itype, label, json.dumps(sweeps[-1][2]), flush=True)
     nights = []
     nightly = args.nightly_type
     if args.nights and nightly:
@@ -357,7 +365,7 @@ def scale(args: argparse.Namespace) -> None:
                            ann_max_deltas=10**6)
         rng = np.random.default_rng(7)
         change = max(1, int(n * args.change))
-        policy_fired = None
+        policy_fired = merge_fired = None
         next_id = n
         for night in range(1, args.nights + 1):
             live_base = np.flatnonzero(alive)
@@ -372,6 +380,7 @@ def scale(args: argparse.Namespace) -> None:
             ds.delete("doc_id IN (" + ", ".join(f"'r{i}'" for i in gone) + ")")
             lance.write_dataset(_rows_table(new, ids=ids), uri, mode="append")
             commit_s = time.perf_counter() - t0
+            before = index_state(open_dataset(uri), "vector_idx")
             t0 = time.perf_counter()
             info = finalize_table(db, "t", keep, None)
             maint_s = time.perf_counter() - t0
@@ -382,6 +391,8 @@ def scale(args: argparse.Namespace) -> None:
                 why = retrain_reason(ann_metadata(ds), st, wanted, StoreConfig())
                 if why:
                     policy_fired = (night, why)
+            if merge_fired is None and merge_reason(before, StoreConfig()):
+                merge_fired = night
             row = {"night": night, "commit_s": commit_s, "maintain_s": maint_s, "action": info["ann_index"]["action"],
                    "segments": st["segments"], "fragments": len(ds.get_fragments())}
             if night in args.measure_nights:
@@ -389,6 +400,11 @@ def scale(args: argparse.Namespace) -> None:
             nights.append(row)
             print(json.dumps(row), flush=True)
         final_truth = _scale_truth(gen, n, alive, added, queries)
+        t0 = time.perf_counter()
+        merged_info = finalize_table(db, "t", keep.model_copy(update={"ann_max_deltas": 0}), None)["ann_index"]
+        merge_s = time.perf_counter() - t0
+        merged = measure(db, queries, final_truth)
+        print("merged", merge_s, json.dumps(merged_info), json.dumps(merged), flush=True)
         rb = build_in_subprocess(db, nightly)
         after = measure(db, queries, final_truth)
         print("retrained", json.dumps(rb), json.dumps(after), flush=True)
@@ -409,6 +425,11 @@ def scale(args: argparse.Namespace) -> None:
         lines.append(f"| {itype} | {params} | {b['build_s']:.1f} | {b['peak_rss_mib']:.0f} ({b['rss_before_mib']:.0f}) "
                      f"| {b['index_mib']:.0f} | {m['recall']:.4f} | {m['recall_min']:.1f} | {m['p50_ms']:.1f} "
                      f"| {m['p99_ms']:.1f} |")
+    if sweeps:
+        lines += ["", "Search settings (same indexes, same queries):", "",
+                  "| index | search | recall@10 | min | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {t} | {label} | {m['recall']:.4f} | {m['recall_min']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} |"
+                  for t, label, m in sweeps]
     if nights:
         lines += ["", f"Nightly runs ({nightly}): each replaces {args.change:.1%} of the rows ({change:,}: delete + "
                   "add, two commits), then finalize_table adds the new rows as a delta index (policy thresholds "
@@ -419,11 +440,15 @@ def scale(args: argparse.Namespace) -> None:
             rec = f"{r['recall']:.4f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}" if "recall" in r else "- | - | -"
             lines.append(f"| {r['night']} | {r['commit_s']:.1f} | {r['maintain_s']:.2f} | {r['action']} | "
                          f"{r['segments']} | {r['fragments']} | {rec} |")
-        lines += ["", f"After night {args.nights}, retrained (finalize_table retrain=True, fresh process): build "
-                  f"{rb['build_s']:.1f} s, peak RSS {rb['peak_rss_mib']:.0f} MiB; recall@10 {after['recall']:.4f}, "
-                  f"p50 {after['p50_ms']:.1f} ms, p99 {after['p99_ms']:.1f} ms.",
-                  f"Default policy (StoreConfig: ann_retrain_fraction {StoreConfig().ann_retrain_fraction}, "
-                  f"ann_max_deltas {StoreConfig().ann_max_deltas}) would have retrained: "
+        d = StoreConfig()
+        lines += ["", f"After night {args.nights}: deltas merged into the trained index (finalize_table with "
+                  f"ann_max_deltas 0: same centroids, {merged_info['action']}) in {merge_s:.1f} s: recall@10 "
+                  f"{merged['recall']:.4f}, p50 {merged['p50_ms']:.1f} ms, p99 {merged['p99_ms']:.1f} ms. Then retrained "
+                  f"(finalize_table retrain=True, fresh process): build {rb['build_s']:.1f} s, peak RSS "
+                  f"{rb['peak_rss_mib']:.0f} MiB; recall@10 {after['recall']:.4f}, p50 {after['p50_ms']:.1f} ms, "
+                  f"p99 {after['p99_ms']:.1f} ms.",
+                  f"Default policy (ann_max_deltas {d.ann_max_deltas}, ann_retrain_fraction {d.ann_retrain_fraction}): "
+                  f"first merge at night {merge_fired}; retrain "
                   + (f"at night {policy_fired[0]} ({policy_fired[1]})" if policy_fired else "not within these nights")
                   + "."]
     if args.append:
@@ -498,6 +523,7 @@ def main() -> None:
     sc.add_argument("--nights", type=int, default=30)
     sc.add_argument("--change", type=float, default=0.001)
     sc.add_argument("--measure-nights", type=lambda s: {int(x) for x in s.split(",")}, default={1, 10, 20, 30})
+    sc.add_argument("--sweep", action="store_true", help="also measure other search settings (SCALE_SWEEP)")
     sc.add_argument("--no-append", dest="append", action="store_false")
     ev = sub.add_parser("eval")
     ev.add_argument("--ann-min-rows", type=int, default=256)

@@ -114,8 +114,9 @@ class StoreConfig(_Model):
                                         "index) once the rows added plus removed since its last training exceed "
                                         "this fraction of the rows it was trained on; below, new rows go into a "
                                         "delta index")
-    ann_max_deltas: int = Field(30, ge=0, description="retrain once the vector index would have more than this "
-                                "many delta indexes (a search visits each)")
+    ann_max_deltas: int = Field(4, ge=0, description="merge the delta indexes into the trained one (same "
+                                "centroids, no retraining) once there would be more than this many (a search "
+                                "visits each: +0.5 ms p50 per delta at 1M rows)")
     fts: bool = Field(True, description="build a full-text index on text (for fts and hybrid search)")
     commit_every: int = Field(64, gt=0, description="commit written fragments in groups of this many")
     compact: bool = Field(True, description="compact small fragments at the end of a run")

@@ -145,17 +145,38 @@ def test_retrain_when_the_changed_rows_pass_the_fraction(tmp_path):
     assert json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_rows"] == 650
 
 
-def test_retrain_when_deltas_pass_the_limit_or_the_config_changes(tmp_path):
-    _base(tmp_path)
-    cfg = _cfg(tmp_path, ann_max_deltas=2, fts=False)
+def test_deltas_past_the_limit_are_merged_without_retraining_and_still_count_towards_it(tmp_path):
+    _, v = _base(tmp_path)
+    trained_at = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
+    cfg = _cfg(tmp_path, ann_max_deltas=2, ann_retrain_fraction=0.1, fts=False)
+    vs = []
     for night in range(2):
-        _append(tmp_path, 600 + 5 * night, 5, seed=10 + night)
+        vs.append(_append(tmp_path, 600 + 5 * night, 5, seed=10 + night))
         assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
-    _append(tmp_path, 610, 5, seed=12)                  # would be the third delta
+    assert _state(tmp_path)["rows_per_segment"] == [600, 5, 5]
+    vs.append(_append(tmp_path, 610, 5, seed=12))       # would be the third delta: merged instead
     info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
-    assert info["action"] == "trained" and "3 delta indexes" in info["reason"]
+    assert info["action"] == "merged" and "3 delta indexes" in info["reason"]
+    st = _state(tmp_path)
+    assert st["segments"] == 1 and st["rows_per_segment"] == [615] and st["unindexed_rows"] == 0
+    rec = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])
+    assert rec["trained_at"] == trained_at and rec["trained_rows"] == 600  # same centroids
+    assert (rec["added_rows"], rec["removed_rows"], rec["indexed_rows"]) == (15, 0, 615)
+    new = np.concatenate(vs)
+    assert [h[0] for h in _ann(tmp_path, new[[0, 7, 14]])] == [S.chunk_id(f"d{i}", 0) for i in (600, 607, 614)]
+    # the merged rows still count as changed since training: 15 + 40 new + 6 removed = 61 > 60 retrains
+    open_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
+    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "current"
+    assert json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["removed_rows"] == 6
+    _append(tmp_path, 615, 40, seed=13)
+    info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
+    assert info["action"] == "trained" and "55 rows added and 6 removed" in info["reason"]
+
+
+def test_retrain_when_the_config_changes(tmp_path):
+    _base(tmp_path)
     hnsw = finalize_table(str(tmp_path), "t", _cfg(tmp_path, ann_index="IVF_HNSW_SQ", fts=False), None)["ann_index"]
     assert hnsw["action"] == "trained" and hnsw["type"] == "IVF_HNSW_SQ" and "type 'IVF_HNSW_SQ'" in hnsw["reason"]
     types = {i.index_type for i in connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfHnswSq"}
-    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["type"] == "IVF_RQ"  # back to the config's
+    assert finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)["ann_index"]["type"] == "IVF_RQ"  # the config's

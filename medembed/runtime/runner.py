@@ -65,16 +65,17 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
         return EXIT_OK
     out: OutputConfig = getattr(cfg, "output", OutputConfig())
     manifest = RunManifest(job.name, out.run_dir, cfg.model_dump(mode="json"), run_id=out.run_name)
-    from medembed.runtime import tracking  # MLflow (optional): the run ends when the manifest finishes
-
-    tracking.start_job(getattr(cfg, "tracking", None), job.name, manifest, manifest.data["config"],
-                       getattr(cfg, "s3", None))
     log_path, remote_log = job_log_path(manifest)
     manifest.set("log_file", remote_log or log_path)
     verbose = getattr(args, "verbose", False)
     with quiet_console(log_path, verbose) as quiet:
         say("%s: run %s (config %s)%s", job.command, manifest.run_id, args.config or "defaults",
             f"; Ray and library logs go to {remote_log or log_path}" if quiet else "")
+        from medembed.runtime import tracking  # MLflow (optional): the run ends when the manifest finishes
+
+        if tracking.start_job(getattr(cfg, "tracking", None), job.name, manifest, manifest.data["config"],
+                              getattr(cfg, "s3", None)) is not None:
+            say("MLflow run %s (experiment %s)", manifest.data["mlflow"]["run_id"], cfg.tracking.experiment)
         code = _run_body(job, cfg, manifest)
         if quiet:
             say("log file: %s", remote_log or log_path)

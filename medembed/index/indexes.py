@@ -195,9 +195,10 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
     """Compact, then bring the full-text index and (past ``store.ann_min_rows``) the vector index up to date.
 
     A table without an index gets it built; an indexed table gets its new rows added incrementally (see
-    the module docstring), the vector index retrained when :func:`retrain_reason` (or ``retrain=True``)
-    says so. Returns ``rows``, ``fts_index`` (False, or ``built``/``updated``/``current``) and
-    ``ann_index`` (None, or type, parameters, ``action`` trained/delta/current and its reason).
+    the module docstring): a delta index, the deltas merged past ``store.ann_max_deltas``, or a retrain when
+    :func:`retrain_reason` (or ``retrain=True``) says so. Returns ``rows``, ``fts_index`` (False, or
+    ``built``/``updated``/``current``) and ``ann_index`` (None, or type, parameters, ``action``
+    trained/delta/merged/current and the reason).
 
     A table of one fragment without deleted rows has nothing to compact, and LanceDB (seconds of imports
     on a small job) is opened only when an index is to be built.

@@ -159,6 +159,8 @@ def summary(m: dict[str, Any], path: str) -> dict[str, Any]:
         out["gate"] = m["gate"]
     if m.get("throughput"):
         out["throughput"] = m["throughput"]
+    if m.get("mlflow"):  # the MLflow run of a tracked job (runtime.tracking)
+        out["mlflow"] = m["mlflow"]
     out["paths"] = paths
     return out
 
@@ -210,5 +212,6 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"gate: {'promote' if gate.get('promote') else 'keep current'}"
                      + (f" ({gate['reason']})" if gate.get("reason") else ""))
     section("throughput", s.get("throughput") or {}, compact)
+    section("mlflow", s.get("mlflow") or {}, compact)
     section("paths", s.get("paths") or {}, compact)
     return "\n".join(lines)

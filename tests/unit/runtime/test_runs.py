@@ -42,6 +42,7 @@ def _make_runs(run_dir: str) -> dict[str, RunManifest]:
                      "embed": {"status": "reused", "seconds": 0.2, "artifact": "/out/embed", "fingerprint": "g"}})
     p.set("gate", {"promote": True, "metric": "ndcg_at_10", "reason": "candidate not worse on pairs-dev"})
     p.set("output", {"artifact": "/out/embed", "promoted": "/out/promote/promoted.json"})
+    p.set("mlflow", {"tracking_uri": "sqlite:///mlflow.db", "experiment_id": "1", "run_id": "abc123"})
     stage = RunManifest("train", run_dir, {}, run_id=f"{p.run_id}/train")
     stage.data["started_at"] = "2026-12-04T00:00:01+00:00"
     stage.finish()
@@ -98,6 +99,7 @@ def test_show_summary(tmp_path):
     text = runs.format_summary(p)
     assert "train  ran in 1 min 01 s -> /out/train" in text
     assert "gate: promote (candidate not worse on pairs-dev)" in text
+    assert p["mlflow"]["run_id"] == "abc123" and "  run_id         abc123" in text
 
     with pytest.raises(LookupError, match="no run 'nope'"):
         runs.find_run(run_dir, "nope")

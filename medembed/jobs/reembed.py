@@ -30,7 +30,7 @@ from medembed.index import serving
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import Diff, diff_hashes, hash_documents
-from medembed.index.indexes import compact, finalize_table
+from medembed.index.indexes import finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, connect, open_dataset, table_uri
@@ -94,23 +94,12 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
 def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str, Any]:
     """A new table gets its indexes built; a synced one is compacted and its indexes take in the new rows.
 
-    Synced tables go through Lance's own calls (``index.indexes.compact``, ``optimize_indices``), never
-    LanceDB's ``Table.optimize``, which refuses while old versions are tagged for serving.
+    Both through ``finalize_table``: Lance's own compaction and ``optimize_indices`` (never LanceDB's
+    ``Table.optimize``, which refuses while old versions are tagged for serving); a synced table's new rows
+    go into the existing FTS and vector indexes (delta indexes, merged or retrained by its policy).
     """
-    if fresh:  # no serving tags yet
-        return finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
-    uri = table_uri(cfg.store.uri, table)
-    info: dict[str, Any] = {"optimized": True}
-    if cfg.store.compact:
-        info["fragments_compacted"] = compact(cfg.store.uri, table, cfg.s3)
-    open_dataset(uri, cfg.s3).optimize.optimize_indices()
-    tbl = connect(cfg.store.uri, cfg.s3).open_table(table)
-    if cfg.store.fts and not any("FTS" in str(i.index_type).upper() or "INVERTED" in str(i.index_type).upper()
-                                 for i in tbl.list_indices()):
-        tbl.create_fts_index(S.TEXT, replace=True)
-        info["fts_index"] = "built"
-    info["rows"] = tbl.count_rows()
-    return info
+    info = finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
+    return info if fresh else {"optimized": True, **info}
 
 
 def _counts(diff: Diff, deferred: list[str], commit: SyncCommit, n_chunks: int, n_docs: int,

@@ -47,9 +47,11 @@ INDEX_CHOICE = {
     "default": "IVF_RQ",
     "search": {"nprobes": DEFAULT_NPROBES, "refine_factor": DEFAULT_REFINE_FACTOR},
     "why": ("recall@10 vs exact at the default search settings, bundled MiniLM vectors: IVF_RQ 0.991 on 12,164 "
-            "real vectors and 0.969 on 1M perturbed ones, built in 46 s at 1M (IVF_PQ 84 s, IVF_HNSW_SQ 140 s), "
-            "64 MiB of index (IVF_HNSW_SQ 546 MiB), p50 6.0 ms; IVF_PQ (dim/16 sub-vectors) misses the 0.95 "
-            "target at 1M (0.895), IVF_HNSW_SQ reaches 0.979 at 1.6x the latency, 3x the build time, 9x the size"),
+            "real vectors and 0.955-0.969 on 1M perturbed ones (4 builds), built in 46-65 s at 1M (IVF_PQ 84 s, "
+            "IVF_HNSW_SQ 138-140 s), 64 MiB of index (IVF_HNSW_SQ 546 MiB), p50 4.4-6.2 ms; IVF_PQ (dim/16 "
+            "sub-vectors) misses the 0.95 target at 1M (0.895); IVF_HNSW_SQ reaches 0.977-0.979 at about 1.6x the "
+            "latency, 2-3x the build time and 9x the size; nprobes 40 + refine_factor 20 gives IVF_RQ 0.988 "
+            "for ~+1 ms"),
     "measured_by": "bench/index_recall.py (bench/RESULTS.md, index_recall, 2026-12-06, 2-core CPU)",
 }
 

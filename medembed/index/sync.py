@@ -23,7 +23,7 @@ import ray
 
 from medembed import schema as S
 from medembed.config import S3Config
-from medembed.index.writer import FragmentWriter
+from medembed.index.writer import fragment_writers
 from medembed.runtime.storage import lance_storage_options
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,11 @@ class Staged:
 
 
 def stage_fragments(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
-                    block_mib: float = 1.0) -> Staged:
+                    block_mib: float = 1.0, writers: int = 1) -> Staged:
     """Write ``rows`` as uncommitted Lance fragments of the table at ``uri``; collect their metadata."""
     from lance.fragment import FragmentMetadata
 
-    written = rows.map_batches(
-        FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "s3": s3.model_dump() if s3 else None},
-        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
-    written.context.target_max_block_size = int(block_mib * (1 << 20))  # see index.writer.write_dataset
+    written = fragment_writers(rows, uri, schema, s3=s3, block_mib=block_mib, writers=writers)
     staged = Staged()
     t0 = time.perf_counter()
     for row in written.iter_rows():

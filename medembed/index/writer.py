@@ -160,9 +160,30 @@ class WriteResult:
         }
 
 
+def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+                     block_mib: float = 1.0, writers: int = 1) -> ray.data.Dataset:
+    """The one pool of ``FragmentWriter`` actors: ``rows`` written as Lance data files, one output row per fragment.
+
+    Nothing is committed here (the driver commits the fragments' metadata). ``writers`` actors write in
+    parallel (one CPU core writes ~65k chunks/s of 384-dim vectors, bench/RESULTS.md scale; a GPU cluster
+    that embeds faster than that needs more).
+    """
+    written = rows.map_batches(
+        FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "s3": s3.model_dump() if s3 else None},
+        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=writers), num_cpus=0)
+    # Ray Data buffers a map stage's output until a block reaches target_max_block_size (128 MiB by
+    # default). Our UDF outputs are ~1-2 MiB (one chunking or embedding batch), and read -> chunk -> embed
+    # fuse into the embedder actor, so with the default a 5k-chunk corpus left the actor as ONE block at the
+    # very end: nothing was written until everything was embedded. A small target (this execution only,
+    # not the global context) makes every batch flow on.
+    written.context.target_max_block_size = int(block_mib * (1 << 20))
+    return written
+
+
 def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
                   known: dict[str, str] | None = None, commit_every: int = 64, block_mib: float = 1.0,
-                  progress: str = "rows written", stall_timeout_s: float | None = None) -> WriteResult:
+                  progress: str = "rows written", stall_timeout_s: float | None = None,
+                  writers: int = 1) -> WriteResult:
     """Stream ``rows`` (table rows, ``schema`` columns) into the table at ``uri``; return what was committed.
 
     ``known`` (doc_id -> signature of stored documents) marks documents whose stored chunks are
@@ -170,15 +191,7 @@ def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3
     no new fragment for that long raises :class:`~medembed.runtime.watchdog.StalledError` (what was committed
     stays committed) instead of waiting forever on a stuck actor pool.
     """
-    written = rows.map_batches(
-        FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "s3": s3.model_dump() if s3 else None},
-        batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
-    # Ray Data buffers a map stage's output until a block reaches target_max_block_size (128 MiB by
-    # default). Our UDF outputs are ~1-2 MiB (one chunking or embedding batch), and read -> chunk -> embed
-    # fuse into the embedder actor, so with the default a 5k-chunk corpus left the actor as ONE block at the
-    # very end: nothing was written until everything was embedded. A small target (this execution only,
-    # not the global context) makes every batch flow on.
-    written.context.target_max_block_size = int(block_mib * (1 << 20))
+    written = fragment_writers(rows, uri, schema, s3=s3, block_mib=block_mib, writers=writers)
     return _commit(watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, s3, known,
                    commit_every, progress)
 

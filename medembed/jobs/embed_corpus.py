@@ -88,7 +88,7 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
         chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
         num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
     return write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, block_mib=cfg.embed.block_mib,
-                         stall_timeout_s=cfg.embed.stall_timeout_s, **write)
+                         stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
 
 
 def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
                                       num_cpus=cfg.chunking.num_cpus,
                                       fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
             staged = stage_fragments(embedding_stage(chunks, cfg, card), uri, schema, s3=s3,
-                                     block_mib=cfg.embed.block_mib)
+                                     block_mib=cfg.embed.block_mib, writers=cfg.embed.writer_actors)
         else:
             staged = Staged()
     stage_counts = ray.get(counters.get.remote())

@@ -115,7 +115,7 @@ def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_p
     tmp, corpus, first, m = built
     assert m.data["execution"] == "one actor"
     counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
-                     name="streamed")
+                     "embed.writer_actors=2", name="streamed")  # two writer actors, fragments in any order
     assert m2.data["execution"] == "streaming"
     for k in ("documents_accepted", "quarantine_by_reason", "chunks_written", "tokens_embedded"):
         assert counts[k] == first[k], k

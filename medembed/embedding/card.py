@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +131,7 @@ def _model_id_of_folder(path: Path) -> str:
 
 def download_s3_model(uri: str, cache_dir: str, s3: S3Config | None = None) -> Path:
     """Copy an ``s3://`` model folder into the cache once (atomically) and return the local folder."""
-    from medembed.runtime.storage import filesystem
+    from medembed.runtime.storage import filesystem, fill_cache_folder
 
     cache = Path(os.path.expanduser(cache_dir))
     target = cache / ("s3_" + hashlib.sha256(uri.encode()).hexdigest()[:16])
@@ -142,22 +140,15 @@ def download_s3_model(uri: str, cache_dir: str, s3: S3Config | None = None) -> P
     fs, root = filesystem(uri, s3)
     if not fs.exists(root):
         raise FileNotFoundError(f"model not found at {uri}")
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".dl_", dir=cache))
-    try:
+
+    def fill(tmp: Path) -> None:
         for remote in fs.find(root):
             rel = remote[len(root.rstrip("/")) + 1:]
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             fs.get(remote, str(dest))
-        (tmp / ".complete").write_text(uri)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    fill_cache_folder(target, fill, uri)
     log.info("downloaded model %s to %s", uri, target)
     return target
 

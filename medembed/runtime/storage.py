@@ -8,6 +8,10 @@ settings (endpoint, region, allow_http) come from :class:`medembed.config.S3Conf
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -81,3 +85,25 @@ def copy_file(local_path: str, uri: str, s3: S3Config | None = None) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     fs.put_file(local_path, path)
+
+
+def fill_cache_folder(target: Path, fill: Callable[[Path], None], marker: str) -> bool:
+    """Make the cache folder ``target`` once, atomically: ``fill(tmp)`` writes into a temp folder beside it, which is
+    renamed into place with a ``.complete`` marker (``marker`` its text). Processes racing for the same folder each
+    fill their own temp folder; the first rename wins and the others drop theirs. Returns False when ``target``
+    was complete already (nothing done)."""
+    if (target / ".complete").exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".dl_", dir=target.parent))
+    try:
+        fill(tmp)
+        (tmp / ".complete").write_text(marker)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -39,6 +38,7 @@ from typing import Any
 from pydantic import Field
 
 from medembed.config import _Model
+from medembed.runtime.storage import fill_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -516,23 +516,14 @@ def registry_model(uri: str, cache_dir: str) -> tuple[Path, str | None, dict[str
     cache = Path(os.path.expanduser(cache_dir))
     key = hashlib.sha256(f"{store}|{name}|{mv.version}".encode()).hexdigest()[:16]
     target = cache / f"mlflow_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_v{mv.version}_{key}"
-    if not (target / ".complete").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".dl_", dir=cache))
-        try:
-            import mlflow.artifacts
+    def fill(tmp: Path) -> None:
+        import mlflow.artifacts
 
-            mlflow.artifacts.download_artifacts(artifact_uri=f"{MODELS_PREFIX}{name}/{mv.version}", dst_path=str(tmp),
-                                                tracking_uri=store)
-            _restore_card(tmp)
-            (tmp / ".complete").write_text(json.dumps(info))
-            try:
-                tmp.rename(target)
-            except OSError:  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{MODELS_PREFIX}{name}/{mv.version}", dst_path=str(tmp),
+                                            tracking_uri=store)
+        _restore_card(tmp)
+
+    if fill_cache_folder(target, fill, json.dumps(info)):
         log.info("downloaded %s (version %s) to %s", uri, mv.version, target)
     folder = target / FLAVOR_FOLDER if (target / FLAVOR_FOLDER).is_dir() else target
     meta = _mlmodel_metadata(target)

@@ -114,7 +114,8 @@ def list_runs(run_dir: str, s3: S3Config | None = None, *, job: str | None = Non
 
 
 def find_run(run_dir: str, run_id: str, s3: S3Config | None = None) -> tuple[dict[str, Any], str]:
-    """The manifest of ``run_id`` (a full id or a unique prefix); ``LookupError`` says what exists."""
+    """The manifest of ``run_id`` (a full id or a unique prefix; a pipeline's stage runs only by a prefix with
+    ``/``); ``LookupError`` says what exists."""
     exact, prefixed = [], []
     for path in manifest_paths(run_dir, s3):
         try:
@@ -123,8 +124,8 @@ def find_run(run_dir: str, run_id: str, s3: S3Config | None = None) -> tuple[dic
             continue
         if m["run_id"] == run_id:
             exact.append((m, path))
-        elif str(m["run_id"]).startswith(run_id):
-            prefixed.append((m, path))
+        elif str(m["run_id"]).startswith(run_id) and ("/" in run_id or "/" not in str(m["run_id"])):
+            prefixed.append((m, path))  # a prefix without "/" names top-level runs, not their stages
     found = exact or prefixed
     if len(found) == 1:
         return found[0]

@@ -103,10 +103,13 @@ def test_show_summary(tmp_path):
 
     with pytest.raises(LookupError, match="no run 'nope'"):
         runs.find_run(run_dir, "nope")
-    with pytest.raises(LookupError, match="matches 2 runs"):
-        runs.find_run(run_dir, "pipeline-2026")  # the pipeline and its stage run
-    # the exact pipeline id wins over its stage, whose id merely starts with it
+    # a prefix names top-level runs (not the pipeline's stage runs); the exact id wins over ids starting with it
+    assert runs.find_run(run_dir, "pipeline-2026")[0]["run_id"] == "pipeline-20261204T000000Z-dddddd"
     assert runs.find_run(run_dir, "pipeline-20261204T000000Z-dddddd")[0]["job"] == "pipeline"
+    assert runs.find_run(run_dir, "pipeline-20261204T000000Z-dddddd/tr")[0]["job"] == "train"
+    RunManifest("embed", run_dir, {}, run_id="embed-20261201T000000Z-ffffff").finish()
+    with pytest.raises(LookupError, match="matches 2 runs"):
+        runs.find_run(run_dir, "embed-20261201")
 
 
 def test_cli_list_and_show(tmp_path, capsys):

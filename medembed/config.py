@@ -145,6 +145,20 @@ class OutputConfig(_Model):
     run_name: str | None = None
 
 
+class TrackingConfig(_Model):
+    """MLflow tracking (off unless ``mlflow_uri`` is set; needs the ``tracking`` extra)."""
+
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI: sqlite:///path/mlflow.db (local, "
+                                   "offline, holds the Model Registry) or http(s)://server; null: no tracking")
+    experiment: str = Field("medembed", min_length=1, description="MLflow experiment the runs go to")
+    artifact_location: str | None = Field(None, description="artifact root of a newly created experiment; default "
+                                          "for sqlite:///DIR/NAME.db: DIR/mlartifacts (else the server's default)")
+    registered_model: str = Field("medembed", min_length=1, description="Model Registry name the pipeline "
+                                  "registers its candidates under")
+    alias: str = Field("champion", min_length=1, description="registry alias moved to a candidate that passes "
+                       "the gate (jobs follow it with model.name=models:/<registered_model>@<alias>)")
+
+
 class EmbedJobConfig(_Model):
     """Config of `jobs/embed_corpus.py` / `medembed embed`."""
 
@@ -155,6 +169,8 @@ class EmbedJobConfig(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     s3: S3Config = Field(default_factory=S3Config)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
+                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
+from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
 from medembed.evaluation.metrics import DEFAULT_K
 from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR
 
@@ -76,6 +76,8 @@ class EvaluateJobConfig(_Model):
     store: EvalStoreConfig = Field(default_factory=EvalStoreConfig)
     s3: S3Config = Field(default_factory=S3Config)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
+                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: EvalOutputConfig = Field(default_factory=EvalOutputConfig)
 
     @field_validator("k_values")

@@ -8,7 +8,6 @@ from this registry, so a job is added in one place. Bodies and configs are impor
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ class Job:
     ray_train: bool = False  # runs Ray Train: a local Ray instance then starts the dashboard (its State API)
 
     def config_class(self) -> type:
-        return with_tracking(_load(self.config))
+        return _load(self.config)
 
     def body_function(self) -> Callable[..., dict[str, Any]]:
         return _load(self.body)
@@ -36,21 +35,6 @@ class Job:
 def _load(ref: str) -> Any:
     module, attr = ref.split(":")
     return getattr(importlib.import_module(module), attr)
-
-
-@functools.cache
-def with_tracking(config_class: type) -> type:
-    """A job's config with the ``tracking`` section (MLflow, off by default) that every job accepts."""
-    from pydantic import Field, create_model
-
-    from medembed.runtime.tracking import TrackingConfig
-
-    if "tracking" in config_class.model_fields:
-        return config_class
-    return create_model(config_class.__name__, __base__=config_class, __module__=config_class.__module__,
-                        __doc__=config_class.__doc__,
-                        tracking=(TrackingConfig, Field(default_factory=TrackingConfig,
-                                                        description="MLflow tracking and Model Registry (optional)")))
 
 
 JOBS: dict[str, Job] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from medembed.config import InputConfig, ModelConfig, OutputConfig, RayConfig, S3Config, _Model
+from medembed.config import InputConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
 
 
 class GateConfig(_Model):
@@ -52,6 +52,8 @@ class PipelineJobConfig(_Model):
     embed: dict[str, Any] = Field(default_factory=dict, description="overrides of the embed config (store, embed)")
     s3: S3Config = Field(default_factory=S3Config)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
+                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: PipelineOutputConfig = Field(default_factory=PipelineOutputConfig)
 
     @model_validator(mode="after")

@@ -35,9 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from medembed.config import _Model
+from medembed.config import TrackingConfig
 from medembed.runtime.storage import fill_cache_folder
 
 log = logging.getLogger(__name__)
@@ -61,20 +59,6 @@ URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
 FLAVOR_FOLDER = "model.sentence_transformer"  # where mlflow.sentence_transformers saves the model folder
-
-
-class TrackingConfig(_Model):
-    """MLflow tracking (off unless ``mlflow_uri`` is set; needs the ``tracking`` extra)."""
-
-    mlflow_uri: str | None = Field(None, description="MLflow tracking URI: sqlite:///path/mlflow.db (local, "
-                                   "offline, holds the Model Registry) or http(s)://server; null: no tracking")
-    experiment: str = Field("medembed", min_length=1, description="MLflow experiment the runs go to")
-    artifact_location: str | None = Field(None, description="artifact root of a newly created experiment; default "
-                                          "for sqlite:///DIR/NAME.db: DIR/mlartifacts (else the server's default)")
-    registered_model: str = Field("medembed", min_length=1, description="Model Registry name the pipeline "
-                                  "registers its candidates under")
-    alias: str = Field("champion", min_length=1, description="registry alias moved to a candidate that passes "
-                       "the gate (jobs follow it with model.name=models:/<registered_model>@<alias>)")
 
 
 # --------------------------------------------------------------------------------------------- secrets

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from medembed.config import ModelConfig, OutputConfig, RayConfig, S3Config, _Model
+from medembed.config import ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
 
 
 class TripletsConfig(_Model):
@@ -91,6 +91,8 @@ class TrainJobConfig(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: TrainOutputConfig = Field(default_factory=TrainOutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
+                                     "(optional; off unless tracking.mlflow_uri is set)")
     s3: S3Config = Field(default_factory=S3Config)
 
     @model_validator(mode="after")

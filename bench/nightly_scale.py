@@ -30,12 +30,10 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import shutil
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,8 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## nightly_scale"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from results_file import section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
 
 PHASES = ("lease", "read_hash", "diff", "embed_stage", "commit", "indexes", "verify", "switch", "cleanup")
 
@@ -222,15 +222,7 @@ def phases(m: dict[str, Any]) -> str:
 
 
 def header(cmdline: str) -> str:
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return "\n".join([f"\n{SECTION}\n", f"- date: {datetime.now(timezone.utc).strftime('%a %b %d %H:%M:%S UTC %Y')}",
-                      f"- machine: {os.cpu_count()}-core CPU ({cpu}), {mem:.0f} GiB, no GPU; load average at the end "
-                      + "/".join(f"{x:.1f}" for x in os.getloadavg()),
-                      f"- command: `{cmdline}`"])
+    return section_header(SECTION, cmdline)
 
 
 def rng(xs: list[float], fmt: str = "{:.1f}") -> str:

@@ -25,13 +25,11 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +38,8 @@ NOTES = (ROOT / ".." / "shared" / "data" / "pmc_patients" / "notes.jsonl").resol
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## reembed_incremental"
 sys.path.insert(0, str(ROOT))
+
+from results_file import section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
 
 SETS = ["chunking.max_tokens=32", "chunking.overlap_tokens=4", "input.id_field=patient_uid",
         "input.text_fields=[patient]", "input.title_field=title", "input.metadata_fields=[]",
@@ -255,15 +255,7 @@ def bench_detect(args: argparse.Namespace) -> str:
 
 
 def header(cmdline: str) -> str:
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return "\n".join([f"\n{SECTION}\n", f"- date: {datetime.now(timezone.utc).strftime('%a %b %d %H:%M:%S UTC %Y')}",
-                      f"- machine: {os.cpu_count()}-core CPU ({cpu}), {mem:.0f} GiB, no GPU; load average at the end "
-                      + "/".join(f"{x:.1f}" for x in os.getloadavg()),
-                      f"- command: `{cmdline}`"])
+    return section_header(SECTION, cmdline)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,8 +94,9 @@ class EmbedConfig(_Model):
     block_mib: float = Field(1.0, gt=0, description="target size of the blocks flowing between stages; each "
                              "embedded block becomes one Lance fragment (smaller: earlier, more frequent commits)")
     writer_actors: int = Field(1, gt=0, description="Lance writer actors (each writes data files of embedded "
-                               "blocks; the driver commits them). One core writes ~65k chunks/s of 384-dim vectors: "
-                               "about one writer per 50 L4s or 6 H200s at bge-base speed (bench/RESULTS.md scale)")
+                               "blocks; the driver commits them). One core writes ~60k chunks/s of 384-dim vectors "
+                               "(measured): on paper one writer per ~45 L4s or ~6 H200s at bge-base speed "
+                               "(bench/RESULTS.md, 100M chunks on 64 GPUs)")
     stall_timeout_s: float = Field(1800.0, ge=0, description="fail the job when no embedded block reaches the "
                                    "writer for this long (a lost actor can hang an actor pool); 0: wait forever")
     one_actor_max_mib: float = Field(1.0, ge=0, description="input files up to this size (MiB, all files): one "

@@ -165,7 +165,7 @@ def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3:
     """The one pool of ``FragmentWriter`` actors: ``rows`` written as Lance data files, one output row per fragment.
 
     Nothing is committed here (the driver commits the fragments' metadata). ``writers`` actors write in
-    parallel (one CPU core writes ~65k chunks/s of 384-dim vectors, bench/RESULTS.md scale; a GPU cluster
+    parallel (one CPU core writes ~60k chunks/s of 384-dim vectors, 16 CPU-s per million in bench/RESULTS.md scale; a GPU cluster
     that embeds faster than that needs more).
     """
     written = rows.map_batches(

@@ -33,6 +33,8 @@ log.setLevel(logging.INFO)  # said lines reach the console whatever the root log
 
 _lock = threading.RLock()
 _console: IO[str] | None = None  # the console stream while a quiet session runs, else None
+_stdout: IO[str] | None = None  # the console's stdout while a quiet session runs, else None
+_log_path: str | None = None  # the active session's log file
 
 
 def say(msg: str, *args: Any) -> None:
@@ -53,9 +55,6 @@ def write_out(text: str) -> None:
     if _stdout is not None:  # the log file keeps it too
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-_stdout: IO[str] | None = None
 
 
 def _is_tty(stream: IO[str]) -> bool:
@@ -158,12 +157,12 @@ class _ConsoleFormatter(logging.Formatter):
 def quiet_console(log_path: str | None, verbose: bool = False) -> Iterator[str | None]:
     """Run the body with the console quiet and everything else in ``log_path`` (a local file, appended).
 
-    Re-entrant: a nested call (a pipeline's stage) keeps the outer session. With ``verbose`` or no
+    Re-entrant: a nested call keeps the outer session and yields the outer log file. With ``verbose`` or no
     ``log_path`` nothing is redirected. Yields the log file's path (None when not redirected)."""
-    global _console, _stdout
+    global _console, _stdout, _log_path
     with _lock:
         if _console is not None or verbose or not log_path:
-            yield None if verbose or not log_path else log_path
+            yield _log_path if _console is not None else None
             return
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         for stream in (sys.stdout, sys.stderr):
@@ -193,7 +192,7 @@ def quiet_console(log_path: str | None, verbose: bool = False) -> Iterator[str |
         added = [file_handler, console_handler]
         for h in added:
             root.addHandler(h)
-        _console, _stdout = console, stdout
+        _console, _stdout, _log_path = console, stdout, log_path
     try:
         yield log_path
     finally:
@@ -214,7 +213,7 @@ def quiet_console(log_path: str | None, verbose: bool = False) -> Iterator[str |
             os.close(saved_err)
             console.close()
             stdout.close()
-            _console = _stdout = None
+            _console = _stdout = _log_path = None
 
 
 @contextmanager

@@ -84,10 +84,12 @@ def fit(train: pa.Table, tc: TrainConfig, card: ModelCard, output_dir: str, run_
                              worker_runtime_env=worker_env))
     log.info("training %d steps (%s per epoch, %d rows left out of tail batches) on %d workers; run %s/%s",
              len(plan.batches), plan.steps_per_epoch, plan.left_out, tc.num_workers, store, run_name)
-    with Progress("training", total=len(plan.batches), unit="steps") as bar, \
-            follow(lambda: ray.get(steps.get.remote(), timeout=10).get(STEP_KEY, 0), bar):
-        result = trainer.fit()
-    ray.kill(steps)
+    try:
+        with Progress("training", total=len(plan.batches), unit="steps") as bar, \
+                follow(lambda: ray.get(steps.get.remote(), timeout=10).get(STEP_KEY, 0), bar):
+            result = trainer.fit()
+    finally:
+        ray.kill(steps)
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
     if result.checkpoint is None:

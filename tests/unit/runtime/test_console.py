@@ -43,8 +43,8 @@ def test_verbose_and_nested_sessions_redirect_nothing_more(tmp_path, capfd):
         os.write(2, b"visible\n")
     assert capfd.readouterr().err == "visible\n" and not (tmp_path / "job.log").exists()
     with console.quiet_console(str(tmp_path / "outer.log")):
-        with console.quiet_console(str(tmp_path / "inner.log")) as inner:  # a pipeline stage's job
-            assert inner == str(tmp_path / "inner.log")
+        with console.quiet_console(str(tmp_path / "inner.log")) as inner:  # a job run inside another
+            assert inner == str(tmp_path / "outer.log")  # where its output really goes
             os.write(2, b"stage noise\n")
     assert not (tmp_path / "inner.log").exists() and "stage noise" in (tmp_path / "outer.log").read_text()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -144,9 +143,8 @@ def test_list_from_s3(tmp_path):
     with s3_environment(S3Server(), "runs-bucket"):
         run_dir = "s3://runs-bucket/team/runs"
         _make_runs(run_dir)
-        t0 = time.perf_counter()
         rows, bad = runs.list_runs(run_dir)
-        assert bad == [] and time.perf_counter() - t0 < 30
+        assert bad == []
         assert [r.job for r in rows] == ["pipeline", "reembed", "train", "embed"]
         assert rows[0].manifest == "s3://runs-bucket/team/runs/pipeline-20261204T000000Z-dddddd/manifest.json"
         m, path = runs.find_run(run_dir, "train-20261202T000000Z-bbbbbb")

@@ -26,6 +26,7 @@ import numpy as np
 from medembed import schema as S
 from medembed.config import S3Config
 from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR, has_vector_index
+from medembed.index.sql import in_filter
 from medembed.index.tables import connect, table_metadata, table_names
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,6 @@ def top_k_exact(query_vectors: np.ndarray, candidate_vectors: np.ndarray, k: int
             best = part[np.lexsort((part, -row[part]))]
             idx[start + r], val[start + r] = best, row[best]
     return idx, val
-
-
-def _quote_ids(ids: Sequence[str]) -> str:
-    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
 
 class Retriever:
@@ -146,7 +143,7 @@ class Retriever:
             return self._vectors[[self.row_of(c) for c in chunk_ids]]
         uniq = sorted(set(chunk_ids))
         got = self.tbl.to_lance().to_table(columns=[S.CHUNK_ID, S.VECTOR],
-                                           filter=f"{S.CHUNK_ID} IN ({_quote_ids(uniq)})")
+                                           filter=in_filter(S.CHUNK_ID, uniq))
         vec = dict(zip(got[S.CHUNK_ID].to_pylist(), got[S.VECTOR].to_pylist()))
         missing = [c for c in uniq if c not in vec]
         if missing:

@@ -23,6 +23,7 @@ import ray
 
 from medembed import schema as S
 from medembed.config import S3Config
+from medembed.index.sql import in_filter
 from medembed.index.writer import fragment_writers
 from medembed.runtime.storage import lance_storage_options
 
@@ -60,7 +61,7 @@ def stage_fragments(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: 
 
 
 def doc_filter(ids: list[str]) -> str:
-    return f"{S.DOC_ID} IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")"
+    return in_filter(S.DOC_ID, ids)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import ray
 
 from medembed import schema as S
 from medembed.config import S3Config
+from medembed.index.sql import in_filter
 from medembed.index.tables import open_dataset
 from medembed.runtime.console import Progress
 from medembed.runtime.storage import lance_storage_options
@@ -117,8 +118,7 @@ class Committer:
             replaced = sorted({d for d in self.pending_docs if d in self.known})
             if replaced:  # changed documents: remove all their old chunks first
                 for k in range(0, len(replaced), 1000):
-                    ids = ", ".join("'" + i.replace("'", "''") + "'" for i in replaced[k:k + 1000])
-                    self._ds.delete(f"{S.DOC_ID} IN ({ids})")
+                    self._ds.delete(in_filter(S.DOC_ID, replaced[k:k + 1000]))
                 self.stats.documents_replaced += len(replaced)
                 for d in replaced:  # once: a document's new chunks can span several commits; a later one must
                     del self.known[d]  # not delete the ones an earlier one just wrote

@@ -26,7 +26,7 @@ import re
 from collections import Counter
 
 from medembed.synth import columns as C
-from medembed.synth.backends import BackendBase, Request, register_backend
+from medembed.synth.base import BackendBase, Request, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import split_sentences
 from medembed.synth.validate import Generation

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from medembed.synth import columns as C
-from medembed.synth.backends import BackendBase, Request, register_backend
+from medembed.synth.base import BackendBase, Request, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import load_template
 from medembed.synth.validate import Generation

@@ -11,7 +11,7 @@ import importlib.util
 from typing import Any
 
 from medembed.synth import columns as C
-from medembed.synth.backends import BackendBase, BackendUnavailable, register_backend
+from medembed.synth.base import BackendBase, BackendUnavailable, register_backend
 from medembed.synth.config import SynthConfig
 from medembed.synth.prompts import load_template
 from medembed.synth.validate import Generation

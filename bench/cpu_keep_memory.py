@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
 
-from results_file import append_section
+from results_file import append_section, header_lines
 
 CHILD = r"""
 import json, os, resource, sys, threading, time
@@ -167,12 +165,7 @@ def main() -> int:
 
 
 def _header(args: argparse.Namespace, title: str) -> list[str]:
-    load = os.getloadavg()
-    return ["", f"## {title}", "",
-            f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU "
-            f"({platform.processor() or platform.machine()}), no GPU; load average at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-            f"- command: `HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}`"]
+    return header_lines(title, f"HF_HUB_OFFLINE=1 python bench/cpu_keep_memory.py {shlex.join(sys.argv[1:])}")
 
 
 def _means(mean: dict[str, float], unit: str, rate: str) -> list[str]:

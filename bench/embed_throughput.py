@@ -37,23 +37,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work"
 NOTES = (ROOT / ".." / "shared" / "data" / "pmc_patients" / "notes.jsonl").resolve()
 CONFIG = "embed_pmc_patients"  # a shipped config (medembed/configs), by name
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## embed_throughput"
 sys.path.insert(0, str(ROOT))
-
+from results_file import append_section, section_header  # noqa: E402 - bench/ is on sys.path (python bench/<name>.py)
 
 # --- corpus ----------------------------------------------------------------------------------
 
@@ -279,16 +276,6 @@ def run_job(corpus: dict, config: Path, overrides: list[str], tag: str, worker_n
 
 # --- report --------------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _gib(b: int) -> str:
     return f"{b / 2**30:.2f} GiB"
 
@@ -296,18 +283,11 @@ def _gib(b: int) -> str:
 def append_results(text: str) -> None:
     WORK.mkdir(parents=True, exist_ok=True)  # a copy, in case RESULTS.md is edited concurrently
     (WORK / f"embed_throughput_section_{int(time.time())}.md").write_text(text)
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n")
-    with RESULTS.open("a", encoding="utf-8") as f:
-        f.write("\n" + text.rstrip() + "\n")
+    append_section(text, echo=False)
 
 
 def header(cmdline: str) -> str:
-    load = os.getloadavg()
-    return (f"{SECTION}\n\n- date: {datetime.now(timezone.utc).strftime('%a %b %d %H:%M:%S UTC %Y')}\n"
-            f"- machine: 2-core CPU, 24 GiB, no GPU ({_cpu_model()}, {os.cpu_count()} logical CPUs); "
-            f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}\n"
-            f"- command: `{cmdline}`\n")
+    return section_header(SECTION, cmdline).lstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

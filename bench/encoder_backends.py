@@ -39,17 +39,17 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from results_file import append_section, section_header  # noqa: E402 - bench/ is on sys.path (python bench/<name>.py)
+
 DATA = (ROOT / ".." / "shared" / "data").resolve()
 NOTES = DATA / "pmc_patients" / "notes.jsonl"
 WORK = ROOT / "bench" / "_work"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 CONFIG = "embed_pmc_patients"
 log = logging.getLogger("bench.encoder_backends")
 
@@ -407,16 +407,13 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(throughput(args))
     if not parts:
         p.error("say --quality and/or --throughput")
-    load = os.getloadavg()
-    text = (f"## encoder_backends\n\n- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {os.cpu_count()}-core CPU; "
-            f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; "
-            f"{time.perf_counter() - t0:.0f}s\n- command: `python bench/encoder_backends.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n" + "\n".join(parts))
+    cmd = f"python bench/encoder_backends.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    text = (section_header("encoder_backends", cmd).lstrip("\n") + f"\n- wall time: {time.perf_counter() - t0:.0f} s\n\n"
+            + "\n".join(parts))
     print(text)
     (WORK / f"encoder_backends_{int(time.time())}.md").write_text(text)
     if not args.no_append:
-        with RESULTS.open("a", encoding="utf-8") as f:
-            f.write("\n" + text.rstrip() + "\n")
+        append_section(text, echo=False)
     return 0
 
 

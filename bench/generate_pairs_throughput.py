@@ -3,7 +3,7 @@
     python bench/generate_pairs_throughput.py [--notes 1000 --big 4000 --latency 0.2 --actors 1 \
         --inflight 256 --batch-size 64 --batches-per-actor 8 --repeat 3]
 
-The server (tests/fakes/openai_server.py, a ThreadingHTTPServer running in this driver process)
+The server (tests/support/openai_server.py, a ThreadingHTTPServer running in this driver process)
 answers every request after ``--latency`` seconds. Compared:
 
 - medembed's job: ``generate_pairs_from_docs(ray.data.from_items(docs), cfg)`` on a local Ray
@@ -17,8 +17,8 @@ answers every request after ``--latency`` seconds. Compared:
   request at a time, on ``--seq-notes`` notes, scaled x(notes/seq-notes).
 
 ``--fixed-notes`` also times a tiny job (the fixed cost). ``--repeat`` runs each job size that many
-times and reports the median (all runs are listed). Appends to the ``## generate_pairs_throughput``
-section of bench/RESULTS.md (other sections are left alone).
+times and reports the median (all runs are listed). Appends a ``## generate_pairs_throughput`` section
+to bench/RESULTS.md (bench/results_file.py; ``--no-record`` to skip).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
+from results_file import append_section, header_lines  # noqa: E402 - bench/ is on sys.path
 
 from medembed.synth.backends import Request, create_backend  # noqa: E402
 from medembed.synth.config import SynthConfig  # noqa: E402
 from medembed.synth.generate import generate_pairs_from_docs  # noqa: E402
+from tests.support.openai_server import FakeOpenAIServer  # noqa: E402
 
 log = logging.getLogger("medembed.synth.bench")
 
@@ -133,25 +133,23 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         ray.shutdown()
     ratio = seq_scaled / job
-    when = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     cmd = (f"python bench/generate_pairs_throughput.py --notes {args.notes} --big {args.big} --latency {args.latency} "
            f"--actors {args.actors} --inflight {args.inflight} --batch-size {args.batch_size} "
            f"--batches-per-actor {args.batches_per_actor} --seq-notes {args.seq_notes} "
            f"--fixed-notes {args.fixed_notes} --repeat {args.repeat}")
     d1, d2 = s1["durations_s"], s2["durations_s"]
     lines = [
-        f"- {when}, 2-core CPU, 24 GiB, no GPU (load average at the end {load}): `{cmd}`",
-        f"  - settings: synth.backend=openai, synth.concurrency={args.actors} actor(s) x "
+        *header_lines("generate_pairs_throughput", cmd),
+        f"- settings: synth.backend=openai, synth.concurrency={args.actors} actor(s) x "
         f"synth.openai.max_concurrency={args.inflight} requests in flight, synth.batch_size={args.batch_size}, "
         f"synth.batches_per_actor={args.batches_per_actor}, actor_num_cpus=0.25; server latency {args.latency} s",
-        f"  - sequential client: {seq:.1f} s for {args.seq_notes} notes -> {seq_scaled:.1f} s scaled to {args.notes}",
-        f"  - medembed job: {job:.1f} s for {args.notes} notes (median of [{_fmt(job_all)}] s; "
+        f"- sequential client: {seq:.1f} s for {args.seq_notes} notes -> {seq_scaled:.1f} s scaled to {args.notes}",
+        f"- medembed job: {job:.1f} s for {args.notes} notes (median of [{_fmt(job_all)}] s; "
         f"{args.notes / job:.0f} notes/s, {s1['pairs_out']} pairs) -> **{ratio:.1f}x** the sequential loop",
-        f"  - scaling: {args.big} notes in {big:.1f} s (median of [{_fmt(big_all)}] s; {args.big / big:.0f} notes/s); "
+        f"- scaling: {args.big} notes in {big:.1f} s (median of [{_fmt(big_all)}] s; {args.big / big:.0f} notes/s); "
         f"{args.big / args.notes:.0f}x the notes took {big / job:.2f}x the time; marginal "
         f"{(args.big - args.notes) / max(big - job, 1e-9):.0f} notes/s",
-        f"  - breakdown ({args.notes} / {args.big} notes): job start -> first result block (actor start-up, "
+        f"- breakdown ({args.notes} / {args.big} notes): job start -> first result block (actor start-up, "
         f"planning, first wave) {d1['first_result']:.1f} / {d2['first_result']:.1f} s; driver Parquet writes "
         f"{d1['write']:.2f} / {d2['write']:.2f} s (overlapping generation)"
         + (f"; a {args.fixed_notes}-note job (fixed cost) {fixed[0]:.1f} s (median of [{_fmt(fixed[1])}] s)"
@@ -159,31 +157,8 @@ def main() -> None:
     ]
     log.info("\n".join(lines))
     if not args.no_record:
-        record(ROOT / "bench" / "RESULTS.md", lines)
+        append_section(lines, echo=False)
 
-
-def record(res: Path, lines: list[str]) -> None:
-    """Append ``lines`` at the end of the ``## generate_pairs_throughput`` section; other sections
-    (other benchmarks append to the same file) are kept byte for byte. Read and written back at
-    once, re-read to make sure nobody wrote in between, and never written shorter."""
-    for _ in range(20):
-        text = res.read_text(encoding="utf-8") if res.exists() else "# Benchmark results\n"
-        if "## generate_pairs_throughput" not in text:
-            text2 = text.rstrip("\n") + "\n\n## generate_pairs_throughput\n\n"
-        else:
-            text2 = text
-        head, _, tail = text2.partition("## generate_pairs_throughput\n")
-        nxt = tail.find("\n## ")
-        body, rest = (tail, "") if nxt < 0 else (tail[:nxt + 1], tail[nxt + 1:])
-        body = body.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
-        new = head + "## generate_pairs_throughput\n" + body + ("\n" + rest if rest else "")
-        assert len(new) > len(text)
-        if (res.read_text(encoding="utf-8") if res.exists() else "# Benchmark results\n") != text:
-            time.sleep(0.5)  # someone is writing it right now
-            continue
-        res.write_text(new, encoding="utf-8")
-        return
-    raise RuntimeError(f"{res} keeps changing; results not recorded:\n" + "\n".join(lines))
 
 if __name__ == "__main__":
     main()

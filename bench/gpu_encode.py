@@ -157,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ]
     if not args.no_compile:
         variants.append(("bf16 sdpa bucketed compiled", torch.bfloat16, "sdpa", "bucketed", budget0, True, args.n))
-    results: dict = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
+    from results_file import header_lines  # bench/ is on sys.path (python bench/gpu_encode.py)
+
+    results: dict = {"header": header_lines("gpu_encode")[1:],  # date, machine, software, commit, command
+                     "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
                      "torch": torch.__version__, "peak_tflops": args.peak_tflops, "tiny": args.tiny,
                      "flops_formula": "2*P*s + 4*L*h*s^2 per passage of s tokens (P non-embedding params)",
                      "variants": []}

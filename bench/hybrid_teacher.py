@@ -15,11 +15,10 @@ import argparse
 import os
 import random
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from results_file import append_section
+from results_file import append_section, header_lines
 
 from medembed.config import ModelConfig
 from medembed.embedding.chunking import document_input
@@ -66,11 +65,8 @@ def main() -> int:
     for w in (float(x) for x in args.weights.split(",")):
         rows.append((f"hybrid, lexical_weight {w}", ndcg10(hybrid_scores(dense, lexical, w), qids, doc_ids, ds.qrels)))
     base = rows[0][1]
-    load = os.getloadavg()
-    lines = ["", "## hybrid_teacher", "",
-             f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU; "
-             f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; {time.perf_counter() - t0:.0f} s",
-             f"- command: `HF_HUB_OFFLINE=1 python bench/hybrid_teacher.py --docs {args.docs}`",
+    lines = [*header_lines("hybrid_teacher", f"HF_HUB_OFFLINE=1 python bench/hybrid_teacher.py --docs {args.docs}"),
+             f"- wall time: {time.perf_counter() - t0:.0f} s",
              f"- data: {args.dataset} {args.split} split, {len(qids)} queries, {len(doc_ids)} documents (every judged one "
              "plus a seeded sample); exact search", "",
              "| ranker | nDCG@10 | vs dense |", "|---|---|---|"]

@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -187,11 +185,9 @@ def _truth(vectors: np.ndarray, queries: np.ndarray, ids: list[str] | np.ndarray
 
 
 def _header(name: str, command: str, work: str) -> list[str]:
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return ["", f"## index_recall ({name})", "",
-            f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU "
-            f"({platform.machine()}), no GPU; lancedb/pylance {_versions()}; load average at the end {load}",
-            f"- command: `{command}`", f"- work: {work}", ""]
+    from results_file import header_lines
+
+    return [*header_lines(f"index_recall ({name})", command), f"- lancedb/pylance: {_versions()}", f"- work: {work}", ""]
 
 
 def _versions() -> str:

@@ -19,11 +19,9 @@ Numbers go to the log and are appended to bench/RESULTS.md (not with --no-result
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_file import append_section
+from results_file import append_section, header_lines
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO.parent / "shared" / "data" / "pmc_patients" / "notes.jsonl"
@@ -261,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s", line)
     if args.results:
         cmd = "HF_HUB_OFFLINE=1 python bench/mine_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        append_section(["", "## mine_negatives", "", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M}Z, "
-                        f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU, bundled all-MiniLM-L6-v2, machine "
-                        f"otherwise idle. Command: `{cmd.strip()}`", "", *lines])
+        append_section([*header_lines("mine_negatives", cmd.strip()), "- model: bundled all-MiniLM-L6-v2", "",
+                        *lines])
     return 0
 
 

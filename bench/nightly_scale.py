@@ -39,12 +39,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work" / "nightly"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## nightly_scale"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results_file import section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
+from results_file import append_section, section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
 
 PHASES = ("lease", "read_hash", "diff", "embed_stage", "commit", "indexes", "verify", "switch", "cleanup")
 
@@ -222,7 +221,7 @@ def phases(m: dict[str, Any]) -> str:
 
 
 def header(cmdline: str) -> str:
-    return section_header(SECTION, cmdline)
+    return section_header(SECTION, cmdline).lstrip("\n")
 
 
 def rng(xs: list[float], fmt: str = "{:.1f}") -> str:
@@ -336,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(text)
     (WORK / f"results-{int(time.time())}.md").write_text(text)
     if not args.no_append:
-        with RESULTS.open("a", encoding="utf-8") as f:
-            f.write(text)
+        append_section(text, echo=False)
     if not args.keep:
         for d in ("db", "runs"):
             shutil.rmtree(WORK / d, ignore_errors=True)

@@ -20,14 +20,13 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_file import append_section
+from results_file import append_section, header_lines
 
 from medembed.runtime.runner import main_for
 
@@ -134,13 +133,9 @@ def main() -> int:
     pm, mm, tm = manifest(work, pairs_run), manifest(work, mine_run), manifest(work, train_run)
     mc = mm["config"]["mining"]  # what the (possibly reused) mining run did, not this command's flags
     comparison = (work / "eval" / eval_run / "comparison.md").read_text()
-    load = os.getloadavg()
     lines = [
-        "", "## quality_finetune", "",
-        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {os.cpu_count()}-core CPU, no GPU ({platform.processor() or platform.machine()}); "
-        f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-        f"- command: `HF_HUB_OFFLINE=1 python bench/quality_finetune.py {' '.join(subprocess.list2cmdline([a]) for a in sys.argv[1:])}`",
+        *header_lines("quality_finetune", "HF_HUB_OFFLINE=1 python bench/quality_finetune.py "
+                      + " ".join(subprocess.list2cmdline([a]) for a in sys.argv[1:])),
         f"- data: {pm['counts'].get('notes_in')} {args.corpus} corpus documents as a user corpus -> "
         f"{pm['counts'].get('pairs_out')} pairs (extractive: title + "
         f"{pm['config']['synth']['extractive_findings']} finding pairs per document); "

@@ -23,13 +23,12 @@ import logging
 import math
 import os
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from probe_data import scifact_train_subsample
-from results_file import append_section
+from results_file import append_section, header_lines
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
@@ -120,13 +119,9 @@ def main() -> int:
             log.info("step %d loss %.4f nDCG@10 %.2f", *curve[-1][:1], curve[-1][2], curve[-1][1])
     train_s = time.perf_counter() - t1
 
-    load = os.getloadavg()
     cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False))
-    lines = ["", "## query_side_probe", "",
-             f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU; load "
-             f"average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; prep {prep_s:.0f} s, "
-             f"{train_s / args.steps:.2f} s per step (evaluations included)",
-             f"- command: `HF_HUB_OFFLINE=1 python bench/query_side_probe.py {cmd}`",
+    lines = [*header_lines("query_side_probe", f"HF_HUB_OFFLINE=1 python bench/query_side_probe.py {cmd}"),
+             f"- times: prep {prep_s:.0f} s, {train_s / args.steps:.2f} s per step (evaluations included)",
              f"- data: {len(docs)} SciFact documents as an unlabelled corpus -> {len(pseudo)} pseudo-queries; "
              f"{args.steps} steps of {args.batch_size}; documents keep the base vectors; scored on {len(qids)} "
              "SciFact train-split claims over the same documents", "",

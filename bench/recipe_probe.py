@@ -17,12 +17,11 @@ import argparse
 import logging
 import os
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
 from probe_data import scifact_train_subsample
-from results_file import append_section
+from results_file import append_section, header_lines
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
@@ -125,12 +124,9 @@ def main() -> int:
     for a in (float(x) for x in args.alphas.split(",")):
         st.load_state_dict({k: a * v + (1 - a) * base_sd[k] if v.is_floating_point() else v for k, v in tuned.items()})
         results.append((f"interpolated a = {a}", ndcg(st)))
-    load = os.getloadavg()
     cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
-    lines = ["", "## recipe_probe", "",
-             f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {os.cpu_count()}-core CPU; load "
-             f"average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; prep {prep_s:.0f} s, train {train_s:.0f} s",
-             f"- command: `HF_HUB_OFFLINE=1 python bench/recipe_probe.py {cmd}`",
+    lines = [*header_lines("recipe_probe", f"HF_HUB_OFFLINE=1 python bench/recipe_probe.py {cmd}"),
+             f"- times: prep {prep_s:.0f} s, train {train_s:.0f} s",
              f"- data: {len(doc_ids)} SciFact documents as a user corpus -> {len(pairs)} pairs, {len(cands)} candidates, "
              f"{len(trip)} triplets; {args.steps} steps of {args.batch_size}; scored on {len(qids)} SciFact train-split "
              "queries over the same documents", "",

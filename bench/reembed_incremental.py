@@ -35,11 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work" / "reembed"
 NOTES = (ROOT / ".." / "shared" / "data" / "pmc_patients" / "notes.jsonl").resolve()
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## reembed_incremental"
 sys.path.insert(0, str(ROOT))
 
-from results_file import section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
+from results_file import append_section, section_header  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
 
 SETS = ["chunking.max_tokens=32", "chunking.overlap_tokens=4", "input.id_field=patient_uid",
         "input.text_fields=[patient]", "input.title_field=title", "input.metadata_fields=[]",
@@ -255,7 +254,7 @@ def bench_detect(args: argparse.Namespace) -> str:
 
 
 def header(cmdline: str) -> str:
-    return section_header(SECTION, cmdline)
+    return section_header(SECTION, cmdline).lstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_append:
         WORK.mkdir(parents=True, exist_ok=True)
         (WORK / f"results-{int(time.time())}.md").write_text(text)
-        with RESULTS.open("a", encoding="utf-8") as f:
-            f.write(text)
+        append_section(text, echo=False)
     return 0
 
 

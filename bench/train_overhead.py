@@ -25,18 +25,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pyarrow as pa  # noqa: E402
+from results_file import append_section, header_lines  # noqa: E402 - bench/ is on sys.path (python bench/<name>.py)
 
 from medembed.mining import columns as M  # noqa: E402
 from tests.support.triplets import sample_triplets_table  # noqa: E402
@@ -144,14 +142,8 @@ def main() -> int:
 
 
 def append(args, plain: dict, ray_r: dict, overhead: float, fp32: dict | None) -> None:
-    load = os.getloadavg()
-    cpu = platform.processor() or subprocess.run(["uname", "-p"], capture_output=True, text=True).stdout.strip()
     text = "\n".join([
-        "", "## train_overhead", "",
-        f"- date: {datetime.now(timezone.utc).strftime('%a %b %d %H:%M:%S UTC %Y')}",
-        f"- machine: {os.cpu_count()}-core CPU ({cpu}), no GPU; load average at the end "
-        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-        f"- command: `HF_HUB_OFFLINE=1 python bench/train_overhead.py {shlex.join(sys.argv[1:])}`",
+        *header_lines("train_overhead", f"HF_HUB_OFFLINE=1 python bench/train_overhead.py {shlex.join(sys.argv[1:])}"),
         f"- setup: bundled all-MiniLM-L6-v2, {args.steps} steps of {args.batch_size} queries x "
         f"(1 positive + {args.num_negatives} hard negatives), {args.max_length} tokens, {args.threads} torch "
         "thread(s) each side, same batch plan, seed and train_step"
@@ -170,8 +162,7 @@ def append(args, plain: dict, ray_r: dict, overhead: float, fp32: dict | None) -
         f"Ray Train overhead on steps/s: **{100 * overhead:.1f}%** (target <= 15%)."
         + (f" bfloat16 autocast: **{plain['steps_per_s'] / fp32['steps_per_s']:.2f}x** the float32 plain loop's "
            "steps/s." if fp32 else ""), ""])
-    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
-        f.write(text)
+    append_section(text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ all-MiniLM-L6-v2 on the same machine.
     the baseline. steady state = chunks / encode() time; end to end = the whole process wall time
     less (a+)'s extra steps. (a+): the same process then also writes the rows and vectors as one Lance
     table and builds LanceDB's FTS index on it, the job's other outputs: the like-for-like single process.
-(b) the job: ``python jobs/embed_corpus.py`` as a fresh process (starts its own local Ray), into a
+(b) the job: ``python jobs/embed.py`` as a fresh process (starts its own local Ray), into a
     fresh LanceDB folder. end to end = the whole process wall time (Ray start, model load, indexes
     included). steady state = from the manifest: rows written after the first fragment reached the
     driver / time from that moment to the last commit (``throughput.steady_*``; no Ray start, no
@@ -232,7 +232,7 @@ def run_job(corpus: dict, config: Path, overrides: list[str], tag: str, worker_n
             max_seconds: float | None = None) -> dict:
     run_name = f"bench-{tag}-{int(time.time())}"
     store = WORK / f"lancedb_{run_name}"
-    cmd = [sys.executable, str(ROOT / "jobs" / "embed_corpus.py"), "--config", str(config),
+    cmd = [sys.executable, str(ROOT / "jobs" / "embed.py"), "--config", str(config),
            "--set", f"input.uri={corpus['path']}", "--set", f"store.uri={store}",
            "--set", f"output.run_dir={WORK / 'runs'}", "--set", f"output.run_name={run_name}"]
     cmd += [a for o in overrides for a in ("--set", o)]
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             append_results(header(cmdline) + (f"- note: {args.label}\n" if args.label else "") + (
                 f"\n| job (b), memory run | corpus chunks | chunks written | run | wall s | steady chunks/s | "
                 f"peak RSS (sum) | peak PSS (sum) |\n|---|---|---|---|---|---|---|---|\n"
-                f"| embed_corpus.py | {N} | {done} | {what} | {job['wall_s']:.1f} | {steady} | "
+                f"| embed.py | {N} | {done} | {what} | {job['wall_s']:.1f} | {steady} | "
                 f"{_gib(job['peak_rss'])} | {_gib(job['peak_pss'])} |\n"))
         return 0
 

@@ -20,7 +20,7 @@ the quality records the ``--quality`` run wrote there.
   * baseline: a fresh process runs ``SentenceTransformer.encode(texts, batch_size=32)`` (torch fp32);
   * plain encode per backend: a fresh process builds medembed's encoder and calls
     ``encode_documents`` on the same texts (length-bucketed batches);
-  * the embed job per backend: ``jobs/embed_corpus.py --set model.backend=...`` into a fresh table;
+  * the embed job per backend: ``jobs/embed.py --set model.backend=...`` into a fresh table;
     steady chunks/s from its manifest (first fragment excluded) and end-to-end wall time.
   Peak memory: max RSS of the plain-encode process (model + runtime + batch activations), and the
   max RSS of the job's embedder actor (the Ray worker process whose title names ChunkEmbedder).
@@ -312,7 +312,7 @@ class ActorMemory(threading.Thread):
 def run_job(backend: str, notes: Path, args) -> dict:
     name = f"bench-backend-{backend}-{int(time.time())}"
     store = WORK / f"lancedb_{name}"
-    cmd = [sys.executable, str(ROOT / "jobs" / "embed_corpus.py"), "--config", CONFIG,
+    cmd = [sys.executable, str(ROOT / "jobs" / "embed.py"), "--config", CONFIG,
            "--set", f"input.uri={notes}", "--set", f"store.uri={store}", "--set", f"output.run_dir={WORK / 'runs'}",
            "--set", f"output.run_name={name}", *(a for k, v in model_settings(backend).items() for a in ("--set", f"model.{k}={v}")),
            "--set", f"model.cache_dir={args.cache_dir}", "--set", "store.fts=false"]

@@ -469,7 +469,7 @@ def eval_compare(args: argparse.Namespace) -> None:
     scores, seconds = {}, {}
     for mode in ("exact", "ann"):
         name = f"eval_{mode}_{int(time.time())}"
-        cmd = ["medembed", "eval", "--config", "evaluate", "--set", f"datasets={sets}", "--set", f"retrieval={mode}",
+        cmd = ["medembed", "evaluate", "--config", "evaluate", "--set", f"datasets={sets}", "--set", f"retrieval={mode}",
                "--set", f"store.ann_min_rows={args.ann_min_rows}", "--set", f"store.uri={root / 'lancedb'}",
                "--set", f"output.dir={root / 'out'}", "--set", f"output.run_dir={root / 'runs'}",
                "--set", f"output.run_name={name}"]

@@ -231,7 +231,7 @@ def run_job(corpus: Path, db: Path, runs: Path, max_tokens: int, overlap: int, e
         env.pop(k, None)
     sets = [*job_overrides(corpus, db, runs, max_tokens, overlap, extra), f"ray.num_cpus={cpus}",
             "output.run_name=job"]
-    cmd = [sys.executable, "-m", "medembed.cli", "embed", "--config", "embed_local"]
+    cmd = [sys.executable, "-m", "medembed.cli", "embed", "--config", "embed"]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()

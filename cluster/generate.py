@@ -148,10 +148,10 @@ class Job:
 
 
 JOBS = (
-    Job("embed", "embed_corpus.py", "embed_cluster",
+    Job("embed", "embed.py", "embed_cluster",
         "Embed a corpus into a LanceDB table on S3 (re-runs only embed new or changed notes).",
         gpu_max=8, cpu_max=4),
-    Job("eval", "evaluate.py", "evaluate_cluster",
+    Job("evaluate", "evaluate.py", "evaluate_cluster",
         "Retrieval metrics of base and candidate models on BEIR sets staged on S3."),
     Job("generate-pairs", "generate_pairs.py", "generate_pairs_cluster",
         "Synthetic (query, passage) pairs from an external OpenAI-compatible LLM endpoint; CPU workers only.",
@@ -159,9 +159,10 @@ JOBS = (
     Job("mine-negatives", "mine_negatives.py", "mine_negatives_cluster",
         "Hard negatives for the pairs on GPU workers; triplets on S3."),
     Job("pipeline", "pipeline.py", "pipeline_cluster",
-        "pairs -> negatives -> train -> evaluate -> gate -> embed; completed stages are reused on retry.",
+        "generate_pairs -> mine_negatives -> train -> evaluate -> promote (gate) -> embed; completed stages are "
+        "reused on retry.",
         deadline_s=24 * 3600, gpu_max=8, cpu_min=1, cpu_max=4),
-    Job("reembed", "nightly_reembed.py", "reembed_cluster",
+    Job("reembed", "reembed.py", "reembed_cluster",
         "Nightly incremental re-embed of the served table (the nightly CronJob or RayCronJob runs this).",
         gpu_max=8, cpu_max=4, lease_skip=True),
     Job("train", "train.py", "train_cluster",

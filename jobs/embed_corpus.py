@@ -1,13 +1,11 @@
-"""Ray job driver for `medembed.jobs.embed_corpus` (see `medembed.jobs` for what it does).
+"""DEPRECATED driver, kept for one release: use jobs/embed.py (the same job, `medembed embed`)."""
 
-Local:    python jobs/embed_corpus.py [--config NAME_OR_FILE] [--set key=value ...]
-Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/embed_corpus.py --config embed_cluster
-"""
-
+import logging
 import sys
 
 from medembed.runtime.runner import main_for
 
 if __name__ == "__main__":
-    sys.exit(main_for("embed_corpus"))
+    logging.getLogger("medembed").warning("jobs/embed_corpus.py is deprecated and will be removed in the next release; "
+                                          "use jobs/embed.py")
+    sys.exit(main_for("embed"))

@@ -1,8 +1,7 @@
-"""Ray job driver for `medembed.jobs.evaluate` (see `medembed.jobs` for what it does).
+"""Ray job driver of `medembed evaluate`, the evaluate job: retrieval metrics of models compared (body: `medembed.jobs.evaluate`).
 
 Local:    python jobs/evaluate.py [--config NAME_OR_FILE] [--set key=value ...]
-Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/evaluate.py --set embed.num_actors=8 --set embed.num_gpus=1
+Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/evaluate.py --config evaluate_cluster
 """
 
 import sys

@@ -1,8 +1,8 @@
-"""Ray job driver for `medembed.jobs.generate_pairs` (see `medembed.jobs` for what it does).
+"""Ray job driver of `medembed generate-pairs`: synthetic (query, passage) pairs (body: `medembed.jobs.generate_pairs`).
 
 Local:    python jobs/generate_pairs.py [--config NAME_OR_FILE] [--set key=value ...]
 Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/generate_pairs.py --config generate_pairs_pmc_patients --set synth.backend=openai
+              python jobs/generate_pairs.py --config generate_pairs_cluster
 """
 
 import sys

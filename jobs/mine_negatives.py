@@ -1,8 +1,7 @@
-"""Ray job driver for `medembed.jobs.mine_negatives` (see `medembed.jobs` for what it does).
+"""Ray job driver of `medembed mine-negatives`, the mine-negatives job: hard negatives -> triplets (body: `medembed.jobs.mine_negatives`).
 
 Local:    python jobs/mine_negatives.py [--config NAME_OR_FILE] [--set key=value ...]
-Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/mine_negatives.py --set mining.num_actors=8 --set mining.num_gpus=1
+Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/mine_negatives.py --config mine_negatives_cluster
 """
 
 import sys

@@ -1,14 +1,11 @@
-"""Ray job driver for `medembed.jobs.reembed` (see `medembed.jobs` for what it does): the nightly re-embedding.
+"""DEPRECATED driver, kept for one release: use jobs/reembed.py (the same job, `medembed reembed`)."""
 
-Local:    python jobs/nightly_reembed.py [--config NAME_OR_FILE] [--set key=value ...]
-Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/nightly_reembed.py --config reembed --set input.uri=s3://... --set store.uri=s3://...
-Exit codes: 0 ok, 1 failed, 2 bad config, 3 another writer holds the lease, 4 finished with quarantined input.
-"""
-
+import logging
 import sys
 
 from medembed.runtime.runner import main_for
 
 if __name__ == "__main__":
+    logging.getLogger("medembed").warning("jobs/nightly_reembed.py is deprecated and will be removed in the next release; "
+                                          "use jobs/reembed.py")
     sys.exit(main_for("reembed"))

@@ -1,8 +1,7 @@
-"""Ray job driver for `medembed.jobs.pipeline` (see `medembed.jobs` for what it does).
+"""Ray job driver of `medembed pipeline`, the gated pipeline (body: `medembed.jobs.pipeline`).
 
 Local:    python jobs/pipeline.py [--config NAME_OR_FILE] [--set key=value ...]
-Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
-              python jobs/pipeline.py --config my_pipeline.yaml
+Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/pipeline.py --config pipeline_cluster
 """
 
 import sys

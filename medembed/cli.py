@@ -224,9 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def canonical_command(argv: list[str]) -> list[str]:
+    """A job command in either spelling (``generate_pairs`` or ``generate-pairs``) becomes the CLI's (``-``); the
+    deprecated ``eval`` becomes ``evaluate``, with a deprecation warning."""
+    from medembed.jobs import DEPRECATED_NAMES, JOBS, command_of
+
+    i = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if i is None:
+        return argv
+    word = argv[i].replace("-", "_")
+    if word in JOBS:
+        return [*argv[:i], command_of(word), *argv[i + 1:]]
+    if word in DEPRECATED_NAMES:
+        new = command_of(DEPRECATED_NAMES[word])
+        log.warning("`medembed %s` is deprecated and will be removed in the next release; use `medembed %s`",
+                    argv[i], new)
+        return [*argv[:i], new, *argv[i + 1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(canonical_command(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -9,6 +9,7 @@ This module imports no Ray, LanceDB or torch.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -161,7 +162,7 @@ class TrackingConfig(_Model):
 
 
 class EmbedJobConfig(_Model):
-    """Config of `jobs/embed_corpus.py` / `medembed embed`."""
+    """Config of `jobs/embed.py` / `medembed embed`."""
 
     input: InputConfig = Field(default_factory=InputConfig)
     chunking: ChunkConfig = Field(default_factory=ChunkConfig)
@@ -214,6 +215,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
 
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+# Renamed shipped configs: old name -> new name; the old name still loads, with a deprecation warning, for one release.
+DEPRECATED_CONFIGS = {"embed_local": "embed"}
 
 
 def shipped_configs() -> list[str]:
@@ -229,6 +232,11 @@ def find_config(name_or_path: str | os.PathLike[str]) -> Path:
     shipped = SHIPPED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
     if p.parent == Path(".") and shipped.is_file():
         return shipped
+    if p.parent == Path(".") and p.stem in DEPRECATED_CONFIGS and p.suffix in ("", ".yaml", ".yml"):
+        new = DEPRECATED_CONFIGS[p.stem]
+        logging.getLogger(__name__).warning("config %r is deprecated and will be removed in the next release; use "
+                                            "%r (the same file)", str(name_or_path), new)
+        return SHIPPED_CONFIGS / f"{new}.yaml"
     raise ConfigError(f"config file not found: {name_or_path} (a YAML path, or a shipped config: "
                       f"{', '.join(shipped_configs())})")
 

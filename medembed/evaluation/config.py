@@ -1,4 +1,4 @@
-"""Configuration of retrieval evaluation (`jobs/evaluate.py`, `medembed eval`).
+"""Configuration of retrieval evaluation (`jobs/evaluate.py`, `medembed evaluate`).
 
 Imports no Ray, LanceDB or torch.
 """
@@ -62,7 +62,7 @@ class EvalOutputConfig(OutputConfig):
 
 
 class EvaluateJobConfig(_Model):
-    """Config of `jobs/evaluate.py` / `medembed eval`."""
+    """Config of `jobs/evaluate.py` / `medembed evaluate`."""
 
     models: list[EvalModelConfig] = Field(default_factory=lambda: [EvalModelConfig()], min_length=1,
                                           description="the first is the baseline of the comparison")

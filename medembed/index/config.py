@@ -39,7 +39,7 @@ class SyncConfig(_Model):
 
 
 class ReembedJobConfig(EmbedJobConfig):
-    """Config of `jobs/nightly_reembed.py` / `medembed reembed` (the embed job's sections plus ``sync``).
+    """Config of `jobs/reembed.py` / `medembed reembed` (the embed job's sections plus ``sync``).
 
     Exit codes: 0 ok, 1 failed, 2 bad config, 3 another writer holds the lease, 4 finished with
     quarantined input (see the module docstring).

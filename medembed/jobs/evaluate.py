@@ -1,4 +1,4 @@
-"""Job body of ``medembed eval``: models x retrieval sets -> corpus tables -> runs -> metrics -> results, table, chart.
+"""Job body of ``medembed evaluate``: models x retrieval sets -> corpus tables -> runs -> metrics -> results, table, chart.
 
 Wiring only: datasets come from ``evaluation.datasets``/``splits``, corpus tables from
 ``evaluation.corpus_table`` (embedder actors + the one write path), retrieval from
@@ -71,7 +71,7 @@ def load_datasets(cfg: EvaluateJobConfig) -> list[RetrievalDataset]:
     return out
 
 
-def evaluate_models(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
+def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
     s3 = cfg.s3
     models = resolve_models(cfg)

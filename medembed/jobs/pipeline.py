@@ -1,4 +1,5 @@
-"""Job body of ``medembed pipeline``: pairs -> negatives -> train -> evaluate -> gate -> embed, each stage reused.
+"""Job body of ``medembed pipeline``: generate_pairs -> mine_negatives -> train -> evaluate -> promote (the gate) ->
+embed, each stage reused.
 
 Stages run in this driver process on one Ray instance, each through its own job body (from the
 registry) with a sub-manifest whose run id is ``<pipeline run id>/<stage>``. Composition of stage
@@ -33,8 +34,8 @@ PROMOTED = "promoted.json"
 def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inputs: dict[str, str],
                   promoted: dict[str, Any] | None) -> tuple[str, str, dict[str, Any]]:
     """Run one stage's job body with its sub-manifest; returns (artifact, manifest path, counts)."""
-    job = by_name(P.JOB_OF[stage])
-    stage_cfg = job.config_class().model_validate(P.compose(cfg, stage, manifest.run_id, inputs, promoted))
+    job = by_name(stage)  # a stage runs the job of its name
+    stage_cfg = P.stage_config(cfg, stage, manifest.run_id, inputs, promoted)
     sub = RunManifest(job.name, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
                       run_id=f"{manifest.run_id}/{stage}")
     sub.set("pipeline", {"run_id": manifest.run_id, "stage": stage})

@@ -1,18 +1,22 @@
 """Configuration of the gated pipeline (`jobs/pipeline.py`, `medembed pipeline`).
 
-Each stage section (``pairs``, ``negatives``, ``train``, ``evaluate``, ``embed``) holds overrides of
-that stage's own job config (``generate-pairs``, ``mine-negatives``, ``train``, ``eval``, ``embed``);
+Each stage section, named by the job the stage runs (``generate_pairs``, ``mine_negatives``, ``train``,
+``evaluate``, ``embed``), holds overrides of that job's own config (the old section names ``pairs`` and
+``negatives`` still load, with a deprecation warning, for one release);
 the pipeline fills in what joins the stages (input corpus, base model, paths between stages) and
 validates every composed stage config before any work starts. Imports no Ray, LanceDB or torch.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from medembed.config import InputConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+
+DEPRECATED_SECTIONS = {"pairs": "generate_pairs", "negatives": "mine_negatives"}  # old -> new, one release
 
 
 class GateConfig(_Model):
@@ -43,10 +47,12 @@ class PipelineJobConfig(_Model):
                                "and the model the candidate must not be worse than")
     dev_fraction: float = Field(0.2, gt=0, lt=1, description="share of notes (by hash of the note id) held out of "
                                 "training; the gate's pairs-dev set is their queries")
-    pairs: dict[str, Any] = Field(default_factory=dict, description="overrides of the generate-pairs config")
-    negatives: dict[str, Any] = Field(default_factory=dict, description="overrides of the mine-negatives config")
+    generate_pairs: dict[str, Any] = Field(default_factory=dict, description="overrides of the generate-pairs "
+                                           "config")
+    mine_negatives: dict[str, Any] = Field(default_factory=dict, description="overrides of the mine-negatives "
+                                           "config")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train config")
-    evaluate: dict[str, Any] = Field(default_factory=dict, description="overrides of the eval config (e.g. extra "
+    evaluate: dict[str, Any] = Field(default_factory=dict, description="overrides of the evaluate config (e.g. extra "
                                      "BEIR datasets)")
     gate: GateConfig = Field(default_factory=GateConfig)
     embed: dict[str, Any] = Field(default_factory=dict, description="overrides of the embed config (store, embed)")
@@ -55,6 +61,22 @@ class PipelineJobConfig(_Model):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
                                      "(optional; off unless tracking.mlflow_uri is set)")
     output: PipelineOutputConfig = Field(default_factory=PipelineOutputConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        """The stage sections' old names (``pairs``, ``negatives``), for one release."""
+        if isinstance(data, dict):
+            for old, new in DEPRECATED_SECTIONS.items():
+                if old in data:  # merged over the new section (an old-style --set on a new-style config file)
+                    from medembed.pipeline.stages import deep_merge
+
+                    logging.getLogger(__name__).warning(
+                        "pipeline config section %r is deprecated and will be removed in the next release; call it %r",
+                        old, new)
+                    merged = deep_merge(data.get(new) or {}, data[old]) if isinstance(data[old], dict) else data[old]
+                    data = {**{k: v for k, v in data.items() if k != old}, new: merged}
+        return data
 
     @model_validator(mode="after")
     def _stages_valid(self) -> PipelineJobConfig:

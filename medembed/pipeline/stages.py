@@ -23,12 +23,12 @@ from medembed.runtime.storage import filesystem, join
 
 log = logging.getLogger(__name__)
 
-STAGES = ("pairs", "negatives", "train", "evaluate", "promote", "embed")
-JOB_OF = {"pairs": "generate_pairs", "negatives": "mine_negatives", "train": "train", "evaluate": "evaluate",
-          "embed": "embed_corpus"}  # promote is the pipeline's own step
-UPSTREAM = {"pairs": (), "negatives": ("pairs",), "train": ("negatives",), "evaluate": ("negatives", "train"),
-            "promote": ("evaluate",), "embed": ("promote",)}
-CONFIG_FIELDS = {"pairs": ("input", "pairs"), "negatives": ("model", "negatives"),
+# Stages are named by the jobs they run; ``promote`` is the pipeline's own step (the gate).
+STAGES = ("generate_pairs", "mine_negatives", "train", "evaluate", "promote", "embed")
+JOB_STAGES = tuple(s for s in STAGES if s != "promote")
+UPSTREAM = {"generate_pairs": (), "mine_negatives": ("generate_pairs",), "train": ("mine_negatives",),
+            "evaluate": ("mine_negatives", "train"), "promote": ("evaluate",), "embed": ("promote",)}
+CONFIG_FIELDS = {"generate_pairs": ("input", "generate_pairs"), "mine_negatives": ("model", "mine_negatives"),
                  "train": ("model", "train", "dev_fraction"), "evaluate": ("model", "evaluate", "dev_fraction"),
                  "promote": ("gate",), "embed": ("input", "embed")}
 RECORD_KIND = "pipeline_stage"
@@ -72,24 +72,24 @@ def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted:
     common = {"s3": cfg.s3.model_dump(), "ray": cfg.ray.model_dump()}
     run_output = {"run_dir": cfg.output.run_dir, "run_name": f"{run_id}/{stage}"}
     model = cfg.model.model_dump()
-    if stage == "pairs":
-        d = deep_merge({"input": cfg.input.model_dump()}, cfg.pairs)
+    if stage == "generate_pairs":
+        d = deep_merge({"input": cfg.input.model_dump()}, cfg.generate_pairs)
         return deep_merge(d, {**common, "synth": {"output_dir": stage_dir(out, run_id, stage)}, "output": run_output})
-    if stage == "negatives":
-        forced = {"pairs": {"path": join(inputs["pairs"], "pairs")}, "model": model,
+    if stage == "mine_negatives":
+        forced = {"pairs": {"path": join(inputs["generate_pairs"], "pairs")}, "model": model,
                   "candidates": {"store_uri": join(stage_dir(out, run_id, stage), "lancedb")},
                   "output": {**run_output, "dir": out}}
-        return deep_merge(cfg.negatives, {**common, **forced})
+        return deep_merge(cfg.mine_negatives, {**common, **forced})
     if stage == "train":
         d = deep_merge({"output": {"model_name": f"medembed-{run_id}"}}, cfg.train)
-        forced = {"triplets": {"path": inputs["negatives"]}, "model": model,
+        forced = {"triplets": {"path": inputs["mine_negatives"]}, "model": model,
                   "train": {"dev_fraction": cfg.dev_fraction}, "output": {**run_output, "dir": out}}
         return deep_merge(d, {**common, **forced})
     if stage == "evaluate":
         candidate = {**candidate_model(cfg, inputs["train"]), "label": CANDIDATE}
         d = deep_merge({"store": {"uri": join(out, "eval_lancedb")}}, cfg.evaluate)
         forced = {"models": [{**model, "label": CURRENT}, candidate],
-                  "pairs_dev": {"path": inputs["negatives"], "name": PAIRS_DEV, "dev_fraction": cfg.dev_fraction},
+                  "pairs_dev": {"path": inputs["mine_negatives"], "name": PAIRS_DEV, "dev_fraction": cfg.dev_fraction},
                   "output": {**run_output, "dir": out}}
         return deep_merge(d, {**common, **forced})
     if stage == "embed":
@@ -100,21 +100,35 @@ def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted:
     raise ValueError(f"stage {stage!r} has no job config")
 
 
+def stage_config_class(stage: str) -> type:
+    """The job config class of a stage (the stage runs the job of its name)."""
+    from medembed.config import EmbedJobConfig
+    from medembed.evaluation.config import EvaluateJobConfig
+    from medembed.mining.config import MineNegativesJobConfig
+    from medembed.synth.config import GeneratePairsJobConfig
+    from medembed.training.config import TrainJobConfig
+
+    return {"generate_pairs": GeneratePairsJobConfig, "mine_negatives": MineNegativesJobConfig,
+            "train": TrainJobConfig, "evaluate": EvaluateJobConfig, "embed": EmbedJobConfig}[stage]
+
+
+def stage_config(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted: dict[str, Any] | None = None
+                 ) -> Any:
+    """The stage job's validated config for pipeline run ``run_id``."""
+    return stage_config_class(stage).model_validate(compose(cfg, stage, run_id, inputs, promoted))
+
+
 def validate_stage_configs(cfg: Any) -> None:
     """Compose and validate every stage's config (placeholder paths) so a bad section fails before any work."""
     from pydantic import ValidationError
 
-    from medembed.jobs import by_name
-
     inputs = {s: join(cfg.output.dir, "<run>", s) for s in STAGES}
-    for stage, job in JOB_OF.items():
+    for stage in JOB_STAGES:
         try:
-            by_name(job).config_class().model_validate(compose(cfg, stage, "<run>", inputs))
+            stage_config(cfg, stage, "<run>", inputs)
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise ValueError(f"{stage} (the {job} config): {problems}") from None
-        except KeyError as e:  # a stage job not registered (not installed)
-            raise ValueError(f"{stage}: {e}") from None
+            raise ValueError(f"{stage} (the {stage} job's config): {problems}") from None
 
 
 def fingerprint(cfg: Any, stage: str, markers: dict[str, dict[str, Any]]) -> str:

@@ -94,11 +94,21 @@ def row_of(m: dict[str, Any], path: str) -> RunRow:
                   manifest=path)
 
 
+OLD_JOB_NAMES = {"embed_corpus": "embed", "eval": "evaluate"}  # manifests of runs before the rename (one name per job)
+
+
+def job_name(name: str) -> str:
+    """A job's name as manifests write it now: ``generate-pairs`` -> ``generate_pairs``, ``embed_corpus`` -> ``embed``."""
+    key = name.replace("-", "_")
+    return OLD_JOB_NAMES.get(key, key)
+
+
 def list_runs(run_dir: str, s3: S3Config | None = None, *, job: str | None = None, status: str | None = None,
               stages: bool = False, limit: int | None = None) -> tuple[list[RunRow], list[str]]:
     """Runs under ``run_dir``, newest first, and the manifests that could not be read (path: reason).
 
-    ``stages`` includes a pipeline's per-stage runs; ``job``/``status`` filter exactly."""
+    ``stages`` includes a pipeline's per-stage runs; ``job`` (either spelling; an old run's job name counts as its
+    new one) and ``status`` filter exactly."""
     rows, unreadable = [], []
     for path in manifest_paths(run_dir, s3):
         try:
@@ -106,7 +116,8 @@ def list_runs(run_dir: str, s3: S3Config | None = None, *, job: str | None = Non
         except (ValueError, OSError) as e:
             unreadable.append(str(e) if str(e).startswith(path) else f"{path}: {e}")
             continue
-        if (row.is_stage and not stages) or (job and row.job != job) or (status and row.status != status):
+        if (row.is_stage and not stages) or (job and job_name(row.job) != job_name(job)) or \
+                (status and row.status != status):
             continue
         rows.append(row)
     rows.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)

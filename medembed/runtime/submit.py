@@ -132,17 +132,12 @@ def entrypoint(driver: str, config: str | None, overrides: list[str], verbose: b
 
 
 def driver_path(working_dir: Path, job_name: str) -> str:
-    """The thin driver of a job, relative to the working dir: ``jobs/<name>.py``, else the ``jobs/*.py`` that
-    calls ``main_for("<name>")``."""
-    default = working_dir / "jobs" / f"{job_name}.py"
-    if default.is_file():
-        return f"jobs/{job_name}.py"
-    call = f'main_for("{job_name}")'
-    for f in sorted((working_dir / "jobs").glob("*.py")):
-        if call in f.read_text(encoding="utf-8"):
-            return f"jobs/{f.name}"
-    raise SubmitError(f"{working_dir} has no driver for job {job_name} (jobs/*.py calling {call}): run from the "
-                      "repository root or pass --working-dir")
+    """The driver of a job, relative to the working dir: ``jobs/<name>.py`` (one name per job)."""
+    driver = f"jobs/{job_name}.py"
+    if not (working_dir / driver).is_file():
+        raise SubmitError(f"{working_dir} has no driver for job {job_name} ({driver}): run from the repository root "
+                          "or pass --working-dir")
+    return driver
 
 
 def exit_code(status: str) -> int:
@@ -282,6 +277,16 @@ def _address_arg(p: argparse.ArgumentParser) -> None:
                    "tunnel. Token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
 
 
+def _job_command(word: str) -> str:
+    """A job's name in either spelling (or a deprecated one) -> its CLI command; unknown words pass to ``choices``."""
+    from medembed.jobs import by_name
+
+    try:
+        return by_name(word).command
+    except KeyError:
+        return word
+
+
 def add_submit_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``submit`` and ``jobs {list,logs,status,stop}`` to the ``medembed`` parser."""
     from medembed.jobs import JOBS
@@ -290,7 +295,8 @@ def add_submit_commands(sub: argparse._SubParsersAction) -> None:
                        description="Submit a job through the Ray job API with this working dir and "
                                    "cluster/runtime_env.yaml, print its id, follow its logs until it ends. Exit "
                                    "status: 0 succeeded, 1 failed, 2 bad arguments or config, 3 stopped.")
-    s.add_argument("job", choices=sorted(JOBS), help="the job to run")
+    s.add_argument("job", type=_job_command, choices=sorted(j.command for j in JOBS.values()),
+                   help="the job to run (its name in either spelling: generate-pairs or generate_pairs)")
     _address_arg(s)
     s.add_argument("--config", "-c", default=None, help="shipped config name or a YAML file inside the working dir "
                    "(default: the job's default config)")

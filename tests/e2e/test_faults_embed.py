@@ -34,7 +34,7 @@ def expected_ids(bundled_model_path) -> set[str]:
 
 def submit(jobs: Jobs, work: Path, run: str) -> str:
     sets = [f"store.uri={work / 'db'}", f"output.run_dir={work / 'runs'}", f"output.run_name={run}", *EMBED_STREAMING]
-    return jobs.submit(job_command("embed_corpus", "embed_local", sets))
+    return jobs.submit(job_command("embed", "embed", sets))
 
 
 def rows(work: Path) -> int:

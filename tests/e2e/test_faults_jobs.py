@@ -156,7 +156,7 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
 
     def submit(run: str) -> str:
         sets = [f"store.uri={db}", f"output.run_dir={tmp_path / 'runs'}", f"output.run_name={run}", *EMBED_STREAMING]
-        return jobs.submit(job_command("embed_corpus", "embed_local", sets), **s3.env)
+        return jobs.submit(job_command("embed", "embed", sets), **s3.env)
 
     every = sample_chunk_ids(bundled_model_path)
 

@@ -2,7 +2,7 @@
 Ray job API (and once through the ``ray job submit`` CLI, as the README documents it).
 
 One cluster per module (head + one worker node, 1 CPU each); each test submits real jobs that
-upload this repository as the working dir, run ``jobs/embed_corpus.py`` on the cluster and
+upload this repository as the working dir, run ``jobs/embed.py`` on the cluster and
 write a local LanceDB table that the test then inspects.
 """
 
@@ -22,7 +22,7 @@ from tests.support.paths import REPO, sample_notes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> for embed_local.yaml
+TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> for embed.yaml
 JOB_TIMEOUT_S = 180
 
 
@@ -63,7 +63,7 @@ def table_ids(work: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(jobs, work):
     """The sample corpus embedded once on the cluster, submitted with JobSubmissionClient."""
-    job_id = jobs.submit(job_command("embed_corpus", "embed_local", embed_sets(work, "e2e")))
+    job_id = jobs.submit(job_command("embed", "embed", embed_sets(work, "e2e")))
     status = jobs.wait(job_id, JOB_TIMEOUT_S)
     logs = jobs.logs(job_id)
     assert status == "SUCCEEDED", logs[-5000:]
@@ -93,7 +93,7 @@ def test_working_dir_is_what_the_job_imports(jobs):
     cwd = lines["CWD"]
     assert Path(cwd).resolve() != REPO  # an uploaded copy, not this checkout
     assert Path(lines["MEDEMBED_FILE"]).resolve() == (Path(cwd) / "medembed" / "__init__.py").resolve()
-    assert (Path(cwd) / "jobs" / "embed_corpus.py").exists()
+    assert (Path(cwd) / "jobs" / "embed.py").exists()
     assert not (Path(cwd) / ".git").exists() and not (Path(cwd) / "tests").exists()  # excludes applied
     assert lines["HAS_RAY_ADDRESS"] == "True"
 
@@ -148,7 +148,7 @@ def test_resubmitting_with_the_cli_writes_nothing(first_run, cluster, work):
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", cluster.dashboard_url,
            "--working-dir", str(REPO), "--runtime-env-json",
            json.dumps({"excludes": EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}}),
-           "--", *shlex.split(job_command("embed_corpus", "embed_local", embed_sets(work, "e2e-again")))]
+           "--", *shlex.split(job_command("embed", "embed", embed_sets(work, "e2e-again")))]
     proc = subprocess.run(cmd, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "succeeded" in (proc.stdout + proc.stderr).lower()

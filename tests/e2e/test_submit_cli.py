@@ -44,7 +44,7 @@ def medembed(cluster: RayCluster, *args: str, env: dict | None = None, timeout: 
 
 
 def embed_args(cluster: RayCluster, work: Path, run: str, *sets: str) -> list[str]:
-    args = ["submit", "embed", "--address", cluster.dashboard_url, "--config", "embed_local",
+    args = ["submit", "embed", "--address", cluster.dashboard_url, "--config", "embed",
             "--set", f"store.uri={work / 'db'}", "--set", f"output.run_dir={work / 'runs'}",
             "--set", f"output.run_name={run}", "--set", "chunking.max_tokens=32",
             "--set", "chunking.overlap_tokens=8"]
@@ -58,7 +58,7 @@ def test_submit_follows_a_job_to_success(cluster, tmp_path):
     (tmp_path.parent / "submit_ok.log").write_text(p.stdout + p.stderr)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     job_id = p.stdout.splitlines()[0]
-    assert job_id.startswith("embed_corpus-")
+    assert job_id.startswith("embed-")
     assert "embed succeeded in" in p.stdout  # the driver's console line, streamed while it ran
     m = json.loads((tmp_path / "runs" / "ok" / "manifest.json").read_text())
     assert m["status"] == "succeeded" and m["ray"]["nodes"] == 2
@@ -93,7 +93,7 @@ def test_a_stopped_job_stops_the_command(cluster, tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         job_id = follower.stdout.readline().strip()
-        assert job_id.startswith("embed_corpus-"), follower.stderr.read() if follower.poll() is not None else job_id
+        assert job_id.startswith("embed-"), follower.stderr.read() if follower.poll() is not None else job_id
         stop = medembed(cluster, "jobs", "stop", job_id, "--wait", "--address", cluster.dashboard_url)
         assert stop.returncode == 0 and f"{job_id} STOPPED" in stop.stdout, stop.stdout + stop.stderr
         assert follower.wait(timeout=120) == 3
@@ -111,7 +111,7 @@ def test_no_wait_returns_the_id_at_once(cluster, tmp_path):
     p = medembed(cluster, *embed_args(cluster, tmp_path, "nowait", "input.limit=5"), "--no-wait")
     assert p.returncode == 0, p.stderr[-3000:]
     job_id = p.stdout.strip()
-    assert job_id.startswith("embed_corpus-") and "\n" not in job_id
+    assert job_id.startswith("embed-") and "\n" not in job_id
     assert time.monotonic() - t0 < 60
     follow = medembed(cluster, "jobs", "logs", job_id, "--follow", "--address", cluster.dashboard_url)
     assert follow.returncode == 0, follow.stdout[-3000:]

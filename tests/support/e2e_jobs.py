@@ -20,7 +20,7 @@ ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 # the embed job on the bundled sample, streaming small blocks and committing every fragment, so that a fault
 # lands in the middle of the run
-SAMPLE_TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> of embed_local.yaml
+SAMPLE_TABLE = "sample__all_minilm_l6_v2"  # <store.corpus_name>__<model slug> of embed.yaml
 MAX_TOKENS, OVERLAP = 32, 8
 EMBED_STREAMING = ["embed.one_actor_max_mib=0", "input.rows_per_block=8", "chunking.batch_size=8", "embed.batch_size=16",
                    "store.commit_every=1", "embed.block_mib=0.01", "embed.stall_timeout_s=150", f"chunking.max_tokens={MAX_TOKENS}",

@@ -12,7 +12,7 @@ def test_defaults_load_and_overrides_are_typed():
     assert cfg.model.name == "BAAI/bge-base-en-v1.5"
 
 
-@pytest.mark.parametrize("name", ["embed_local.yaml", "embed_pmc_patients.yaml", "embed_cluster.yaml"])
+@pytest.mark.parametrize("name", ["embed.yaml", "embed_pmc_patients.yaml", "embed_cluster.yaml"])
 def test_shipped_configs_validate(name):
     cfg = load_config(EmbedJobConfig, name)
     assert cfg.input.text_fields

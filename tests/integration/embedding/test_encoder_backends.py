@@ -11,7 +11,7 @@ from medembed.config import EmbedConfig, EmbedJobConfig, ModelConfig
 from medembed.embedding.encoders import OnnxEncoder, SentenceTransformerEncoder, build_encoder
 from medembed.embedding.onnx_export import DONE_FILE, export_folder
 from medembed.embedding.quality import BackendNotValidated, write_quality_record
-from medembed.jobs.embed_corpus import embed_corpus
+from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
 
 pytestmark = pytest.mark.integration
@@ -73,11 +73,11 @@ def test_export_is_made_once_and_reused(cache):
 def test_embed_job_refuses_unchecked_backend_before_any_work(cache, tmp_path):
     cfg = EmbedJobConfig.model_validate({"model": {"backend": "onnx-int8", "cache_dir": cache},
                                          "store": {"uri": str(tmp_path / "db")}})
-    manifest = RunManifest("embed_corpus", str(tmp_path / "runs"), cfg.model_dump())
+    manifest = RunManifest("embed", str(tmp_path / "runs"), cfg.model_dump())
     with pytest.raises(BackendNotValidated, match="'onnx-int8'.*no quality check"):
-        embed_corpus(cfg, manifest)
+        embed(cfg, manifest)
     card = build_encoder(cfg.model, EMBED).model
     write_quality_record(card, cache, "onnx-int8", {"scifact": (0.60, 0.65)}, 0.995, n_chunks=10)
     with pytest.raises(BackendNotValidated, match="failed its quality check"):
-        embed_corpus(cfg, manifest)
+        embed(cfg, manifest)
     assert not (tmp_path / "db").exists()  # refused before a table was touched

@@ -62,6 +62,6 @@ def test_bundled_sample_corpus_is_synthetic_and_clean(ray_local, tmp_path):
     assert "SYNTHETIC" in header
     regenerated = write_sample(tmp_path / "s.jsonl")
     assert regenerated.read_text() == default_path().read_text()  # the shipped file is what the generator writes
-    cfg = load_config(EmbedJobConfig, "embed_local").input
+    cfg = load_config(EmbedJobConfig, "embed").input
     docs = docs_of(cfg, tmp_path / "q")
     assert len(docs) == 200 and read_quarantine_counts(str(tmp_path / "q")) == {}

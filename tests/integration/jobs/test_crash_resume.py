@@ -24,7 +24,7 @@ def start(cwd, run_name):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["HF_HUB_OFFLINE"] = "1"
     return subprocess.Popen(
-        [sys.executable, str(REPO / "jobs" / "embed_corpus.py"), "--config", "embed_local",
+        [sys.executable, str(REPO / "jobs" / "embed.py"), "--config", "embed",
          "--set", f"output.run_name={run_name}", *STREAMING],
         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 

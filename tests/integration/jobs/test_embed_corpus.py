@@ -14,7 +14,7 @@ import pytest
 from medembed import schema as S
 from medembed.config import EmbedJobConfig, load_config
 from medembed.embedding.chunking import document_input
-from medembed.jobs.embed_corpus import embed_corpus
+from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -47,8 +47,8 @@ def run(tmp_path, corpus, *overrides, name="r"):
     cfg = load_config(EmbedJobConfig, None, [
         f"input.uri={corpus}", f"store.uri={tmp_path / 'db'}", "store.corpus_name=t", f"output.run_dir={tmp_path / 'runs'}",
         "chunking.max_tokens=64", "chunking.overlap_tokens=8", "embed.batch_size=16", *overrides])
-    m = RunManifest("embed_corpus", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=name)
-    counts = embed_corpus(cfg, m)
+    m = RunManifest("embed", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=name)
+    counts = embed(cfg, m)
     m.finish()
     return counts, m
 

@@ -13,7 +13,7 @@ from medembed import schema as S
 from medembed.config import EmbedJobConfig, load_config
 from medembed.embedding.chunking import document_input
 from medembed.embedding.instrument import ENV, InstrumentRefused, hash_vectors, text_seeds
-from medembed.jobs.embed_corpus import embed_corpus
+from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -23,8 +23,8 @@ def run(tmp, corpus, name, *overrides):
     cfg = load_config(EmbedJobConfig, None, [
         f"input.uri={corpus}", f"store.uri={tmp / 'db'}", f"store.table={name}", f"output.run_dir={tmp / 'runs'}",
         "model.name=instrument:hash-64", "chunking.max_tokens=48", "chunking.overlap_tokens=8", *overrides])
-    m = RunManifest("embed_corpus", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=name)
-    counts = embed_corpus(cfg, m)
+    m = RunManifest("embed", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=name)
+    counts = embed(cfg, m)
     m.finish()
     return counts
 

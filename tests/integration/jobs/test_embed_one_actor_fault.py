@@ -17,7 +17,7 @@ import pytest
 
 from medembed import schema as S
 from medembed.config import EmbedJobConfig, load_config
-from medembed.jobs.embed_corpus import embed_corpus
+from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
 from tests.support.e2e_jobs import MAX_TOKENS, OVERLAP, SAMPLE_TABLE, sample_chunk_ids
 
@@ -39,15 +39,15 @@ def _busy_worker() -> int | None:
 
 
 def test_one_actor_killed_mid_run_leaves_every_chunk_once(ray_local, bundled_model_path, tmp_path):
-    cfg = load_config(EmbedJobConfig, "embed_local", [
+    cfg = load_config(EmbedJobConfig, "embed", [
         f"store.uri={tmp_path / 'db'}", f"output.run_dir={tmp_path / 'runs'}", f"chunking.max_tokens={MAX_TOKENS}",
         f"chunking.overlap_tokens={OVERLAP}", "embed.stall_timeout_s=300"])
-    manifest = RunManifest("embed_corpus", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id="killed")
+    manifest = RunManifest("embed", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id="killed")
     out: dict = {}
 
     def job() -> None:
         try:
-            out["counts"] = embed_corpus(cfg, manifest)
+            out["counts"] = embed(cfg, manifest)
         except BaseException as e:  # reported below
             out["error"] = e
 

@@ -21,19 +21,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 def run_job(*args, cwd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
-    return subprocess.run([sys.executable, str(REPO / "jobs" / "embed_corpus.py"), *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "embed.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=280)
 
 
 def test_invalid_config_fails_before_any_work(tmp_path):
-    p = run_job("--config", "embed_local", "--set", "embed.token_budget=-5", cwd=tmp_path)
+    p = run_job("--config", "embed", "--set", "embed.token_budget=-5", cwd=tmp_path)
     assert p.returncode == 2
     assert "embed.token_budget" in p.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lancedb").exists()
 
 
 def test_local_job_writes_table_and_manifest(tmp_path):
-    p = run_job("--config", "embed_local", "--set", "input.limit=30",
+    p = run_job("--config", "embed", "--set", "input.limit=30",
                 "--set", "output.run_name=quick", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     manifest = json.loads((tmp_path / "runs" / "quick" / "manifest.json").read_text())
@@ -48,7 +48,7 @@ def test_local_job_writes_table_and_manifest(tmp_path):
     console = p.stderr.splitlines()
     assert p.stdout == "" and 3 <= len(console) <= 6, p.stderr
     assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in console), p.stderr
-    assert "embed: run quick (config embed_local)" in console[0]
+    assert "embed: run quick (config embed)" in console[0]
     assert "embed succeeded in" in p.stderr and "documents accepted 30" in p.stderr
     assert console[-1].endswith("log file: ./runs/quick/job.log")
     log = (tmp_path / "runs" / "quick" / "job.log").read_text()
@@ -80,7 +80,7 @@ def test_installed_cli_works_from_any_folder(tmp_path):
     assert json.loads(p.stdout)["input"]["id_field"] == "patient_uid"
     p = subprocess.run([cli, "embed", "--config", "no_such_config"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=120)
-    assert p.returncode == 2 and "embed_local" in p.stderr  # names the shipped configs
+    assert p.returncode == 2 and "embed_pmc_patients" in p.stderr  # names the shipped configs
     p = subprocess.run([cli, "embed", "--set", "input.limit=12", "--set", "output.run_name=anywhere"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=280)
     assert p.returncode == 0, p.stderr[-3000:]

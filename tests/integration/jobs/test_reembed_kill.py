@@ -60,7 +60,7 @@ def start(tmp: Path, corpus: Path, name: str, address: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1"}
     sets = [*overrides(tmp, corpus), f"output.run_name={name}", "input.rows_per_block=2", "chunking.batch_size=2",
             "embed.batch_size=2", "embed.block_mib=0.001"]
-    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "nightly_reembed.py"), *[a for s in sets for a in ("--set", s)]],
+    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "reembed.py"), *[a for s in sets for a in ("--set", s)]],
                             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 

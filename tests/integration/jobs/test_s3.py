@@ -85,18 +85,18 @@ def ray_s3(s3):
 def _cfg(run_name: str, *extra: str):
     from medembed.config import EmbedJobConfig, load_config
 
-    return load_config(EmbedJobConfig, "embed_local", [
+    return load_config(EmbedJobConfig, "embed", [
         f"input.uri=s3://{BUCKET}/corpus/", f"store.uri=s3://{BUCKET}/lancedb", "store.corpus_name=s3corpus",
         f"output.run_dir=s3://{BUCKET}/runs", f"output.run_name={run_name}", *extra])
 
 
 def _run(run_name: str) -> tuple[dict, dict]:
-    from medembed.jobs.embed_corpus import embed_corpus
+    from medembed.jobs.embed import embed
     from medembed.runtime.manifest import RunManifest
 
     cfg = _cfg(run_name)
-    manifest = RunManifest("embed_corpus", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=run_name)
-    counts = embed_corpus(cfg, manifest)
+    manifest = RunManifest("embed", cfg.output.run_dir, cfg.model_dump(mode="json"), run_id=run_name)
+    counts = embed(cfg, manifest)
     manifest.finish("succeeded")
     return counts, manifest.data
 

@@ -21,7 +21,7 @@ def test_corpus_table_chunks_become_candidates(ray_local, tmp_path, monkeypatch)
 
     monkeypatch.chdir(REPO)
     db = tmp_path / "db"
-    assert main_for("embed_corpus", ["--config", "embed_local", "--set", f"store.uri={db}",
+    assert main_for("embed", ["--config", "embed", "--set", f"store.uri={db}",
                        "--set", f"output.run_dir={tmp_path / 'runs'}", "--set", "input.limit=60"]) == 0
     pairs = sample_pairs_table()
     pq.write_table(pairs, tmp_path / "pairs.parquet")

@@ -18,9 +18,10 @@ from medembed.runtime import artifacts
 # three pipeline runs with a (tiny) training stage: ~10 minutes on a loaded 2-core machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-SLICE = ["input.limit=12", "pairs.synth.queries_per_note=3", "dev_fraction=0.3", "negatives.mining.max_rank=20",
+SLICE = ["input.limit=12", "generate_pairs.synth.queries_per_note=3", "dev_fraction=0.3",
+         "mine_negatives.mining.max_rank=20",
          "train.train.max_steps=3", "train.train.batch_size=4", "train.train.passage_max_length=64",
-         "embed.embed.torch_threads=1", "negatives.embed.torch_threads=1", "evaluate.embed.torch_threads=1"]
+         "embed.embed.torch_threads=1", "mine_negatives.embed.torch_threads=1", "evaluate.embed.torch_threads=1"]
 
 
 def _run(tmp: Path, name: str) -> dict:
@@ -105,7 +106,7 @@ def test_rerun_reuses_every_stage(runs):
 def test_incomplete_stage_is_redone_with_everything_after_it(runs):
     tmp, first, _, third = runs
     status = {s: i["status"] for s, i in third["stages"].items()}
-    assert status == {"pairs": "reused", "negatives": "reused", "train": "reused",
+    assert status == {"generate_pairs": "reused", "mine_negatives": "reused", "train": "reused",
                       "evaluate": "ran", "promote": "ran", "embed": "ran"}
     assert third["stages"]["train"]["artifact"] == first["stages"]["train"]["artifact"]
     assert third["stages"]["evaluate"]["artifact"].endswith("/r3/evaluate")

@@ -24,9 +24,10 @@ mlflow = pytest.importorskip("mlflow")
 # two pipeline runs (the second reruns promote and embed only) and a reembed: ~5 minutes on a loaded 2-core machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-SLICE = ["input.limit=12", "pairs.synth.queries_per_note=3", "dev_fraction=0.3", "negatives.mining.max_rank=20",
+SLICE = ["input.limit=12", "generate_pairs.synth.queries_per_note=3", "dev_fraction=0.3",
+         "mine_negatives.mining.max_rank=20",
          "train.train.max_steps=3", "train.train.batch_size=4", "train.train.passage_max_length=64",
-         "embed.embed.torch_threads=1", "negatives.embed.torch_threads=1", "evaluate.embed.torch_threads=1"]
+         "embed.embed.torch_threads=1", "mine_negatives.embed.torch_threads=1", "evaluate.embed.torch_threads=1"]
 WORSE = ["train.train.learning_rate=0.02", "train.train.interpolate=null", "train.train.log_every=1"]
 NAME, ALIAS = "medembed", "champion"
 
@@ -78,7 +79,7 @@ def test_pipeline_run_is_a_parent_with_one_nested_run_per_stage(tracked):
     embed = kids["embed"]
     assert embed.data.metrics["quarantined"] == 0 and any(k.startswith("throughput/") for k in embed.data.metrics)
     assert "quarantine_summary.json" in {a.path for a in client.list_artifacts(embed.info.run_id)}
-    for stage in ("pairs", "negatives", "train", "evaluate", "embed"):
+    for stage in ("generate_pairs", "mine_negatives", "train", "evaluate", "embed"):
         sub = json.loads(Path(first["stages"][stage]["manifest"]).read_text())
         assert sub["mlflow"]["run_id"] == kids[stage].info.run_id
         assert sub["mlflow"]["parent_run_id"] == parent.info.run_id
@@ -152,7 +153,7 @@ def test_failed_gate_leaves_the_alias_where_it_was(tracked):
     kids = _children(client, second["mlflow"]["run_id"])
     assert sorted(kids) == sorted(STAGES)
     status = {s: r.data.tags["medembed.stage_status"] for s, r in kids.items()}
-    assert status == {"pairs": "reused", "negatives": "reused", "train": "reused", "evaluate": "reused",
+    assert status == {"generate_pairs": "reused", "mine_negatives": "reused", "train": "reused", "evaluate": "reused",
                       "promote": "ran", "embed": "ran"}
     promote = kids["promote"]
     assert promote.data.metrics["gate/promote"] == 0.0 and promote.data.tags["medembed.alias_moved"] == "false"

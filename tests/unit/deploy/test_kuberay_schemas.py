@@ -70,7 +70,7 @@ def rayjob_specs() -> list[tuple[str, dict]]:
 
 
 SPECS = rayjob_specs()
-NIGHTLY_SPECS = [(w, s) for w, s in SPECS if "nightly_reembed.py" in s["entrypoint"]]
+NIGHTLY_SPECS = [(w, s) for w, s in SPECS if "jobs/reembed.py" in s["entrypoint"]]
 
 
 def cluster_spec(doc: dict) -> dict:
@@ -315,7 +315,7 @@ def _entrypoint_as_ray_runs_it(entrypoint: str, tmp_path: Path) -> str:
 def _run_entrypoint(entrypoint: str, driver_exit: int, tmp_path: Path) -> subprocess.CompletedProcess:
     """Run a RayJob entrypoint as KubeRay + Ray do (submitter bash, then /bin/sh -c), the driver exiting N."""
     (tmp_path / "jobs").mkdir(exist_ok=True)
-    (tmp_path / "jobs" / "nightly_reembed.py").write_text(
+    (tmp_path / "jobs" / "reembed.py").write_text(
         "import os, sys\nsys.exit(int(os.environ['DRIVER_EXIT']))\n")
     command = _entrypoint_as_ray_runs_it(entrypoint, tmp_path)
     env = {**os.environ, "DRIVER_EXIT": str(driver_exit)}
@@ -340,7 +340,7 @@ def test_entrypoint_survives_the_submitter_shell(where, spec, tmp_path):
 
 
 def test_a_bare_shell_operator_in_an_entrypoint_is_caught(tmp_path):
-    bare = "python jobs/nightly_reembed.py --config reembed_cluster || true"  # `||` would bind to ray job submit
+    bare = "python jobs/reembed.py --config reembed_cluster || true"  # `||` would bind to ray job submit
     with pytest.raises(AssertionError):
         assert shlex.split(_entrypoint_as_ray_runs_it(bare, tmp_path)) == shlex.split(bare)
 
@@ -439,7 +439,7 @@ MUTATIONS = {
     "oversized GPU pod (28Gi on g6.xlarge)": ("rayjob-embed.yaml", "RayJob", _oversize_gpu_memory, _check_pods),
     "oversized CPU pod (8 CPUs on m7i.2xlarge)": ("raycluster.yaml", "RayCluster", _oversize_cpu, _check_pods),
     "unknown instance type": (
-        "rayjob-eval.yaml", "RayJob",
+        "rayjob-evaluate.yaml", "RayJob",
         lambda d: _gpu_group(d)["template"]["spec"]["nodeSelector"].update({gen.INSTANCE_TYPE_LABEL: "g6.48xlarge"}),
         _check_pods),
     "Ray num-cpus above the pod's request": (

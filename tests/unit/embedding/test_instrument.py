@@ -34,7 +34,7 @@ def test_refused_in_cluster_presets_even_with_env(monkeypatch, preset):
 def test_cluster_presets_exist_and_local_preset_allows_it(monkeypatch):
     assert {"embed_cluster", "reembed_cluster", "pipeline_cluster"} <= set(shipped_configs())
     monkeypatch.setenv(ENV, "1")
-    cfg = load_config(EmbedJobConfig, "embed_local", ["model.name=instrument:hash"])
+    cfg = load_config(EmbedJobConfig, "embed", ["model.name=instrument:hash"])
     assert cfg.model.name == "instrument:hash"
 
 

@@ -26,38 +26,45 @@ def test_deep_merge_keeps_siblings_and_replaces_leaves():
 def test_stage_configs_join_the_stages(tmp_path):
     cfg = _cfg(tmp_path, "evaluate.datasets=[{name: med, uri: /data/med}]", "train.train.dev_fraction=0.5")
     out = str(tmp_path / "out")
-    inputs = {"pairs": f"{out}/r/pairs/runs/r/pairs", "negatives": f"{out}/r/negatives/triplets",
-              "train": f"{out}/r/train/model"}
-    neg = P.compose(cfg, "negatives", "r", inputs)
-    assert neg["pairs"]["path"] == f"{out}/r/pairs/runs/r/pairs/pairs"
+    inputs = {"generate_pairs": f"{out}/r/generate_pairs/runs/r/generate_pairs",
+              "mine_negatives": f"{out}/r/mine_negatives/triplets", "train": f"{out}/r/train/model"}
+    neg = P.compose(cfg, "mine_negatives", "r", inputs)
+    assert neg["pairs"]["path"] == f"{out}/r/generate_pairs/runs/r/generate_pairs/pairs"
     assert neg["mining"]["num_negatives"] == 3 and neg["output"]["dir"] == out
     train = P.compose(cfg, "train", "r", inputs)
-    assert train["triplets"]["path"] == inputs["negatives"]
+    assert train["triplets"]["path"] == inputs["mine_negatives"]
     assert train["train"]["dev_fraction"] == cfg.dev_fraction == 0.2  # the pipeline's split wins over the section
     ev = EvaluateJobConfig.model_validate(P.compose(cfg, "evaluate", "r", inputs))
     assert [m.label for m in ev.models] == [P.CURRENT, P.CANDIDATE] and ev.models[1].name == inputs["train"]
-    assert ev.pairs_dev.path == inputs["negatives"] and ev.pairs_dev.dev_fraction == 0.2
+    assert ev.pairs_dev.path == inputs["mine_negatives"] and ev.pairs_dev.dev_fraction == 0.2
     assert [d.name for d in ev.datasets] == ["med"] and ev.store.uri == f"{out}/eval_lancedb"
-    assert P.compose(cfg, "pairs", "r", {})["synth"]["output_dir"] == f"{out}/r/pairs"
+    assert P.compose(cfg, "generate_pairs", "r", {})["synth"]["output_dir"] == f"{out}/r/generate_pairs"
 
 
 def test_a_bad_stage_section_fails_at_load_naming_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"negatives \(the mine_negatives config\): mining.num_negatives"):
-        _cfg(tmp_path, "negatives.mining.num_negatives=0")
-    with pytest.raises(ConfigError, match=r"evaluate \(the evaluate config\): retrieval"):
+    with pytest.raises(ConfigError, match=r"mine_negatives \(the mine_negatives job's config\): mining.num_negatives"):
+        _cfg(tmp_path, "mine_negatives.mining.num_negatives=0")
+    with pytest.raises(ConfigError, match=r"evaluate \(the evaluate job's config\): retrieval"):
         _cfg(tmp_path, "evaluate.retrieval=fuzzy")
 
 
 def test_fingerprint_follows_config_and_input_markers(tmp_path):
     cfg = _cfg(tmp_path)
-    m1 = {"pairs": {"run_id": "a/pairs", "completed_at": "t1"}}
-    m2 = {"pairs": {"run_id": "b/pairs", "completed_at": "t2"}}
-    fp = P.fingerprint(cfg, "negatives", m1)
-    assert fp == P.fingerprint(cfg, "negatives", m1)
-    assert fp != P.fingerprint(cfg, "negatives", m2)
-    assert fp != P.fingerprint(_cfg(tmp_path, "negatives.mining.max_rank=40"), "negatives", m1)
+    m1 = {"generate_pairs": {"run_id": "a/generate_pairs", "completed_at": "t1"}}
+    m2 = {"generate_pairs": {"run_id": "b/generate_pairs", "completed_at": "t2"}}
+    fp = P.fingerprint(cfg, "mine_negatives", m1)
+    assert fp == P.fingerprint(cfg, "mine_negatives", m1)
+    assert fp != P.fingerprint(cfg, "mine_negatives", m2)
+    assert fp != P.fingerprint(_cfg(tmp_path, "mine_negatives.mining.max_rank=40"), "mine_negatives", m1)
     # a section another stage reads does not change this stage
-    assert fp == P.fingerprint(_cfg(tmp_path, "train.train.max_steps=99"), "negatives", m1)
+    assert fp == P.fingerprint(_cfg(tmp_path, "train.train.max_steps=99"), "mine_negatives", m1)
+
+
+def test_old_section_names_still_load_with_a_deprecation_warning(tmp_path, caplog):
+    old = _cfg(tmp_path, "negatives.mining.max_rank=40", "pairs.synth.queries_per_note=2")
+    assert old.mine_negatives["mining"]["max_rank"] == 40 and old.generate_pairs["synth"]["queries_per_note"] == 2
+    assert old.mine_negatives["mining"]["num_negatives"] == 3  # merged over the shipped config's new section
+    assert "'negatives' is deprecated" in caplog.text and "'pairs' is deprecated" in caplog.text
 
 
 def test_reuse_needs_the_record_and_the_same_complete_artifact(tmp_path):
@@ -68,7 +75,7 @@ def test_reuse_needs_the_record_and_the_same_complete_artifact(tmp_path):
     rec = P.find_reusable(out, "train", "fp1")
     assert rec["artifact"] == str(art) and rec["run_id"] == "r1/train"
     assert P.find_reusable(out, "train", "fp2") is None
-    assert P.find_reusable(out, "negatives", "fp1") is None
+    assert P.find_reusable(out, "mine_negatives", "fp1") is None
 
     artifacts.mark_complete(str(art), "model", "r9/train")  # rewritten by another run: not the recorded output
     assert P.find_reusable(out, "train", "fp1") is None

@@ -70,8 +70,9 @@ def test_runtime_env_file_with_secrets_is_refused(tmp_path):
 
 def test_config_argument(tmp_path):
     assert S.config_argument("embed_cluster", REPO) == "embed_cluster"
-    assert S.config_argument(str(REPO / "medembed" / "configs" / "embed_local.yaml"), REPO) == \
-        "medembed/configs/embed_local.yaml"
+    assert S.config_argument(str(REPO / "medembed" / "configs" / "embed.yaml"), REPO) == \
+        "medembed/configs/embed.yaml"
+    assert S.config_argument("embed_local", REPO) == "embed_local"  # the old name, loadable for one release
     outside = tmp_path / "c.yaml"
     outside.write_text("{}")
     with pytest.raises(S.SubmitError, match="outside the working dir"):
@@ -81,8 +82,8 @@ def test_config_argument(tmp_path):
 
 
 def test_entrypoint_is_shell_quoted():
-    ep = S.entrypoint("jobs/embed_corpus.py", "embed_local", ["input.uri=/data/my notes.jsonl", "embed.num_actors=2"])
-    assert shlex.split(ep) == ["python", "jobs/embed_corpus.py", "--config", "embed_local", "--set",
+    ep = S.entrypoint("jobs/embed.py", "embed", ["input.uri=/data/my notes.jsonl", "embed.num_actors=2"])
+    assert shlex.split(ep) == ["python", "jobs/embed.py", "--config", "embed", "--set",
                                "input.uri=/data/my notes.jsonl", "--set", "embed.num_actors=2"]
 
 
@@ -113,9 +114,12 @@ def test_invalid_config_fails_before_contacting_a_cluster(caplog):
 def test_every_registered_job_has_a_driver_to_submit():
     from medembed.jobs import JOBS
 
-    for job in JOBS.values():
+    for job in JOBS.values():  # one name: jobs/<name>.py runs the job <name>
         driver = S.driver_path(REPO, job.name)
+        assert driver == job.driver == f"jobs/{job.name}.py"
         assert f'main_for("{job.name}")' in (REPO / driver).read_text(), (job.command, driver)
-    assert S.driver_path(REPO, "embed_corpus") == "jobs/embed_corpus.py"
+    for old, new in (("embed_corpus", "embed"), ("nightly_reembed", "reembed")):  # deprecated forwarders
+        text = (REPO / "jobs" / f"{old}.py").read_text()
+        assert f'main_for("{new}")' in text and "deprecated" in text
     with pytest.raises(S.SubmitError, match="no driver for job nope"):
         S.driver_path(REPO, "nope")

@@ -60,8 +60,8 @@ def _scan(root: Path, needles: list[str]) -> list[str]:
 def test_job_run_logs_config_tags_metrics_artifacts_and_no_secret(store, tmp_path):
     root, cfg = store
     config = _config()
-    manifest = RunManifest("embed_corpus", str(tmp_path / "runs"), config, run_id="unit-run")
-    run = tracking.start_job(cfg, "embed_corpus", manifest, config)
+    manifest = RunManifest("embed", str(tmp_path / "runs"), config, run_id="unit-run")
+    run = tracking.start_job(cfg, "embed", manifest, config)
     assert run is not None and tracking.current() is run
     manifest.count("documents_read", 12)
     manifest.count("quarantined", 2)
@@ -85,7 +85,7 @@ def test_job_run_logs_config_tags_metrics_artifacts_and_no_secret(store, tmp_pat
     assert p["chunking.max_tokens"] == "64" and p["embed.token_budget"] == "2048"  # sizes named "token" are kept
     assert p["hub.note"] == "pasted by mistake: ***"  # a secret env value inside another field is masked
     t = got.data.tags
-    assert t["medembed.run_id"] == "unit-run" and t["medembed.job"] == "embed_corpus"
+    assert t["medembed.run_id"] == "unit-run" and t["medembed.job"] == "embed"
     assert t["medembed.version"] and t["medembed.status"] == "succeeded"
     m = got.data.metrics
     assert m["documents_read"] == 12 and m["quarantined"] == 2 and m["quarantine_by_reason/too_long"] == 1
@@ -133,16 +133,16 @@ def test_nested_stage_runs_and_failed_status(store, tmp_path):
 
 
 def test_off_by_default_and_unreachable_store_does_not_fail(tmp_path):
-    manifest = RunManifest("embed_corpus", str(tmp_path / "runs"), {}, run_id="off")
-    assert tracking.start_job(tracking.TrackingConfig(), "embed_corpus", manifest, {}) is None
-    assert tracking.start_job(None, "embed_corpus", manifest, {}) is None
+    manifest = RunManifest("embed", str(tmp_path / "runs"), {}, run_id="off")
+    assert tracking.start_job(tracking.TrackingConfig(), "embed", manifest, {}) is None
+    assert tracking.start_job(None, "embed", manifest, {}) is None
     tracking.log_metrics({"x": 1.0})  # no current run: a no-op
     bad = tracking.TrackingConfig(mlflow_uri="http://127.0.0.2:9/")  # nothing listens there
     import os
 
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     try:
-        assert tracking.start_job(bad, "embed_corpus", manifest, {}) is None
+        assert tracking.start_job(bad, "embed", manifest, {}) is None
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         os.environ.pop(tracking.MLFLOW_URI_ENV, None)

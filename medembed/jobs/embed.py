@@ -91,7 +91,7 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
                          stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
 
 
-def embed_corpus(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
+def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Run the pipeline; returns the counts also recorded in ``manifest``."""
     s3 = cfg.s3
     card = resolve_card(cfg.model, s3)

@@ -60,7 +60,7 @@ def _params(config: Path, overrides: list[str]):
     from medembed.embedding.stage import chunk_params
 
     cfg = load_config(EmbedJobConfig, config, overrides)
-    return chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
+    return chunk_params(cfg, resolve_card(cfg.model))
 
 
 def _chunk(notes: list[dict], params):

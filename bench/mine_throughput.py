@@ -63,10 +63,11 @@ def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, to
     from medembed.index.tables import open_dataset
     from medembed.mining import columns as M
     from medembed.mining.candidates import positive_rows
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     if cand_uri is None:
         t0 = time.perf_counter()  # the clock covers the model load and the positives' embedding
-        embedder = ChunkEmbedder(**encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, resolve_card(cfg.model)))
+        embedder = ChunkEmbedder(**encoder_actor_kwargs(cfg.model, cfg.embed, DEFAULT_STORAGE, resolve_card(cfg.model)))
         enc, t = embedder.encoder, embedder(positive_rows(pairs))
     else:
         t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])

@@ -152,7 +152,7 @@ def corpus_hashes(args: argparse.Namespace, corpus_dir: Path) -> tuple[Any, floa
     from medembed.ingest import plan_read
 
     cfg = load_config(ReembedJobConfig, None, overrides(args, corpus_dir, "baseline"))
-    params = chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
+    params = chunk_params(cfg, resolve_card(cfg.model))
     with cpu_lock(), RssPeak() as rss:
         t0 = time.perf_counter()
         ds = plan_read(cfg.input, str(WORK / "runs" / "baseline-q" / corpus_dir.name)).dataset().map_batches(
@@ -176,7 +176,7 @@ def old_path_baseline(args: argparse.Namespace, corpus_dir: Path) -> tuple[int, 
     from medembed.ingest import plan_read
 
     cfg = load_config(ReembedJobConfig, None, overrides(args, corpus_dir, "baseline"))
-    params = chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
+    params = chunk_params(cfg, resolve_card(cfg.model))
 
     def counted(batch: pa.Table) -> pa.Table:
         c = chunk_batch(batch, params)

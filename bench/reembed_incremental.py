@@ -60,7 +60,7 @@ def prepare_corpus(n_chunks: int, extra: list[str]) -> tuple[list[dict], list[di
     from medembed.embedding.stage import chunk_params
 
     cfg = _cfg(WORK / "corpus", WORK / "db", "prep", extra)
-    params = chunk_params(cfg, resolve_card(cfg.model, cfg.s3))
+    params = chunk_params(cfg, resolve_card(cfg.model))
     base = [json.loads(line) for line in NOTES.open(encoding="utf-8") if line.strip()]
     random.Random(0).shuffle(base)
     # the 1,000 notes give ~39k chunks of 32 tokens: past that, they repeat under new ids (<id>-r<k>), as the

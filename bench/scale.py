@@ -122,6 +122,7 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
     from medembed.embedding.stage import chunk_new_documents, chunk_params
     from medembed.index.writer import FragmentWriter, commit_fragments
     from medembed.ingest import plan_read
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     work = WORK / "stages"
     shutil.rmtree(work, ignore_errors=True)
@@ -142,7 +143,7 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
     docs = timed("read_normalize", lambda: list(plan.blocks()))
     chunks = [timed("chunk", chunk_new_documents, b, params, None, None) for b in docs]
     chunks = pa.concat_tables([c for c in chunks if c.num_rows])
-    kw = encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card)
+    kw = encoder_actor_kwargs(cfg.model, cfg.embed, DEFAULT_STORAGE, card)
     embedder = timed("embed_init", lambda: ChunkEmbedder(**kw))
     embedded = timed("embed", lambda: pa.concat_tables([embedder(chunks.slice(i, cfg.embed.batch_size))
                                                         for i in range(0, chunks.num_rows, cfg.embed.batch_size)]))

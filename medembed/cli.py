@@ -43,14 +43,21 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return run_job(args.job, args)
 
 
+def _storage(args: argparse.Namespace):
+    """The storage context of ``--s3-endpoint`` (credentials: the environment)."""
+    from medembed.runtime.storage import Storage
+
+    return Storage(endpoint_url=args.s3_endpoint)
+
+
 def _retriever(args: argparse.Namespace, with_encoder: bool):
     from medembed import schema as S
-    from medembed.config import EmbedConfig, ModelConfig, S3Config
+    from medembed.config import EmbedConfig, ModelConfig
     from medembed.index.search import Retriever
 
-    s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
+    storage = _storage(args)
     try:
-        retriever = Retriever.open(args.db, args.table, s3=s3)
+        retriever = Retriever.open(args.db, args.table, storage=storage)
     except LookupError as e:
         raise SystemExit(f"error: {e}") from None
     if with_encoder:
@@ -60,7 +67,7 @@ def _retriever(args: argparse.Namespace, with_encoder: bool):
         model_name = args.model or md.get(S.META_MODEL_ID, "")
         if model_name == "sentence-transformers/all-MiniLM-L6-v2" and not args.model:
             model_name = "bundled:all-MiniLM-L6-v2"
-        enc = build_encoder(ModelConfig(name=model_name), EmbedConfig(torch_threads=None), s3)
+        enc = build_encoder(ModelConfig(name=model_name), EmbedConfig(torch_threads=None), storage)
         if str(enc.dim) != md.get(S.META_DIM):
             raise SystemExit(f"error: model {model_name} has dim {enc.dim}, table {retriever.name} has "
                              f"{md.get(S.META_DIM)}")
@@ -98,17 +105,16 @@ def _cmd_table_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from medembed.config import S3Config
     from medembed.index import serving
     from medembed.index.lease import LeaseHeld, WriterLease
     from medembed.runtime.artifacts import new_run_id
     from medembed.runtime.runner import setup_logging
 
     setup_logging(args.verbose)
-    s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
+    storage = _storage(args)
     try:  # the writer lease: a rollback never races a running re-embedding
-        with WriterLease(args.db, args.name, new_run_id("rollback"), s3=s3).acquire(args.wait):
-            before, after = serving.rollback(args.db, args.name, s3)
+        with WriterLease(args.db, args.name, new_run_id("rollback"), storage=storage).acquire(args.wait):
+            before, after = serving.rollback(args.db, args.name, storage)
     except LeaseHeld as e:
         log.error("%s", e)
         return e.exit_code
@@ -120,19 +126,18 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from medembed.config import S3Config
     from medembed.runtime import runs
 
-    s3 = S3Config(endpoint_url=args.s3_endpoint) if args.s3_endpoint else None
+    storage = _storage(args)
     if args.runs_command == "show":
         try:
-            manifest, path = runs.find_run(args.run_dir, args.run_id, s3)
+            manifest, path = runs.find_run(args.run_dir, args.run_id, storage)
         except LookupError as e:
             raise SystemExit(f"error: {e}") from None
         s = runs.summary(manifest, path)
         sys.stdout.write((json.dumps(s, indent=2, default=str) if args.json else runs.format_summary(s)) + "\n")
         return 0
-    rows, unreadable = runs.list_runs(args.run_dir, s3, job=args.job, status=args.status, stages=args.stages,
+    rows, unreadable = runs.list_runs(args.run_dir, storage, job=args.job, status=args.status, stages=args.stages,
                                       limit=args.limit)
     for problem in unreadable:
         log.warning("skipped %s", problem)

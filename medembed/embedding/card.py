@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medembed.config import DEFAULT_MODEL, ModelConfig, S3Config
+from medembed.config import DEFAULT_MODEL, ModelConfig
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,11 @@ class ModelCard:
         d["prompts"] = Prompts(**d["prompts"]) if isinstance(d.get("prompts"), dict) else d.get("prompts", Prompts())
         return cls(**d)
 
-    def on_this_node(self, cfg: ModelConfig, s3: S3Config | None = None) -> ModelCard:
+    def on_this_node(self, cfg: ModelConfig, storage: Storage = DEFAULT_STORAGE) -> ModelCard:
         """The same card with a path valid on this node (an ``s3://`` or registry model is cached per node)."""
         if os.path.isdir(self.path) or not self.source.startswith(("s3://", "models:/")):
             return self
-        return dataclasses.replace(self, path=locate_model(cfg, s3)[1])
+        return dataclasses.replace(self, path=locate_model(cfg, storage)[1])
 
     def save(self, folder: str | os.PathLike[str], **extra: Any) -> Path:
         """Write ``medembed_model.json`` into a model folder (plus ``extra`` keys)."""
@@ -129,15 +130,15 @@ def _model_id_of_folder(path: Path) -> str:
     return path.name
 
 
-def download_s3_model(uri: str, cache_dir: str, s3: S3Config | None = None) -> Path:
+def download_s3_model(uri: str, cache_dir: str, storage: Storage = DEFAULT_STORAGE) -> Path:
     """Copy an ``s3://`` model folder into the cache once (atomically) and return the local folder."""
-    from medembed.runtime.storage import filesystem, fill_cache_folder
+    from medembed.runtime.storage import fill_cache_folder
 
     cache = Path(os.path.expanduser(cache_dir))
     target = cache / ("s3_" + hashlib.sha256(uri.encode()).hexdigest()[:16])
     if (target / ".complete").exists():
         return target
-    fs, root = filesystem(uri, s3)
+    fs, root = storage.fs(uri)
     if not fs.exists(root):
         raise FileNotFoundError(f"model not found at {uri}")
 
@@ -153,7 +154,7 @@ def download_s3_model(uri: str, cache_dir: str, s3: S3Config | None = None) -> P
     return target
 
 
-def locate_model(cfg: ModelConfig, s3: S3Config | None = None) -> tuple[str, str, str, str]:
+def locate_model(cfg: ModelConfig, storage: Storage = DEFAULT_STORAGE) -> tuple[str, str, str, str]:
     """(source, path, model_id, revision) of the configured model: where its files are, what it is called."""
     name = cfg.name.strip() or DEFAULT_MODEL
     key = name.lower()
@@ -168,7 +169,7 @@ def locate_model(cfg: ModelConfig, s3: S3Config | None = None) -> tuple[str, str
         return name, str(folder), _model_id_of_folder(folder), cfg.revision or registered_revision or \
             _folder_revision(folder)
     if name.startswith("s3://"):
-        path = download_s3_model(name, cfg.cache_dir, s3)
+        path = download_s3_model(name, cfg.cache_dir, storage)
         model_id = _model_id_of_folder(path) if (path / CARD_FILE).exists() else name
         return name, str(path), model_id, cfg.revision or _folder_revision(path)
     if os.path.isdir(os.path.expanduser(name)):
@@ -250,13 +251,13 @@ def _saved_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
     return prompts, st_cfg.get("similarity_fn_name") or card.get("similarity")
 
 
-def resolve_card(cfg: ModelConfig, s3: S3Config | None = None) -> ModelCard:
+def resolve_card(cfg: ModelConfig, storage: Storage = DEFAULT_STORAGE) -> ModelCard:
     """The model card of the configured model, resolved once per job (no weights loaded)."""
     if cfg.name.strip().lower().startswith("instrument:"):  # benchmarks only (env-gated, see embedding.instrument)
         from medembed.embedding.instrument import instrument_card
 
         return instrument_card(cfg)
-    source, path, model_id, revision = locate_model(cfg, s3)
+    source, path, model_id, revision = locate_model(cfg, storage)
     folder = _config_folder(path, revision)
     saved, similarity = _saved_prompts(folder)
     fam = family_prompts(model_id)

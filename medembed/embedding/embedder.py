@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from medembed import schema as S
 from medembed.embedding.chunking import document_input
 from medembed.embedding.encoders import encoder_from_kwargs
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 
 class ChunkEmbedder:
@@ -24,9 +25,9 @@ class ChunkEmbedder:
 
     REQUIRED = (S.TITLE, S.TEXT, S.N_TOKENS)
 
-    def __init__(self, model_cfg: dict[str, Any], embed_cfg: dict[str, Any], s3: dict[str, Any] | None = None,
+    def __init__(self, model_cfg: dict[str, Any], embed_cfg: dict[str, Any], storage: Storage = DEFAULT_STORAGE,
                  card: dict[str, Any] | None = None):
-        self.encoder = encoder_from_kwargs(model_cfg, embed_cfg, s3, card)
+        self.encoder = encoder_from_kwargs(model_cfg, embed_cfg, storage, card)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         missing = [c for c in self.REQUIRED if c not in batch.column_names]

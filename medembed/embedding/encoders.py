@@ -15,9 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from medembed.config import EmbedConfig, ModelConfig, S3Config
+from medembed.config import EmbedConfig, ModelConfig
 from medembed.embedding.batching import plan_batches
 from medembed.embedding.card import ModelCard, load_sentence_transformer, resolve_card
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,14 @@ class BucketedEncoder:
 @register_encoder("torch")
 @register_encoder("sentence-transformers")
 class SentenceTransformerEncoder(BucketedEncoder):
-    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, storage: Storage = DEFAULT_STORAGE,
                  card: ModelCard | None = None):
         import torch
 
         self.embed_cfg = embed_cfg or EmbedConfig()
         threads = self.embed_cfg.torch_threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
-        self.model = card.on_this_node(model_cfg, s3) if card else resolve_card(model_cfg, s3)
+        self.model = card.on_this_node(model_cfg, storage) if card else resolve_card(model_cfg, storage)
         self.st = load_sentence_transformer(self.model, model_cfg)
         get_dim = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
         self.dim = int(get_dim())
@@ -134,7 +135,7 @@ class OnnxEncoder(BucketedEncoder):
     vectors match torch's up to numerics; they are L2-normalized here like torch's.
     """
 
-    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+    def __init__(self, model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, storage: Storage = DEFAULT_STORAGE,
                  card: ModelCard | None = None):
         import onnxruntime as ort
         from transformers import AutoTokenizer
@@ -142,7 +143,7 @@ class OnnxEncoder(BucketedEncoder):
         from medembed.embedding.onnx_export import MODEL_FILE, ensure_export, export_info
 
         self.embed_cfg = embed_cfg or EmbedConfig()
-        card = card.on_this_node(model_cfg, s3) if card else resolve_card(model_cfg, s3)
+        card = card.on_this_node(model_cfg, storage) if card else resolve_card(model_cfg, storage)
         self.model = dataclasses.replace(card, backend=model_cfg.backend) if card.backend != model_cfg.backend else card
         folder = ensure_export(self.model, model_cfg.cache_dir, model_cfg.backend)
         self.input_names = export_info(folder)["inputs"]
@@ -167,26 +168,27 @@ class OnnxEncoder(BucketedEncoder):
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, s3: S3Config | None = None,
+def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, storage: Storage | None = None,
                   card: ModelCard | None = None, backend: str | None = None) -> Encoder:
-    """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model."""
-    backend = backend or model_cfg.backend
+    """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model (``storage`` None:
+    the environment only)."""
+    backend, storage = backend or model_cfg.backend, storage or DEFAULT_STORAGE
     if card is not None and card.backend == "instrument":  # benchmarks only (env-gated, see embedding.instrument)
         from medembed.embedding.instrument import InstrumentEncoder
 
-        return InstrumentEncoder(model_cfg, embed_cfg, s3, card)
+        return InstrumentEncoder(model_cfg, embed_cfg, storage, card)
     if backend not in ENCODERS:
         raise ValueError(f"unknown encoder backend {backend!r}; known: {sorted(ENCODERS)}")
-    return ENCODERS[backend](model_cfg, embed_cfg, s3, card)
+    return ENCODERS[backend](model_cfg, embed_cfg, storage, card)
 
 
-def encoder_actor_kwargs(model_cfg: ModelConfig, embed_cfg: EmbedConfig, s3: S3Config, card: ModelCard) -> dict:
+def encoder_actor_kwargs(model_cfg: ModelConfig, embed_cfg: EmbedConfig, storage: Storage, card: ModelCard) -> dict:
     """Constructor kwargs that rebuild an encoder inside a Ray actor (plain data: picklable)."""
-    return {"model_cfg": model_cfg.model_dump(), "embed_cfg": embed_cfg.model_dump(), "s3": s3.model_dump(),
+    return {"model_cfg": model_cfg.model_dump(), "embed_cfg": embed_cfg.model_dump(), "storage": storage,
             "card": dataclasses.asdict(card)}
 
 
-def encoder_from_kwargs(model_cfg: dict[str, Any], embed_cfg: dict[str, Any], s3: dict[str, Any] | None,
+def encoder_from_kwargs(model_cfg: dict[str, Any], embed_cfg: dict[str, Any], storage: Storage,
                         card: dict[str, Any] | None) -> Encoder:
     return build_encoder(ModelConfig.model_validate(model_cfg), EmbedConfig.model_validate(embed_cfg),
-                         S3Config.model_validate(s3) if s3 else None, ModelCard.from_dict(card) if card else None)
+                         storage, ModelCard.from_dict(card) if card else None)

@@ -23,6 +23,7 @@ from medembed.embedding.stage import chunk_new_documents
 from medembed.index.writer import FRAGMENT_SCHEMA, FragmentWriter
 from medembed.ingest import ReadPlan
 from medembed.runtime.memory import cpu_actor_options
+from medembed.runtime.storage import Storage
 from medembed.runtime.watchdog import StalledError
 
 
@@ -39,7 +40,7 @@ class CorpusWorker:
         return pa.concat_tables([CORPUS_SCHEMA.empty_table()] + [hash_documents(d, params) for d in plan.blocks()])
 
     def embed_and_write(self, plan: ReadPlan, params: ChunkParams, embed_sets: Any, counters: Any, uri: str,
-                        schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
+                        schema: pa.Schema, storage: Storage) -> pa.Table:
         """The fragments written for every document of ``plan`` that ``embed_sets`` selects (None: all of them)
         (``FRAGMENT_SCHEMA`` rows)."""
         chunks = [c for c in (chunk_new_documents(docs, params, embed_sets, counters) for docs in plan.blocks())
@@ -47,7 +48,7 @@ class CorpusWorker:
         if not chunks:
             return FRAGMENT_SCHEMA.empty_table()
         # one call: the encoder sorts the whole input by length, which pads far less than per-block calls
-        return FragmentWriter(uri, schema, s3)(self.embedder(pa.concat_tables(chunks)))
+        return FragmentWriter(uri, schema, storage)(self.embedder(pa.concat_tables(chunks)))
 
 
 def is_small(plan: ReadPlan, max_mib: float) -> bool:
@@ -72,10 +73,10 @@ def document_hashes(worker, plan: ReadPlan, params: ChunkParams) -> Any:
 
 
 def embed_and_write(worker, plan: ReadPlan, params: ChunkParams, embed_sets: Any, counters: Any, uri: str,
-                    schema: pa.Schema, s3: dict[str, Any] | None, timeout_s: float | None) -> pa.Table:
+                    schema: pa.Schema, storage: Storage, timeout_s: float | None) -> pa.Table:
     """The fragments ``worker`` wrote for ``plan``; :class:`StalledError` after ``timeout_s`` (None, 0: wait).
     The caller kills the worker when done (or stalled)."""
-    ref = worker.embed_and_write.remote(plan.start_registry(), params, embed_sets, counters, uri, schema, s3)
+    ref = worker.embed_and_write.remote(plan.start_registry(), params, embed_sets, counters, uri, schema, storage)
     try:
         return ray.get(ref, timeout=timeout_s or None)
     except ray.exceptions.GetTimeoutError as e:

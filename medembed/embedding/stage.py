@@ -16,6 +16,7 @@ from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index.changes import chunk_selected_documents
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.ray_setup import require_resources
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 
 def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
@@ -45,10 +46,11 @@ def check_resources(cfg: EmbedJobConfig) -> None:
         each={"CPU": (cfg.embed.num_cpus, "embed.num_cpus"), "GPU": (cfg.embed.num_gpus, "embed.num_gpus")})
 
 
-def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCard) -> ray.data.Dataset:
+def embedding_stage(chunks: ray.data.Dataset, cfg: EmbedJobConfig, card: ModelCard,
+                    storage: Storage = DEFAULT_STORAGE) -> ray.data.Dataset:
     """The embedder actor pool over chunk rows (``num_gpus`` per actor on clusters)."""
     return chunks.map_batches(
-        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
+        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
         batch_size=cfg.embed.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
         num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus,

@@ -17,7 +17,7 @@ import pyarrow as pa
 import ray
 
 from medembed import schema as S
-from medembed.config import EmbedConfig, ModelConfig, S3Config, StoreConfig
+from medembed.config import EmbedConfig, ModelConfig, StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
@@ -28,6 +28,7 @@ from medembed.index.tables import connect, open_dataset, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
 from medembed.runtime.memory import cpu_actor_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -88,43 +89,45 @@ def _index_cfg(store: EvalStoreConfig, name: str) -> StoreConfig:
 
 
 def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg: ModelConfig,
-                        embed: EmbedConfig, store: EvalStoreConfig, s3: S3Config | None, run_id: str) -> CorpusTable:
-    """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built."""
+                        embed: EmbedConfig, store: EvalStoreConfig, storage: Storage | None, run_id: str) -> CorpusTable:
+    """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built
+    (``storage`` None: the environment only)."""
+    storage = storage or DEFAULT_STORAGE
     if not len(corpus):
         raise ValueError(f"{dataset}: the corpus is empty")
     name = table_name(dataset, card, model_cfg)
     uri = table_uri(store.uri, name)
     expect = {"model_id": card.model_id, "revision": card.revision, "document_key": document_key(card, model_cfg),
               "corpus": corpus_fingerprint(corpus), "rows": len(corpus)}
-    marker = artifacts.read_marker(uri, s3)
+    marker = artifacts.read_marker(uri, storage)
     if marker is not None and all(marker.get(k) == v for k, v in expect.items()):
-        ds = open_dataset(uri, s3)
+        ds = open_dataset(uri, storage)
         if ds is not None and ds.count_rows() == len(corpus):
             log.info("%s: reusing corpus table %s (%d rows, model %s)", dataset, uri, len(corpus), card.model_id)
-            if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(connect(store.uri, s3).open_table(name)):
+            if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(connect(store.uri, storage).open_table(name)):
                 # built under a higher store.ann_min_rows: index it now, or `retrieval: ann` would scan every row
-                index = finalize_table(store.uri, name, _index_cfg(store, name), s3)
+                index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
                 log.info("%s: built the vector index of the reused table: %s", dataset, index.get("ann_index"))
             return CorpusTable(store.uri, name, uri, len(corpus), True, marker)
-    if name in table_names(connect(store.uri, s3)):
+    if name in table_names(connect(store.uri, storage)):
         log.info("%s: dropping incomplete or stale corpus table %s", dataset, uri)
-        artifacts.clear_marker(uri, s3)
-        connect(store.uri, s3).drop_table(name)
+        artifacts.clear_marker(uri, storage)
+        connect(store.uri, storage).drop_table(name)
 
     rows = corpus_rows(corpus)
     batch = embed.batch_size
     embedded = ray.data.from_arrow([rows.slice(i, batch) for i in range(0, rows.num_rows, batch)]).map_batches(
-        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, s3 or S3Config(), card),
+        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, storage, card),
         batch_size=batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=embed.num_actors),
         num_gpus=embed.num_gpus, num_cpus=embed.num_cpus, **cpu_actor_options(embed.num_gpus, embed.cpu_keep_memory))
     schema = S.table_schema(card.dim, card.model_id, card.revision)
-    result = write_dataset(embedded, uri, schema, s3=s3, commit_every=store.commit_every, block_mib=embed.block_mib,
+    result = write_dataset(embedded, uri, schema, storage=storage, commit_every=store.commit_every, block_mib=embed.block_mib,
                            progress=f"{dataset} documents embedded")
     if result.stats.rows != len(corpus):
         raise RuntimeError(f"{dataset}: wrote {result.stats.rows} rows for {len(corpus)} documents into {uri}")
-    index = finalize_table(store.uri, name, _index_cfg(store, name), s3)
-    summary = {**expect, "dataset": dataset, "version": open_dataset(uri, s3).version,
+    index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
+    summary = {**expect, "dataset": dataset, "version": open_dataset(uri, storage).version,
                "ann_index": index.get("ann_index"), "embed_s": round(result.elapsed_s, 3)}
-    artifacts.mark_complete(uri, KIND, run_id, summary, s3)
+    artifacts.mark_complete(uri, KIND, run_id, summary, storage)
     log.info("%s: embedded %d documents into %s (%.1f s)", dataset, len(corpus), uri, result.elapsed_s)
-    return CorpusTable(store.uri, name, uri, len(corpus), False, artifacts.read_marker(uri, s3) or summary)
+    return CorpusTable(store.uri, name, uri, len(corpus), False, artifacts.read_marker(uri, storage) or summary)

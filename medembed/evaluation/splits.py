@@ -14,8 +14,8 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medembed.config import S3Config
 from medembed.evaluation.datasets import PAIR_COLUMNS
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def split_by_note(table: pa.Table, dev_fraction: float, note_column: str = "note
     return table.filter(pc.invert(dev)), table.filter(dev)
 
 
-def read_pair_rows(path: str, s3: S3Config | None = None) -> pa.Table:
+def read_pair_rows(path: str, storage: Storage = DEFAULT_STORAGE) -> pa.Table:
     """(pair_id, note_id, query, passage) rows from pairs Parquet, a generate-pairs output_dir or nested triplets."""
     from medembed.synth.ledger import read_pairs_from
 
-    table = read_pairs_from(path, s3)
+    table = read_pairs_from(path, storage)
     if all(c in table.column_names for c in TRIPLET_TO_PAIR) and "passage" not in table.column_names:
         table = table.select(list(TRIPLET_TO_PAIR)).rename_columns(list(TRIPLET_TO_PAIR.values()))
     missing = [c for c in PAIR_COLUMNS if c not in table.column_names]

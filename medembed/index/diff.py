@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 import ray
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.embedding.chunking import ChunkParams, add_doc_hashes
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,10 @@ def _split_corpus(block: pa.Table, partitions: int) -> tuple[pa.Table, ...]:
 
 @ray.remote(num_cpus=0.5)
 def _split_table(uri: str, version: int, fragment_ids: list[int], partitions: int,
-                 s3: dict[str, Any] | None) -> tuple[pa.Table, ...]:
+                 storage: Storage) -> tuple[pa.Table, ...]:
     import lance
 
-    from medembed.runtime.storage import lance_storage_options
-
-    opts = lance_storage_options(uri, S3Config.model_validate(s3) if s3 else None) or None
-    ds = lance.dataset(uri, version=version, storage_options=opts)
+    ds = lance.dataset(uri, version=version, storage_options=storage.lance_options(uri))
     frags = [ds.get_fragment(i) for i in fragment_ids]
     t = ds.scanner(columns=STORED_COLUMNS, fragments=frags).to_table()  # column projection: no vectors, no text
     return tuple(split_by_partition(t, partitions))
@@ -194,7 +191,7 @@ class Diff:
 
 
 def diff_hashes(corpus_blocks: list[Any], table_uri: str | None, version: int | None, *,
-                s3: S3Config | None = None, partitions: int = 8, fragments_per_task: int = 8) -> Diff:
+                storage: Storage = DEFAULT_STORAGE, partitions: int = 8, fragments_per_task: int = 8) -> Diff:
     """Join corpus document hashes (ObjectRefs of ``(doc_id, doc_hash, source)`` tables) with the table's.
 
     ``table_uri`` None (or ``version`` None): there is no table yet, every document is new. The table must
@@ -206,16 +203,13 @@ def diff_hashes(corpus_blocks: list[Any], table_uri: str | None, version: int | 
     if table_uri is not None and version is not None:
         import lance
 
-        from medembed.runtime.storage import lance_storage_options
-
-        ds = lance.dataset(table_uri, version=version, storage_options=lance_storage_options(table_uri, s3) or None)
+        ds = lance.dataset(table_uri, version=version, storage_options=storage.lance_options(table_uri))
         if S.DOC_HASH not in ds.schema.names:
             raise ValueError(f"table {table_uri} (version {version}) has no {S.DOC_HASH!r} column; "
                              "add it first (index.changes.ensure_doc_hash)")
         ids = [f.fragment_id for f in ds.get_fragments()]
-        s3d = s3.model_dump() if s3 else None
         table_pieces = [_split_table.options(num_returns=partitions).remote(table_uri, version,
-                                                                            ids[i:i + fragments_per_task], partitions, s3d)
+                                                                            ids[i:i + fragments_per_task], partitions, storage)
                         for i in range(0, len(ids), fragments_per_task)]
 
     def piece(refs: Any, p: int) -> Any:

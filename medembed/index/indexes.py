@@ -30,8 +30,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from medembed import schema as S
-from medembed.config import S3Config, StoreConfig
+from medembed.config import StoreConfig
 from medembed.index.tables import connect, open_dataset, table_metadata, table_uri
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ INDEX_CHOICE = {
 }
 
 
-def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
+def compact(db_uri: str, table: str, storage: Storage) -> int:
     """Merge small fragments into one commit; returns the fragments removed.
 
     Lance's own ``compact_files``, not LanceDB's ``Table.optimize``: that one also cleans up versions
@@ -64,7 +65,7 @@ def compact(db_uri: str, table: str, s3: S3Config | None) -> int:
     cleanup is ``index.serving.cleanup``'s job, with the configured retention). Indexes are remapped
     to the rewritten fragments by the same commit.
     """
-    stats = open_dataset(table_uri(db_uri, table), s3).optimize.compact_files()
+    stats = open_dataset(table_uri(db_uri, table), storage).optimize.compact_files()
     return int(getattr(stats, "fragments_removed", 0) or 0)
 
 
@@ -163,14 +164,14 @@ def _record(ds: Any, values: dict[str, Any]) -> None:
     ds.update_schema_metadata({k: json.dumps(v, sort_keys=True) for k, v in values.items()})
 
 
-def _build_vector_index(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, n: int, dim: int,
+def _build_vector_index(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, n: int, dim: int,
                         reason: str) -> dict[str, Any]:
     params = ann_params(cfg.ann_index, n, dim)
     t0 = time.perf_counter()
-    tbl = connect(db_uri, s3).open_table(table)
+    tbl = connect(db_uri, storage).open_table(table)
     tbl.create_index(S.VECTOR, config=_index_config(cfg.ann_index, cfg.ann_metric, params), replace=True)
     build_s = time.perf_counter() - t0
-    ds = open_dataset(table_uri(db_uri, table), s3)
+    ds = open_dataset(table_uri(db_uri, table), storage)
     rows = ds.count_rows()
     record = {"type": cfg.ann_index, "metric": cfg.ann_metric, "params": params, "trained_rows": rows,
               "indexed_rows": rows, "added_rows": 0, "removed_rows": 0,
@@ -192,7 +193,7 @@ def _fts_index_name(ds: Any) -> str | None:
     return next((i["name"] for i in _indices(ds) if S.TEXT in i["fields"] and _is_fts(i["type"])), None)
 
 
-def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, *,
+def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage | None = None, *,
                    retrain: bool = False) -> dict[str, Any]:
     """Compact, then bring the full-text index and (past ``store.ann_min_rows``) the vector index up to date.
 
@@ -203,10 +204,11 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
     trained/delta/merged/current and the reason).
 
     A table of one fragment without deleted rows has nothing to compact, and LanceDB (seconds of imports
-    on a small job) is opened only when an index is to be built.
+    on a small job) is opened only when an index is to be built. ``storage`` None: the environment only.
     """
+    storage = storage or DEFAULT_STORAGE
     uri = table_uri(db_uri, table)
-    ds = open_dataset(uri, s3)
+    ds = open_dataset(uri, storage)
     if ds is None:
         raise FileNotFoundError(f"no table {table!r} in {db_uri} to finalize")
     n = ds.count_rows()
@@ -214,27 +216,27 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | Non
     if cfg.compact and n:
         frags = ds.get_fragments()
         whole = len(frags) == 1 and frags[0].metadata.deletion_file is None
-        info["fragments_compacted"] = 0 if whole else compact(db_uri, table, s3)
+        info["fragments_compacted"] = 0 if whole else compact(db_uri, table, storage)
     ann = n >= max(cfg.ann_min_rows, 256)
     vec_name = _vector_index_name(ds) if n else None
     if not n or not (cfg.fts or ann or vec_name):
         return info
-    ds = open_dataset(uri, s3)
+    ds = open_dataset(uri, storage)
     if cfg.fts:
-        info["fts_index"] = _maintain_fts(db_uri, table, ds, s3)
+        info["fts_index"] = _maintain_fts(db_uri, table, ds, storage)
     if ann or vec_name:
-        ds = open_dataset(uri, s3)
-        info["ann_index"] = _maintain_vector(db_uri, table, cfg, s3, ds, vec_name, retrain)
+        ds = open_dataset(uri, storage)
+        info["ann_index"] = _maintain_vector(db_uri, table, cfg, storage, ds, vec_name, retrain)
     return info
 
 
-def _maintain_fts(db_uri: str, table: str, ds: Any, s3: S3Config | None) -> str:
+def _maintain_fts(db_uri: str, table: str, ds: Any, storage: Storage) -> str:
     name = _fts_index_name(ds)
     if name is None:
         from lancedb.index import FTS
 
         t0 = time.perf_counter()
-        connect(db_uri, s3).open_table(table).create_index(S.TEXT, config=FTS(), replace=True)
+        connect(db_uri, storage).open_table(table).create_index(S.TEXT, config=FTS(), replace=True)
         log.info("built the full-text index of %s (%.1f s)", table, time.perf_counter() - t0)
         return "built"
     if not index_state(ds, name)["unindexed_rows"]:
@@ -245,18 +247,18 @@ def _maintain_fts(db_uri: str, table: str, ds: Any, s3: S3Config | None) -> str:
     return "updated"
 
 
-def _maintain_vector(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | None, ds: Any, name: str | None,
+def _maintain_vector(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, ds: Any, name: str | None,
                      retrain: bool) -> dict[str, Any] | None:
     n = ds.count_rows()
     dim = ds.schema.field(S.VECTOR).type.list_size
     if name is None:
-        return _build_vector_index(db_uri, table, cfg, s3, n, dim, f"no vector index yet ({n} rows)")
+        return _build_vector_index(db_uri, table, cfg, storage, n, dim, f"no vector index yet ({n} rows)")
     trained = ann_metadata(ds)
     state = index_state(ds, name)
     wanted = {"type": cfg.ann_index, "metric": cfg.ann_metric, "params": ann_params(cfg.ann_index, n, dim)}
     reason = "retrain asked for" if retrain else retrain_reason(trained, state, wanted, cfg)
     if reason:
-        return _build_vector_index(db_uri, table, cfg, s3, n, dim, reason)
+        return _build_vector_index(db_uri, table, cfg, storage, n, dim, reason)
     out = {"type": trained["type"], **trained["params"], "metric": trained["metric"],
            "trained_rows": trained["trained_rows"], "trained_at": trained["trained_at"]}
     merge = merge_reason(state, cfg)
@@ -268,7 +270,7 @@ def _maintain_vector(db_uri: str, table: str, cfg: StoreConfig, s3: S3Config | N
     t0 = time.perf_counter()
     ds.optimize.optimize_indices(index_names=[name], num_indices_to_merge=state["segments"] if merge else 0)
     seconds = time.perf_counter() - t0
-    ds = open_dataset(table_uri(db_uri, table), s3)
+    ds = open_dataset(table_uri(db_uri, table), storage)
     _record(ds, {META_ANN: {**trained, "added_rows": added, "removed_rows": removed,
                             "indexed_rows": index_state(ds, name)["indexed_rows"]}})
     if merge:

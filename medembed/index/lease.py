@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from medembed.config import S3Config
-from medembed.runtime.storage import fsspec_options, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +141,11 @@ class _LocalStore:
 class _S3Store:
     """Lease object in a bucket; conditional PUT/DELETE (ETag) make every change a compare-and-swap."""
 
-    def __init__(self, uri: str, s3: S3Config | None):
-        import boto3
+    def __init__(self, uri: str, storage: Storage):
 
         bucket_key = uri[len("s3://"):]
         self.bucket, self.key = bucket_key.split("/", 1)
-        client_kwargs = fsspec_options(uri, s3).get("client_kwargs", {})
-        self.client = boto3.client("s3", **client_kwargs)  # credentials: the environment
+        self.client = storage.boto3_client("s3")  # credentials: the environment
 
     def _failed(self, e: Exception) -> bool:
         code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
@@ -188,9 +185,9 @@ class _S3Store:
             raise
 
 
-def _store(uri: str, s3: S3Config | None) -> Any:
+def _store(uri: str, storage: Storage) -> Any:
     if uri.startswith("s3://"):
-        return _S3Store(uri, s3)
+        return _S3Store(uri, storage)
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"writer leases work on local folders and s3:// only, not {uri}")
     return _LocalStore(uri)
@@ -203,12 +200,12 @@ class WriterLease:
     :class:`LeaseHeld` naming the holder. An expired lease is taken over.
     """
 
-    def __init__(self, db_uri: str, name: str, run_id: str, *, ttl_s: float = 60.0, s3: S3Config | None = None):
+    def __init__(self, db_uri: str, name: str, run_id: str, *, ttl_s: float = 60.0, storage: Storage = DEFAULT_STORAGE):
         if ttl_s <= 0:
             raise ValueError("lease ttl must be positive")
         self.uri = lease_uri(db_uri, name)
         self.name, self.run_id, self.ttl_s = name, run_id, ttl_s
-        self.store = _store(self.uri, s3)
+        self.store = _store(self.uri, storage)
         self.owner = f"{run_id}/{uuid.uuid4().hex}"
         self.token: str | None = None
         self.record: Record | None = None

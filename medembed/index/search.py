@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR, has_vector_index
 from medembed.index.sql import in_filter
 from medembed.index.tables import connect, table_metadata, table_names
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Retriever:
 
     @classmethod
     def open(cls, db_uri: str, table: str | None = None, encoder: QueryEncoder | None = None,
-             s3: S3Config | None = None, **kwargs: Any) -> Retriever:
+             storage: Storage = DEFAULT_STORAGE, **kwargs: Any) -> Retriever:
         """Open ``table`` in ``db_uri``, with a clear error when absent.
 
         ``table`` may be a serving name (``index.serving``): it opens the table and version the name
@@ -89,9 +89,9 @@ class Retriever:
         """
         from medembed.index import serving
 
-        db = connect(db_uri, s3)
+        db = connect(db_uri, storage)
         names = table_names(db)
-        served = serving.list_serving_names(db_uri, s3)
+        served = serving.list_serving_names(db_uri, storage)
         if table is None:
             if len(served) == 1:
                 table = served[0]
@@ -100,7 +100,7 @@ class Retriever:
             else:
                 table = names[0]
         if table not in names and table in served:
-            return cls(serving.open_served(db, serving.read_pointer(db_uri, table, s3).current), encoder, **kwargs)
+            return cls(serving.open_served(db, serving.read_pointer(db_uri, table, storage).current), encoder, **kwargs)
         if table not in names:
             raise LookupError(f"no table {table!r} in {db_uri}; tables: {names}; serving names: {served}")
         return cls(db.open_table(table), encoder, **kwargs)

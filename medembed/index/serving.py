@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from medembed.config import S3Config
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,9 @@ class Pointer:
         return {self.current.key, *(h.key for h in self.history)}
 
 
-def read_pointer(db_uri: str, name: str, s3: S3Config | None = None) -> Pointer | None:
+def read_pointer(db_uri: str, name: str, storage: Storage = DEFAULT_STORAGE) -> Pointer | None:
     uri = pointer_uri(db_uri, name)
-    fs, path = filesystem(uri, s3)
+    fs, path = storage.fs(uri)
     try:
         with fs.open(path, "r", encoding="utf-8") as f:
             return Pointer.from_json(f.read(), uri)
@@ -93,10 +92,10 @@ def read_pointer(db_uri: str, name: str, s3: S3Config | None = None) -> Pointer 
         return None
 
 
-def _write_pointer(db_uri: str, ptr: Pointer, s3: S3Config | None) -> None:
+def _write_pointer(db_uri: str, ptr: Pointer, storage: Storage) -> None:
     """Replace the pointer object in one step (atomic rename locally, one PUT on object stores)."""
     uri = pointer_uri(db_uri, ptr.name)
-    fs, path = filesystem(uri, s3)
+    fs, path = storage.fs(uri)
     raw = ptr.to_json()
     if "://" not in uri or uri.startswith("file://"):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -110,8 +109,8 @@ def _write_pointer(db_uri: str, ptr: Pointer, s3: S3Config | None) -> None:
         fs.pipe_file(path, raw.encode("utf-8"))
 
 
-def list_serving_names(db_uri: str, s3: S3Config | None = None) -> list[str]:
-    fs, path = filesystem(join(db_uri, "_medembed", "serving"), s3)
+def list_serving_names(db_uri: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
+    fs, path = storage.fs(join(db_uri, "_medembed", "serving"))
     try:
         files = fs.ls(path, detail=False)
     except FileNotFoundError:
@@ -123,27 +122,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def switch(db_uri: str, name: str, target: ServedVersion, s3: S3Config | None = None,
+def switch(db_uri: str, name: str, target: ServedVersion, storage: Storage = DEFAULT_STORAGE,
            keep_history: int = 5) -> tuple[Pointer | None, Pointer]:
     """Point ``name`` at ``target`` in one step; returns (pointer before, pointer after).
 
     The caller holds the writer lease and has tagged ``target`` in its table.
     """
-    before = read_pointer(db_uri, name, s3)
+    before = read_pointer(db_uri, name, storage)
     target = ServedVersion(**{**asdict(target), "switched_at": _now()})
     history: list[ServedVersion] = []
     if before is not None:
         history = [*before.history, before.current] if before.current.key != target.key else list(before.history)
     after = Pointer(name, target, history[-keep_history:] if keep_history else [], "switch", _now())
-    _write_pointer(db_uri, after, s3)
+    _write_pointer(db_uri, after, storage)
     log.info("serving name %r -> %s@v%d (was %s)", name, target.table, target.version,
              f"{before.current.table}@v{before.current.version}" if before else "unset")
     return before, after
 
 
-def rollback(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[Pointer, Pointer]:
+def rollback(db_uri: str, name: str, storage: Storage = DEFAULT_STORAGE) -> tuple[Pointer, Pointer]:
     """Return ``name`` to the previous table/version in one step; (pointer before, pointer after)."""
-    before = read_pointer(db_uri, name, s3)
+    before = read_pointer(db_uri, name, storage)
     if before is None:
         raise LookupError(f"no serving name {name!r} in {db_uri}")
     if not before.history:
@@ -151,7 +150,7 @@ def rollback(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[Pointe
     prev = before.history[-1]
     after = Pointer(name, ServedVersion(**{**asdict(prev), "switched_at": _now()}), before.history[:-1],
                     f"rollback from {before.current.table}@v{before.current.version}", _now())
-    _write_pointer(db_uri, after, s3)
+    _write_pointer(db_uri, after, storage)
     log.info("serving name %r rolled back: %s@v%d -> %s@v%d", name, before.current.table, before.current.version,
              prev.table, prev.version)
     return before, after
@@ -165,18 +164,18 @@ def open_served(db: Any, ref: ServedVersion) -> Any:
     return tbl
 
 
-def resolve(db_uri: str, name: str, s3: S3Config | None = None) -> tuple[str, int | None]:
+def resolve(db_uri: str, name: str, storage: Storage = DEFAULT_STORAGE) -> tuple[str, int | None]:
     """(table, version) a reader should open for ``name``: a table of that name (its latest version), else
     the table and version the serving name ``name`` points to; unknown names come back unchanged."""
     from medembed.index.tables import open_dataset, table_uri
 
-    if open_dataset(table_uri(db_uri, name), s3) is not None:
+    if open_dataset(table_uri(db_uri, name), storage) is not None:
         return name, None
-    ptr = read_pointer(db_uri, name, s3)
+    ptr = read_pointer(db_uri, name, storage)
     return (ptr.current.table, ptr.current.version) if ptr else (name, None)
 
 
-def cleanup(db_uri: str, pointer: Pointer, older_than: timedelta, s3: S3Config | None = None) -> dict[str, Any]:
+def cleanup(db_uri: str, pointer: Pointer, older_than: timedelta, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """After a switch: drop serving tags the pointer no longer remembers, versions older than ``older_than``
     (tagged ones are kept) of the tables it serves, and its other ``<name>__*`` tables idle that long."""
     from medembed.index.tables import connect, open_dataset, table_names, table_uri
@@ -185,9 +184,9 @@ def cleanup(db_uri: str, pointer: Pointer, older_than: timedelta, s3: S3Config |
     served = {t for t, _ in keep}
     cutoff = datetime.now(timezone.utc) - older_than
     out: dict[str, Any] = {"tags_deleted": [], "versions_removed": 0, "tables_dropped": []}
-    db = connect(db_uri, s3)
+    db = connect(db_uri, storage)
     for tname in table_names(db):
-        ds = open_dataset(table_uri(db_uri, tname), s3) if tname.startswith(f"{pointer.name}__") else None
+        ds = open_dataset(table_uri(db_uri, tname), storage) if tname.startswith(f"{pointer.name}__") else None
         if ds is None:
             continue
         for tag, meta in list(ds.tags.list().items()):

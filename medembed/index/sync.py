@@ -22,10 +22,9 @@ import pyarrow as pa
 import ray
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.index.sql import in_filter
 from medembed.index.writer import fragment_writers
-from medembed.runtime.storage import lance_storage_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +40,12 @@ class Staged:
     first_fragment_s: float | None = None
 
 
-def stage_fragments(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+def stage_fragments(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,
                     block_mib: float = 1.0, writers: int = 1) -> Staged:
     """Write ``rows`` as uncommitted Lance fragments of the table at ``uri``; collect their metadata."""
     from lance.fragment import FragmentMetadata
 
-    written = fragment_writers(rows, uri, schema, s3=s3, block_mib=block_mib, writers=writers)
+    written = fragment_writers(rows, uri, schema, storage=storage, block_mib=block_mib, writers=writers)
     staged = Staged()
     t0 = time.perf_counter()
     for row in written.iter_rows():
@@ -106,7 +105,7 @@ class SyncCommit:
 
 
 def commit_sync(uri: str, schema: pa.Schema, read_version: int | None, staged: Staged, remove_doc_ids: list[str], *,
-                s3: S3Config | None = None, before_commit: Callable[[], None] | None = None) -> SyncCommit:
+                storage: Storage = DEFAULT_STORAGE, before_commit: Callable[[], None] | None = None) -> SyncCommit:
     """Commit the staged fragments and the removal of ``remove_doc_ids``' old chunks as ONE version.
 
     ``read_version`` None: the table does not exist yet and is created by this commit.
@@ -114,7 +113,7 @@ def commit_sync(uri: str, schema: pa.Schema, read_version: int | None, staged: S
     """
     import lance
 
-    opts = lance_storage_options(uri, s3) or None
+    opts = storage.lance_options(uri)
     t0 = time.perf_counter()
     if read_version is None:
         if not staged.fragments:

@@ -10,8 +10,7 @@ import logging
 from typing import Any
 
 from medembed import schema as S
-from medembed.config import S3Config
-from medembed.runtime.storage import join, lance_storage_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +23,14 @@ def table_uri(db_uri: str, table: str) -> str:
     return join(db_uri, f"{table}.lance")
 
 
-def connect(db_uri: str, s3: S3Config | None = None):
-    import lancedb
+def connect(db_uri: str, storage: Storage = DEFAULT_STORAGE):
+    """A LanceDB connection (:meth:`Storage.lancedb_connect`)."""
+    return storage.lancedb_connect(db_uri)
 
-    return lancedb.connect(db_uri, storage_options=lance_storage_options(db_uri, s3) or None)
 
-
-def open_dataset(uri: str, s3: S3Config | None = None):
-    """The Lance dataset at ``uri``, or None if there is none yet."""
-    import lance
-
-    try:
-        return lance.dataset(uri, storage_options=lance_storage_options(uri, s3) or None)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        if "not found" in str(e).lower() or "does not exist" in str(e).lower() or isinstance(e, FileNotFoundError):
-            return None
-        raise
+def open_dataset(uri: str, storage: Storage = DEFAULT_STORAGE):
+    """The Lance dataset at ``uri``, or None if there is none yet (:meth:`Storage.lance_dataset`)."""
+    return storage.lance_dataset(uri)
 
 
 def table_names(db: Any) -> list[str]:

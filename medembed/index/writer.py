@@ -20,11 +20,10 @@ import pyarrow as pa
 import ray
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.index.sql import in_filter
 from medembed.index.tables import open_dataset
 from medembed.runtime.console import Progress
-from medembed.runtime.storage import lance_storage_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.runtime.watchdog import watch
 
 log = logging.getLogger(__name__)
@@ -38,10 +37,10 @@ FRAGMENT_SCHEMA = pa.schema([("fragment", pa.string()), ("rows", pa.int64()), ("
 class FragmentWriter:
     """Ray Data callable class: embedded chunk rows -> Lance data files; emits fragment metadata."""
 
-    def __init__(self, uri: str, schema: pa.Schema, s3: dict[str, Any] | None = None):
+    def __init__(self, uri: str, schema: pa.Schema, storage: Storage = DEFAULT_STORAGE):
         self.uri = uri
         self.schema = schema
-        self.storage_options = lance_storage_options(uri, S3Config.model_validate(s3) if s3 else None) or None
+        self.storage_options = storage.lance_options(uri)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from lance.fragment import write_fragments
@@ -76,16 +75,16 @@ class CommitStats:
 class Committer:
     """Driver side of the two-phase write: commits fragment groups to the table."""
 
-    def __init__(self, uri: str, schema: pa.Schema, s3: S3Config | None, known: dict[str, str], every: int):
+    def __init__(self, uri: str, schema: pa.Schema, storage: Storage, known: dict[str, str], every: int):
         self.uri = uri
         self.schema = schema
-        self.storage_options = lance_storage_options(uri, s3) or None
+        self.storage_options = storage.lance_options(uri)
         self.known = dict(known)  # documents whose stored chunks the next commit with any of their chunks replaces
         self.every = every
         self.pending: list[Any] = []
         self.pending_docs: list[str] = []
         self.stats = CommitStats()
-        self._ds = open_dataset(uri, s3)
+        self._ds = open_dataset(uri, storage)
 
     def add(self, fragment_json: str, rows: int, doc_ids: list[str], tokens: int) -> None:
         from lance.fragment import FragmentMetadata
@@ -160,7 +159,7 @@ class WriteResult:
         }
 
 
-def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,
                      block_mib: float = 1.0, writers: int = 1) -> ray.data.Dataset:
     """The one pool of ``FragmentWriter`` actors: ``rows`` written as Lance data files, one output row per fragment.
 
@@ -169,7 +168,7 @@ def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3:
     that embeds faster than that needs more).
     """
     written = rows.map_batches(
-        FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "s3": s3.model_dump() if s3 else None},
+        FragmentWriter, fn_constructor_kwargs={"uri": uri, "schema": schema, "storage": storage},
         batch_format="pyarrow", batch_size=None, compute=ray.data.ActorPoolStrategy(size=writers), num_cpus=0)
     # Ray Data buffers a map stage's output until a block reaches target_max_block_size (128 MiB by
     # default). Our UDF outputs are ~1-2 MiB (one chunking or embedding batch), and read -> chunk -> embed
@@ -180,7 +179,7 @@ def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3:
     return written
 
 
-def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,
                   known: dict[str, str] | None = None, commit_every: int = 64, block_mib: float = 1.0,
                   progress: str = "rows written", stall_timeout_s: float | None = None,
                   writers: int = 1) -> WriteResult:
@@ -191,24 +190,24 @@ def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, s3: S3
     no new fragment for that long raises :class:`~medembed.runtime.watchdog.StalledError` (what was committed
     stays committed) instead of waiting forever on a stuck actor pool.
     """
-    written = fragment_writers(rows, uri, schema, s3=s3, block_mib=block_mib, writers=writers)
-    return _commit(watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, s3, known,
+    written = fragment_writers(rows, uri, schema, storage=storage, block_mib=block_mib, writers=writers)
+    return _commit(watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, storage, known,
                    commit_every, progress)
 
 
-def commit_fragments(fragments: pa.Table, uri: str, schema: pa.Schema, *, s3: S3Config | None = None,
+def commit_fragments(fragments: pa.Table, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,
                      known: dict[str, str] | None = None, commit_every: int = 64,
                      progress: str = "rows written") -> WriteResult:
     """Commit fragments that a ``FragmentWriter`` wrote elsewhere (its output table), as ``write_dataset`` does.
 
     For a model actor that holds its rows already: it writes their data files itself, the driver commits
     here, and no writer actor or Ray Data pipeline starts (seconds, on small jobs)."""
-    return _commit(fragments.to_pylist(), uri, schema, s3, known, commit_every, progress)
+    return _commit(fragments.to_pylist(), uri, schema, storage, known, commit_every, progress)
 
 
-def _commit(fragment_rows: Iterable[dict[str, Any]], uri: str, schema: pa.Schema, s3: S3Config | None,
+def _commit(fragment_rows: Iterable[dict[str, Any]], uri: str, schema: pa.Schema, storage: Storage,
             known: dict[str, str] | None, commit_every: int, progress: str) -> WriteResult:
-    committer = Committer(uri, schema, s3, known or {}, commit_every)
+    committer = Committer(uri, schema, storage, known or {}, commit_every)
     result = WriteResult(committer.stats)
     t0 = time.perf_counter()
     with Progress(progress, unit="rows") as bar:

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from medembed.config import InputConfig, S3Config
+from medembed.config import InputConfig
 from medembed.ingest.readers import format_of
-from medembed.runtime.storage import filesystem
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ def load_hf_dataset(uri: str, split: str):
     return datasets.load_dataset(name, split=split)
 
 
-def resolve_tasks(cfg: InputConfig, s3: S3Config | None = None) -> tuple[list[ReadTask], list[str]]:
+def resolve_tasks(cfg: InputConfig, storage: Storage = DEFAULT_STORAGE) -> tuple[list[ReadTask], list[str]]:
     """(read tasks, files skipped for an unknown extension)."""
     uri = cfg.uri or sample_corpus_path()
     if cfg.format == "hf" or uri.startswith(HF_PREFIX) or _is_saved_hf_dataset(uri):
         ds = load_hf_dataset(uri, cfg.hf_split)
         n = len(ds) if cfg.limit is None else min(len(ds), cfg.limit)
         return [ReadTask("hf", uri, s, min(s + HF_ROWS_PER_TASK, n)) for s in range(0, n, HF_ROWS_PER_TASK)], []
-    fs, path = filesystem(uri, s3)
+    fs, path = storage.fs(uri)
     protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     if any(ch in path for ch in "*?["):
         files = sorted(fs.glob(path))

@@ -21,12 +21,12 @@ import pyarrow as pa
 import ray
 
 from medembed import schema as S
-from medembed.config import InputConfig, S3Config
+from medembed.config import InputConfig
 from medembed.ingest.normalize import normalize_records, quarantine_record
 from medembed.ingest.readers import READERS, SKIPS_UNWANTED, read_hf_slice
 from medembed.ingest.sources import ReadTask, load_hf_dataset, resolve_tasks
 from medembed.runtime.counters import on_driver_node
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,23 @@ def _registry_name(quarantine_dir: str) -> str:
     return "medembed-ids-" + hashlib.sha1(quarantine_dir.encode()).hexdigest()[:12]
 
 
-def write_quarantine(quarantine_dir: str, name: str, records: list[dict[str, str]], s3: S3Config | None) -> None:
+def write_quarantine(quarantine_dir: str, name: str, records: list[dict[str, str]], storage: Storage) -> None:
     """Write (overwrite) one deterministic quarantine part file; a retried task rewrites the same file."""
     if not records:
         return
-    fs, path = filesystem(join(quarantine_dir, name), s3)
+    fs, path = storage.fs(join(quarantine_dir, name))
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def _iter_items(task: ReadTask, cfg: InputConfig, s3: S3Config | None, wanted: set[str] | None = None) -> Iterator[Any]:
+def _iter_items(task: ReadTask, cfg: InputConfig, storage: Storage, wanted: set[str] | None = None) -> Iterator[Any]:
     if task.kind == "hf":
         ds = load_hf_dataset(task.uri, cfg.hf_split)
         yield from read_hf_slice(ds, f"hf:{task.uri}/{cfg.hf_split}", task.start, task.stop)
         return
-    fs, path = filesystem(task.uri, s3)
+    fs, path = storage.fs(task.uri)
     with fs.open(path, "rb", compression="infer") as stream:
         if wanted is not None and task.kind in SKIPS_UNWANTED:
             yield from READERS[task.kind](stream, task.uri, cfg.limit, wanted=wanted)
@@ -103,7 +103,7 @@ def _flush(buf: list[Any], bad: list[dict[str, str]], icfg: InputConfig, registr
         yield _docs_table(keep)
 
 
-def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, Any] | None,
+def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], storage: Storage,
                       quarantine_dir: str, registry: Any) -> Iterator[pa.Table]:
     """Ray Data UDF: read the tasks in ``batch``, yield blocks of documents.
 
@@ -111,7 +111,6 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
     the run already read once: it yields those records only and leaves the quarantine files as they are.
     """
     icfg = InputConfig.model_validate(cfg)
-    s3cfg = S3Config.model_validate(s3) if s3 else None
     wanted_col = batch.get("wanted", [""] * len(batch["kind"]))
     for kind, uri, start, stop, wanted_json in zip(batch["kind"], batch["uri"], batch["start"], batch["stop"],
                                                    wanted_col):
@@ -121,7 +120,7 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
         buf: list[Any] = []
 
         try:
-            for item in _iter_items(task, icfg, s3cfg, wanted):
+            for item in _iter_items(task, icfg, storage, wanted):
                 if isinstance(item, dict):  # a quarantine record from the reader
                     bad.append(item)
                     continue
@@ -135,7 +134,7 @@ def read_task_batches(batch: dict[str, Any], cfg: dict[str, Any], s3: dict[str, 
         if wanted is not None:  # a second read: the first one wrote this source's quarantine file
             continue
         write_quarantine(quarantine_dir, "read-" + hashlib.sha1(task.key.encode()).hexdigest()[:16] + ".jsonl",
-                         bad, s3cfg)
+                         bad, storage)
 
 
 @dataclass
@@ -149,7 +148,7 @@ class ReadPlan:
     tasks: list[ReadTask]
     cfg: InputConfig
     quarantine_dir: str
-    s3: S3Config | None = None
+    storage: Storage = DEFAULT_STORAGE
     registry: Any = None
     wanted: dict[str, list[str]] | None = None  # task uri -> locations: a second read of those records only
 
@@ -163,7 +162,7 @@ class ReadPlan:
     @property
     def fn_kwargs(self) -> dict[str, Any]:
         self.start_registry()
-        return {"cfg": self.cfg.model_dump(), "s3": self.s3.model_dump() if self.s3 else None,
+        return {"cfg": self.cfg.model_dump(), "storage": self.storage,
                 "quarantine_dir": self.quarantine_dir, "registry": self.registry}
 
     def items(self) -> list[dict[str, Any]]:
@@ -183,7 +182,7 @@ class ReadPlan:
             wanted[uri].append(loc)
         tasks = [t for t in self.tasks if t.uri in wanted]
         self.start_registry()
-        return ReadPlan(tasks, self.cfg, self.quarantine_dir, self.s3, self.registry, dict(wanted))
+        return ReadPlan(tasks, self.cfg, self.quarantine_dir, self.storage, self.registry, dict(wanted))
 
     def dataset(self) -> ray.data.Dataset:
         items = self.items()
@@ -204,26 +203,26 @@ class ReadPlan:
             return None
         total = 0
         for t in self.tasks:
-            fs, path = filesystem(t.uri, self.s3)
+            fs, path = self.storage.fs(t.uri)
             total += int(fs.size(path) or 0)
             if stop_above is not None and total > stop_above:
                 break
         return total
 
 
-def plan_read(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ReadPlan:
+def plan_read(cfg: InputConfig, quarantine_dir: str, storage: Storage = DEFAULT_STORAGE) -> ReadPlan:
     """Resolve the input into read tasks; files of an unknown type are quarantined."""
-    tasks, skipped = resolve_tasks(cfg, s3)
+    tasks, skipped = resolve_tasks(cfg, storage)
     write_quarantine(quarantine_dir, "skipped-files.jsonl", [
         quarantine_record(f, "-", S.R_UNREADABLE_FILE, f"{f}: unknown file type (set input.format)", "")
-        for f in skipped], s3)
+        for f in skipped], storage)
     log.info("ingest: %d read tasks from %s", len(tasks), cfg.uri or "the bundled sample corpus")
-    return ReadPlan(tasks, cfg, quarantine_dir, s3)
+    return ReadPlan(tasks, cfg, quarantine_dir, storage)
 
 
-def read_documents(cfg: InputConfig, quarantine_dir: str, s3: S3Config | None = None) -> ray.data.Dataset:
+def read_documents(cfg: InputConfig, quarantine_dir: str, storage: Storage = DEFAULT_STORAGE) -> ray.data.Dataset:
     """A lazy, streaming Dataset of normalized documents; bad rows go to ``quarantine_dir``."""
-    return plan_read(cfg, quarantine_dir, s3).dataset()
+    return plan_read(cfg, quarantine_dir, storage).dataset()
 
 
 def documents_accepted(quarantine_dir: str) -> int:
@@ -234,9 +233,9 @@ def documents_accepted(quarantine_dir: str) -> int:
         return 0
 
 
-def read_quarantine_counts(quarantine_dir: str, s3: S3Config | None = None) -> dict[str, int]:
+def read_quarantine_counts(quarantine_dir: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, int]:
     """Quarantined records by reason, read back from the quarantine part files."""
-    fs, path = filesystem(quarantine_dir, s3)
+    fs, path = storage.fs(quarantine_dir)
     if not fs.exists(path):
         return {}
     counts: collections.Counter[str] = collections.Counter()

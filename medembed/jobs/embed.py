@@ -64,7 +64,7 @@ def detect_changes(cfg: EmbedJobConfig, plan: ReadPlan, worker: Any, existing: A
         corpus = plan.dataset().map_batches(hash_documents, batch_format="pyarrow", batch_size=None,
                                             num_cpus=cfg.chunking.num_cpus,
                                             fn_kwargs={"params": params}).materialize().to_arrow_refs()
-    return diff_hashes(corpus, uri, existing.version, s3=cfg.s3)
+    return diff_hashes(corpus, uri, existing.version, storage=plan.storage)
 
 
 def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worker: Any, target: TargetTable,
@@ -72,29 +72,29 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
     """Chunk, embed and commit every new or changed document of ``plan`` (``diff`` None: every document): in
     ``worker`` (one actor, one commit) or, when it is None, streaming (Ray Data: read -> chunk -> embedder pool
     -> writer, commits as blocks land). Documents the diff did not select are not read again."""
-    s3 = cfg.s3
+    storage = plan.storage
     known = {d: "" for d in diff.changed} if diff is not None else {}  # their stored chunks are replaced
     embed_sets = diff.embed_sets if diff is not None else None
     if diff is not None and not diff.to_embed:  # nothing to read again, no model pool to start
         return WriteResult(CommitStats())
     if diff is not None:
         plan = plan.restrict(diff.sources(LOCATE_MAX_DOCS))
-    write = {"s3": s3, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
+    write = {"storage": storage, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
     if worker is not None:
         fragments = one_actor.embed_and_write(worker, plan, params, embed_sets, counters, target.uri, schema,
-                                              s3.model_dump() if s3 else None, cfg.embed.stall_timeout_s)
+                                              storage, cfg.embed.stall_timeout_s)
         return commit_fragments(fragments, target.uri, schema, **write)
     chunks = plan.dataset().map_batches(
         chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
         num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
-    return write_dataset(embedding_stage(chunks, cfg, card), target.uri, schema, block_mib=cfg.embed.block_mib,
+    return write_dataset(embedding_stage(chunks, cfg, card, storage), target.uri, schema, block_mib=cfg.embed.block_mib,
                          stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
 
 
 def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Run the pipeline; returns the counts also recorded in ``manifest``."""
-    s3 = cfg.s3
-    card = resolve_card(cfg.model, s3)
+    storage = manifest.storage
+    card = resolve_card(cfg.model, storage)
     quality = require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed check
     target = target_table(cfg, card)
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
@@ -106,17 +106,17 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     manifest.set("quarantine_dir", quarantine_dir)
 
     check_resources(cfg)
-    plan = plan_read(cfg.input, quarantine_dir, s3)
+    plan = plan_read(cfg.input, quarantine_dir, storage)
     small = one_actor.is_small(plan, cfg.embed.one_actor_max_mib)
     manifest.set("execution", "one actor" if small else "streaming")
     worker = None
     if small:  # start it first: its model loads while the driver reads the table's state
         log.info("input <= embed.one_actor_max_mib (%g MiB): one actor reads, chunks, embeds and writes",
                  cfg.embed.one_actor_max_mib)
-        worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, s3, card), cfg.embed.num_cpus,
+        worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, storage, card), cfg.embed.num_cpus,
                                         cfg.embed.num_gpus, keep_memory=cfg.embed.cpu_keep_memory)
     try:
-        existing = open_dataset(target.uri, s3)
+        existing = open_dataset(target.uri, storage)
         if existing is not None:
             check_model(existing, card.model_id, card.dim, target.uri)
         existing, migrated = ensure_doc_hash(existing)  # a table from before doc_hash: each document changed once
@@ -138,14 +138,14 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     st = written.stats
     with manifest.timed("indexes"):
         if st.rows:
-            index_info = finalize_table(target.db_uri, target.name, cfg.store, s3)
+            index_info = finalize_table(target.db_uri, target.name, cfg.store, storage)
         else:  # nothing new: the table (and its indexes) are as the last run left them
             index_info = {"rows": rows_before, "unchanged": True}
-    if st.rows or artifacts.read_marker(target.uri, s3) is None:
+    if st.rows or artifacts.read_marker(target.uri, storage) is None:
         artifacts.mark_complete(target.uri, "table", manifest.run_id,
                                 {"version": st.versions[-1] if st.versions else existing.version,
-                                 "rows": index_info.get("rows", 0), "model_id": card.model_id}, s3)
-    quarantine = read_quarantine_counts(quarantine_dir, s3)
+                                 "rows": index_info.get("rows", 0), "model_id": card.model_id}, storage)
+    quarantine = read_quarantine_counts(quarantine_dir, storage)
     counts = {
         "documents_accepted": documents_accepted(quarantine_dir),
         "quarantined": sum(quarantine.values()),

@@ -25,7 +25,7 @@ from medembed.evaluation.splits import is_dev_note, read_pair_rows
 from medembed.index.search import Retriever
 from medembed.runtime import artifacts, tracking
 from medembed.runtime.manifest import RunManifest
-from medembed.runtime.storage import filesystem, fsspec_options, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class EvalModel:
     label: str
 
 
-def resolve_models(cfg: EvaluateJobConfig) -> list[EvalModel]:
+def resolve_models(cfg: EvaluateJobConfig, storage: Storage = DEFAULT_STORAGE) -> list[EvalModel]:
     """Cards and report labels; two models with the same id get their revision appended to the label."""
-    cards = [resolve_card(m, cfg.s3) for m in cfg.models]
+    cards = [resolve_card(m, storage) for m in cfg.models]
     ids = [c.model_id for c in cards]
     out = []
     for m, card in zip(cfg.models, cards):
@@ -53,12 +53,12 @@ def resolve_models(cfg: EvaluateJobConfig) -> list[EvalModel]:
     return out
 
 
-def load_datasets(cfg: EvaluateJobConfig) -> list[RetrievalDataset]:
+def load_datasets(cfg: EvaluateJobConfig, storage: Storage = DEFAULT_STORAGE) -> list[RetrievalDataset]:
     """The BEIR sets, then the pairs dev split (if configured), each fully loaded."""
-    out = [load_beir(d.uri, d.split, name=d.name, storage_options=fsspec_options(d.uri, cfg.s3)) for d in cfg.datasets]
+    out = [load_beir(d.uri, d.split, name=d.name, storage_options=storage.fsspec_options(d.uri)) for d in cfg.datasets]
     if cfg.pairs_dev is not None:
         pd = cfg.pairs_dev
-        pairs = read_pair_rows(pd.path, cfg.s3)
+        pairs = read_pair_rows(pd.path, storage)
         keep = [is_dev_note(n, pd.dev_fraction) for n in pairs["note_id"].to_pylist()]
         dev = pairs.filter(keep)
         if pd.limit:
@@ -73,33 +73,33 @@ def load_datasets(cfg: EvaluateJobConfig) -> list[RetrievalDataset]:
 
 def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
-    s3 = cfg.s3
-    models = resolve_models(cfg)
+    storage = manifest.storage
+    models = resolve_models(cfg, storage)
     manifest.set("models", [{"label": m.label, **m.card.to_dict()} for m in models])
     with manifest.timed("load_datasets"):
-        datasets = load_datasets(cfg)
+        datasets = load_datasets(cfg, storage)
     manifest.set("datasets", {d.name: {"split": d.split, "documents": d.num_documents, "queries": d.num_queries}
                               for d in datasets})
     out_dir = join(cfg.output.dir, manifest.run_id)
-    artifacts.clear_marker(out_dir, s3)
+    artifacts.clear_marker(out_dir, storage)
     results_root = join(out_dir, "results")
-    storage = fsspec_options(out_dir, s3)
+    fs_opts = storage.fsspec_options(out_dir)
     k = max(cfg.k_values)
     results, paths, tables, scores = [], {}, {}, {}
     counts = {"tables_built": 0, "tables_reused": 0, "documents_embedded": 0, "queries_evaluated": 0}
     for m in models:
-        encoder = build_encoder(m.cfg, cfg.embed, s3, m.card)
+        encoder = build_encoder(m.cfg, cfg.embed, storage, m.card)
         for ds in datasets:
             t0 = time.perf_counter()
             with manifest.timed(f"table/{m.label}/{ds.name}"):
-                table = ensure_corpus_table(ds.name, ds.corpus, m.card, m.cfg, cfg.embed, cfg.store, s3,
+                table = ensure_corpus_table(ds.name, ds.corpus, m.card, m.cfg, cfg.embed, cfg.store, storage,
                                             manifest.run_id)
             counts["tables_reused" if table.reused else "tables_built"] += 1
             counts["documents_embedded"] += 0 if table.reused else table.rows
             tables[f"{m.label}/{ds.name}"] = {"uri": table.uri, "rows": table.rows, "reused": table.reused,
                                               "built_by": table.marker.get("run_id")}
             with manifest.timed(f"search/{m.label}/{ds.name}"):
-                retriever = Retriever.open(table.db_uri, table.name, encoder, s3, nprobes=cfg.store.nprobes,
+                retriever = Retriever.open(table.db_uri, table.name, encoder, storage, nprobes=cfg.store.nprobes,
                                            refine_factor=cfg.store.refine_factor)
                 qvecs = encode_queries(encoder, ds.queries.texts, cfg.query_batch_size)
                 run = retrieve(retriever, ds.queries.ids, qvecs, k, cfg.retrieval)
@@ -110,7 +110,7 @@ def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
                                         evaluation_time=time.perf_counter() - t0, num_queries=got.num_queries,
                                         num_documents=ds.num_documents, main_metric=cfg.main_metric)
             path = report.result_path(results_root, m.label, m.card.revision, ds.name)
-            report.write_result(result, path, storage_options=storage)
+            report.write_result(result, path, storage_options=fs_opts)
             results.append(result)
             paths[f"{m.label}/{ds.name}"] = path
             scores.setdefault(m.label, {})[ds.name] = got.mean
@@ -122,12 +122,12 @@ def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
                          datasets=[d.name for d in datasets])
     markdown = report.to_markdown(cmp)
     comparison_path = join(out_dir, "comparison.md")
-    fs, local = filesystem(comparison_path, s3)
+    fs, local = storage.fs(comparison_path)
     fs.makedirs(local.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(local, "w", encoding="utf-8") as f:
         f.write(markdown)
     chart_path = report.save_png(report.plot_comparison(cmp, include_average=len(datasets) > 1),
-                                 join(out_dir, f"{cfg.main_metric}.png"), storage_options=storage)
+                                 join(out_dir, f"{cfg.main_metric}.png"), storage_options=fs_opts)
     output = {"artifact": out_dir, "results": paths, "comparison": comparison_path, "chart": chart_path}
     manifest.set("tables", tables)
     manifest.set("scores", scores)
@@ -135,9 +135,9 @@ def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
                                 "average": cmp.average,
                                 "delta": {mm: {d: cmp.delta(mm, d) for d in cmp.datasets} for mm in cmp.models[1:]}})
     manifest.set("output", output)
-    tracking.log_artifacts([comparison_path, chart_path], s3=s3)
+    tracking.log_artifacts([comparison_path, chart_path], storage=storage)
     for key, path in paths.items():  # one result JSON per model and dataset
-        tracking.log_artifacts([path], f"results/{key}", s3=s3)
+        tracking.log_artifacts([path], f"results/{key}", storage=storage)
     for key, value in counts.items():
         manifest.count(key, value)
     artifacts.mark_complete(out_dir, KIND, manifest.run_id,
@@ -145,6 +145,6 @@ def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
                              "models": [{"label": m.label, "model_id": m.card.model_id, "revision": m.card.revision,
                                          "source": m.card.source} for m in models],
                              "scores": {lbl: {d: v[cfg.main_metric] for d, v in per.items()}
-                                        for lbl, per in scores.items()}}, s3)
+                                        for lbl, per in scores.items()}}, storage)
     log.info("evaluation (%s):\n%s", out_dir, report.to_text(cmp))
     return counts

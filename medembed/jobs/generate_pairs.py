@@ -19,14 +19,14 @@ def generate_pairs(cfg: GeneratePairsJobConfig, manifest: RunManifest) -> dict[s
         require_resources("pair generation", {"CPU": (sc.concurrency * sc.actor_num_cpus + 1,
                                                       "synth.concurrency x synth.actor_num_cpus + 1 read task")},
                           cfg.ray, each={"CPU": (sc.actor_num_cpus, "synth.actor_num_cpus")})
-    docs = read_documents(cfg.input, qdir, cfg.s3)
+    docs = read_documents(cfg.input, qdir, manifest.storage)
     with manifest.timed("generate_pairs"):
-        summary = generate_pairs_from_docs(docs, cfg.synth, s3=cfg.s3, run_id=manifest.run_id)
+        summary = generate_pairs_from_docs(docs, cfg.synth, storage=manifest.storage, run_id=manifest.run_id)
     manifest.set("synth", summary)
     for k in ("notes_in", "notes_skipped_done", "notes_ok", "notes_failed", "pairs_out", "requests",
               "failures_by_reason", "dropped_by_rule"):
         manifest.count(k, summary[k])
-    quarantine = read_quarantine_counts(qdir, cfg.s3)
+    quarantine = read_quarantine_counts(qdir, manifest.storage)
     manifest.count("quarantined", sum(quarantine.values()))
     manifest.count("quarantine_by_reason", quarantine)
     manifest.set("output", {"artifact": summary["output_dir"]})

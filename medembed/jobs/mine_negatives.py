@@ -24,6 +24,7 @@ from medembed.mining.output import push_to_hub, write_triplets
 from medembed.runtime import artifacts, in_process
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.memory import cpu_actor_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def score_kind(mc: MiningConfig) -> str:
     return "cosine" if mc.teacher == "dense" else f"hybrid(lexical_weight={mc.lexical_weight})"
 
 
-def miner_kwargs(cfg: MineNegativesJobConfig, db_uri: str, table: str) -> dict[str, Any]:
+def miner_kwargs(cfg: MineNegativesJobConfig, db_uri: str, table: str, storage: Storage = DEFAULT_STORAGE
+                 ) -> dict[str, Any]:
     """``NegativeMiner`` constructor kwargs other than the encoder."""
     mc = cfg.mining
     params = {"num_negatives": mc.num_negatives, "min_rank": mc.min_rank, "max_rank": mc.max_rank,
@@ -67,17 +69,18 @@ def miner_kwargs(cfg: MineNegativesJobConfig, db_uri: str, table: str) -> dict[s
               "exclude_same_note": mc.exclude_same_note}
     return {"db_uri": db_uri, "table": table, "params": params, "top_k": mc.retrieve_k,
             "retrieval": cfg.candidates.retrieval, "nprobes": cfg.candidates.nprobes,
-            "refine_factor": cfg.candidates.refine_factor, "s3": cfg.s3.model_dump(),
+            "refine_factor": cfg.candidates.refine_factor, "storage": storage,
             "teacher": mc.teacher, "lexical_weight": mc.lexical_weight}
 
 
-def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: str, table: str) -> ray.data.Dataset:
+def mine(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table, db_uri: str, table: str,
+         storage: Storage = DEFAULT_STORAGE) -> ray.data.Dataset:
     """The lazy mining stage over ``pairs`` on an actor pool: one MINED_SCHEMA row per pair."""
     mc = cfg.mining
     return ray.data.from_arrow(split_table(pairs, mc.batch_size)).map_batches(
         NegativeMiner,
-        fn_constructor_kwargs={"encoder": encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
-                               **miner_kwargs(cfg, db_uri, table)},
+        fn_constructor_kwargs={"encoder": encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
+                               **miner_kwargs(cfg, db_uri, table, storage)},
         batch_size=mc.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=mc.num_actors), num_cpus=mc.num_cpus,
         num_gpus=mc.num_gpus, **cpu_actor_options(mc.num_gpus, cfg.embed.cpu_keep_memory))
@@ -95,28 +98,28 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
                          ) -> tuple[CandidateTable, ray.data.Dataset]:
     """Build the candidate table, then mine (materialized): two pools; one actor for small inputs; the driver
     process itself for tiny CPU-only ones."""
-    mc = cfg.mining
+    mc, storage = cfg.mining, manifest.storage
     num_gpus = max(cfg.embed.num_gpus, mc.num_gpus)
     execution = choose_execution(pairs.num_rows, mc, num_gpus)
     manifest.set("execution", execution)
     if execution == "actor pools":
         with manifest.timed("candidates"):
-            cands = build_candidate_table(cfg, card, pairs)
+            cands = build_candidate_table(cfg, card, pairs, storage=storage)
         with manifest.timed("mine"):
-            return cands, mine(cfg, card, pairs, cands.db_uri, cands.name).materialize()
+            return cands, mine(cfg, card, pairs, cands.db_uri, cands.name, storage).materialize()
     log.info("%d pairs (mining.one_actor_max_pairs %d, in_driver_max_pairs %d): one worker %s embeds the positives "
              "and mines", pairs.num_rows, mc.one_actor_max_pairs, mc.in_driver_max_pairs,
              "in the driver process" if execution == "in driver" else "actor")
     worker = None
     try:
         with manifest.timed("candidates"):  # the model load is in (an actor's overlaps the driver's planning)
-            worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, card),
+            worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
                                             num_cpus=max(cfg.embed.num_cpus, mc.num_cpus), num_gpus=num_gpus,
                                             in_driver=execution == "in driver", keep_memory=cfg.embed.cpu_keep_memory)
             cands = build_candidate_table(cfg, card, pairs, lambda rows, uri, schema: one_actor.write_then_encode(
-                worker, rows, uri, schema, cfg.s3, pairs))
+                worker, rows, uri, schema, storage, pairs), storage)
         with manifest.timed("mine"):
-            kwargs = miner_kwargs(cfg, cands.db_uri, cands.name)
+            kwargs = miner_kwargs(cfg, cands.db_uri, cands.name, storage)
             return cands, one_actor.mined(worker, pairs, mc.batch_size, kwargs).materialize()
     finally:
         if worker is not None:
@@ -125,11 +128,11 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
 
 def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
-    s3 = cfg.s3
-    card = resolve_card(cfg.model, s3)
+    storage = manifest.storage
+    card = resolve_card(cfg.model, storage)
     manifest.set("model", card.to_dict())
     with manifest.timed("read_pairs"):
-        pairs = read_pairs(cfg.pairs.path, s3, cfg.pairs.limit)
+        pairs = read_pairs(cfg.pairs.path, storage, cfg.pairs.limit)
     log.info("mining negatives for %d pairs from %s", pairs.num_rows, cfg.pairs.path)
     cands, mined = candidates_and_mined(cfg, card, pairs, manifest)
     manifest.set("candidates", {"uri": cands.uri, "rows": cands.rows, "positives": cands.positives,
@@ -144,8 +147,8 @@ def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[s
 
     out_dir = f"{cfg.output.dir.rstrip('/')}/{manifest.run_id}/triplets"
     with manifest.timed("write"):
-        artifacts.clear_marker(out_dir, s3)
-        counts["rows_out"] = write_triplets(mined, out_dir, cfg.output.format, s3)
+        artifacts.clear_marker(out_dir, storage)
+        counts["rows_out"] = write_triplets(mined, out_dir, cfg.output.format, storage)
     manifest.set("output", {"dir": out_dir, "format": cfg.output.format, "artifact": out_dir})
     if cfg.output.hub_repo:
         with manifest.timed("push_to_hub"):
@@ -154,7 +157,7 @@ def mine_negatives(cfg: MineNegativesJobConfig, manifest: RunManifest) -> dict[s
         manifest.count(k, v)
     artifacts.mark_complete(out_dir, "triplets", manifest.run_id,
                             {"rows": counts["rows_out"], "format": cfg.output.format, "pairs": cfg.pairs.path,
-                             "model_id": card.model_id, "scores": score_kind(cfg.mining)}, s3)
+                             "model_id": card.model_id, "scores": score_kind(cfg.mining)}, storage)
     manifest.set("throughput", {"queries_per_s": round(pairs.num_rows / elapsed, 2) if elapsed else None,
                                 "candidates_and_mine_s": round(elapsed, 3)})
     fnf = counts["false_negative_filter"]

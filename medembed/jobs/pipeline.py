@@ -24,7 +24,7 @@ from medembed.runtime import artifacts, tracking
 from medembed.runtime.console import say, write_out
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.runs import format_duration
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inp
     job = by_name(stage)  # a stage runs the job of its name
     stage_cfg = P.stage_config(cfg, stage, manifest.run_id, inputs, promoted)
     sub = RunManifest(job.name, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
-                      run_id=f"{manifest.run_id}/{stage}")
+                      run_id=f"{manifest.run_id}/{stage}", storage=manifest.storage)
     sub.set("pipeline", {"run_id": manifest.run_id, "stage": stage})
-    tracking.start_stage(stage, sub, sub.data["config"], cfg.s3)  # a nested MLflow run, ended by sub.finish
+    tracking.start_stage(stage, sub, sub.data["config"], sub.storage)  # a nested MLflow run, ended by sub.finish
     try:
         with sub.timed("job"):
             counts = job.body_function()(stage_cfg, sub)
@@ -52,33 +52,33 @@ def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inp
 
 def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, model_dir: str) -> str:
     """Apply the gate to the evaluation results; write ``promoted.json`` and the stage's marker; returns its folder."""
-    s3 = cfg.s3
+    storage = manifest.storage
     results = report.read_results(join(eval_artifact, "results"))
     decision = decide(cfg.gate, results, P.CURRENT, P.CANDIDATE)
     chosen = ModelConfig.model_validate(P.candidate_model(cfg, model_dir)) if decision.promote else cfg.model
     from medembed.embedding.card import resolve_card
 
-    card = resolve_card(chosen, s3)
+    card = resolve_card(chosen, storage)
     record = {"promoted": P.CANDIDATE if decision.promote else P.CURRENT, "model": chosen.model_dump(mode="json"),
               "model_id": card.model_id, "revision": card.revision, "decision": decision.to_dict(),
               "evaluation": eval_artifact, "pipeline_run_id": manifest.run_id}
-    registry = track_promotion(cfg, model_dir, decision, manifest.run_id)
+    registry = track_promotion(cfg, model_dir, decision, manifest.run_id, storage)
     if registry is not None:
         record["registry"] = registry
     out = P.stage_dir(cfg.output.dir, manifest.run_id, "promote")
-    artifacts.clear_marker(out, s3)
-    fs, path = filesystem(join(out, PROMOTED), s3)
+    artifacts.clear_marker(out, storage)
+    fs, path = storage.fs(join(out, PROMOTED))
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
     artifacts.mark_complete(out, "promotion", f"{manifest.run_id}/promote",
                             {"promoted": record["promoted"], "model": record["model"], "model_id": card.model_id,
-                             "revision": card.revision, "promote": decision.promote}, s3)
+                             "revision": card.revision, "promote": decision.promote}, storage)
     return out
 
 
-def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecision, run_id: str
-                    ) -> dict[str, Any] | None:
+def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecision, run_id: str,
+                    storage: Storage = DEFAULT_STORAGE) -> dict[str, Any] | None:
     """With MLflow tracking on: the gate's figures as metrics of the promote run, the candidate registered in the
     Model Registry and the alias moved to it only when the gate passed (``tracking.register_candidate``)."""
     if tracking.current() is None:
@@ -88,7 +88,7 @@ def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecisi
                              for k in ("current", "candidate", "delta")}})
     from medembed.embedding.card import resolve_card
 
-    candidate = resolve_card(ModelConfig.model_validate(P.candidate_model(cfg, model_dir)), cfg.s3)
+    candidate = resolve_card(ModelConfig.model_validate(P.candidate_model(cfg, model_dir)), storage)
     try:
         return tracking.register_candidate(getattr(cfg, "tracking", None), model_dir, candidate.revision,
                                            decision.to_dict(), run_id)
@@ -97,17 +97,16 @@ def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecisi
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def read_promoted(promote_artifact: str, cfg: PipelineJobConfig) -> dict[str, Any]:
-    fs, path = filesystem(join(promote_artifact, PROMOTED), cfg.s3)
-    with fs.open(path, "r", encoding="utf-8") as f:
+def read_promoted(promote_artifact: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
+    with storage.open(join(promote_artifact, PROMOTED), "r", encoding="utf-8") as f:
         return json.load(f)
 
 
-def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig) -> dict[str, Any]:
+def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """The promoted model and its table: ``<corpus>__<model slug>__<8 hex of id@revision>`` unless configured."""
     from medembed.embedding.card import resolve_card
 
-    card = resolve_card(ModelConfig.model_validate(promoted["model"]), cfg.s3)
+    card = resolve_card(ModelConfig.model_validate(promoted["model"]), storage)
     corpus = (cfg.embed.get("store") or {}).get("corpus_name", "corpus")
     rev = hashlib.sha256(f"{card.model_id}@{card.revision}".encode()).hexdigest()[:8]
     return {"model": promoted["model"], "table": f"{corpus}__{card.slug}__{rev}"}
@@ -115,7 +114,7 @@ def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig) -> dict[str, 
 
 def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
-    s3, out = cfg.s3, cfg.output.dir
+    storage, out = manifest.storage, cfg.output.dir
     if cfg.model.name.startswith(tracking.MODELS_PREFIX):  # one registry version for every stage and fingerprint
         cfg.model = cfg.model.model_copy(update={"name": tracking.pin_model_uri(cfg.model.name)})
     markers: dict[str, dict[str, Any]] = {}
@@ -129,7 +128,7 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
     for i, stage in enumerate(P.STAGES, start=1):
         t0 = time.perf_counter()
         fp = P.fingerprint(cfg, stage, markers)
-        rec = P.find_reusable(out, stage, fp, s3)
+        rec = P.find_reusable(out, stage, fp, storage)
         if rec is not None:
             say("stage %d/%d %s: reusing the output of %s (%s)", i, len(P.STAGES), stage, rec["run_id"],
                 rec["artifact"])
@@ -145,12 +144,12 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
                                              params={"gate": cfg.gate.model_dump(mode="json")}):
                         artifact, sub_manifest = promote(cfg, manifest, made["evaluate"], made["train"]), None
                 else:
-                    promoted = embed_target(read_promoted(made["promote"], cfg), cfg) if stage == "embed" else None
+                    promoted = embed_target(read_promoted(made["promote"], storage), cfg, storage) if stage == "embed" else None
                     artifact, sub_manifest, _ = run_job_stage(cfg, manifest, stage, made, promoted)
             status = "ran"
-            P.write_record(out, manifest.run_id, stage, fp, artifact, sub_manifest, s3)
+            P.write_record(out, manifest.run_id, stage, fp, artifact, sub_manifest, storage)
         made[stage] = artifact
-        markers[stage] = artifacts.read_marker(artifact, s3)
+        markers[stage] = artifacts.read_marker(artifact, storage)
         info[stage] = {"status": status, "fingerprint": fp, "artifact": artifact, "manifest": sub_manifest,
                        "artifact_run_id": markers[stage]["run_id"],
                        "record": join(P.record_dir(out, manifest.run_id if status == "ran" else
@@ -161,7 +160,7 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
                 artifact)
         manifest.write()
 
-    promoted = read_promoted(made["promote"], cfg)
+    promoted = read_promoted(made["promote"], storage)
     table = markers["embed"]
     results = report.read_results(join(made["evaluate"], "results"))
     cmp = report.compare(results, metric=cfg.gate.metric, baseline=P.CURRENT)

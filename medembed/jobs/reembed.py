@@ -38,6 +38,7 @@ from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ class VerificationError(RuntimeError):
 
 
 def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expected_rows: int,
-                 corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, s3: Any) -> dict[str, Any]:
+                 corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, storage: Storage) -> dict[str, Any]:
     """Row count, model and dimension, ids and hashes (a second diff: every document unchanged), a sample search."""
     uri = table_uri(db_uri, table)
-    ds = open_dataset(uri, s3).checkout_version(version)
+    ds = open_dataset(uri, storage).checkout_version(version)
     check_model(ds, card.model_id, card.dim, uri)
     rows = ds.count_rows()
     problems = []
@@ -68,12 +69,12 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
         problems.append(f"vector dimension {ds.schema.field(S.VECTOR).type.list_size}, model has {card.dim}")
     info: dict[str, Any] = {"version": version, "rows": rows}
     if corpus_docs is not None:  # ids and hashes of every document, joined on Ray again
-        recheck = diff_hashes(corpus_docs.to_arrow_refs(), uri, version, s3=s3, partitions=partitions)
+        recheck = diff_hashes(corpus_docs.to_arrow_refs(), uri, version, storage=storage, partitions=partitions)
         info["recheck"] = recheck.counts
         if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
             problems.append(f"the table does not hold the corpus: {recheck.counts}")
     if sample and rows:
-        tbl = connect(db_uri, s3).open_table(table)
+        tbl = connect(db_uri, storage).open_table(table)
         tbl.checkout(version)
         probe = ds.to_table(columns=[S.CHUNK_ID, S.VECTOR], limit=sample)
         scores = []
@@ -91,14 +92,14 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
     return info
 
 
-def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool) -> dict[str, Any]:
+def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """A new table gets its indexes built; a synced one is compacted and its indexes take in the new rows.
 
     Both through ``finalize_table``: Lance's own compaction and ``optimize_indices`` (never LanceDB's
     ``Table.optimize``, which refuses while old versions are tagged for serving); a synced table's new rows
     go into the existing FTS and vector indexes (delta indexes, merged or retrained by its policy).
     """
-    info = finalize_table(cfg.store.uri, table, cfg.store, cfg.s3)
+    info = finalize_table(cfg.store.uri, table, cfg.store, storage)
     return info if fresh else {"optimized": True, **info}
 
 
@@ -120,7 +121,8 @@ def _counts(diff: Diff, deferred: list[str], commit: SyncCommit, n_chunks: int, 
 def reembed(cfg: ReembedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """Hold the serving name's writer lease for the whole run; see the module docstring."""
     name = cfg.sync.serving_name or cfg.store.corpus_name
-    lease = WriterLease(cfg.store.uri, name, manifest.run_id, ttl_s=cfg.sync.lease_ttl_s, s3=cfg.s3)
+    lease = WriterLease(cfg.store.uri, name, manifest.run_id, ttl_s=cfg.sync.lease_ttl_s,
+                        storage=manifest.storage)
     with manifest.timed("lease"):
         lease.acquire(cfg.sync.lease_wait_s)
     manifest.set("lease", {"uri": lease.uri, "took_over": lease.took_over})
@@ -131,14 +133,14 @@ def reembed(cfg: ReembedJobConfig, manifest: RunManifest) -> dict[str, Any]:
 
 
 def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: WriterLease) -> dict[str, Any]:
-    s3, db_uri = cfg.s3, cfg.store.uri
-    card = resolve_card(cfg.model, s3)
+    storage, db_uri = manifest.storage, cfg.store.uri
+    card = resolve_card(cfg.model, storage)
     require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed quality check
     tname = cfg.store.table or f"{name}__{card.slug}"
     uri = table_uri(db_uri, tname)
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
-    before = serving.read_pointer(db_uri, name, s3)
-    existing = open_dataset(uri, s3)
+    before = serving.read_pointer(db_uri, name, storage)
+    existing = open_dataset(uri, storage)
     if existing is not None:
         check_model(existing, card.model_id, card.dim, uri)
     manifest.set("model", card.to_dict())
@@ -149,12 +151,12 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
 
     params = chunk_params(cfg, card)
     check_resources(cfg)
-    plan = plan_read(cfg.input, quarantine_dir, s3)
+    plan = plan_read(cfg.input, quarantine_dir, storage)
     with manifest.timed("read_hash"):  # read + normalize + hash each document: no tokenizer
         corpus_docs = plan.dataset().map_batches(hash_documents, batch_format="pyarrow", batch_size=None,
                                                  num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params}).materialize()
         n_docs = corpus_docs.count()
-    quarantine = read_quarantine_counts(quarantine_dir, s3)
+    quarantine = read_quarantine_counts(quarantine_dir, storage)
     lossy = sorted(r for r in quarantine if r in LOSSY_REASONS)
     if n_docs == 0:
         raise RuntimeError(f"the corpus at {cfg.input.uri} yielded no documents (quarantined: {quarantine}); "
@@ -167,7 +169,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
 
     with manifest.timed("diff"):
         diff = diff_hashes(corpus_docs.to_arrow_refs(), uri if existing is not None else None, read_version,
-                           s3=s3, partitions=cfg.sync.partitions)
+                           storage=storage, partitions=cfg.sync.partitions)
     deferred = diff.deleted if lossy else []
     if deferred:
         log.warning("not deleting %d documents missing from the corpus: input was lost (%s)", len(deferred), lossy)
@@ -183,7 +185,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
             chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                                       num_cpus=cfg.chunking.num_cpus,
                                       fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
-            staged = stage_fragments(embedding_stage(chunks, cfg, card), uri, schema, s3=s3,
+            staged = stage_fragments(embedding_stage(chunks, cfg, card, storage), uri, schema, storage=storage,
                                      block_mib=cfg.embed.block_mib, writers=cfg.embed.writer_actors)
         else:
             staged = Staged()
@@ -193,7 +195,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
         raise RuntimeError(f"the second read of {cfg.input.uri} chunked {stage_counts.get('documents_tokenized', 0)} "
                            f"documents, change detection selected {diff.to_embed}: did the input change during the run?")
     with manifest.timed("commit"):
-        commit = commit_sync(uri, schema, read_version, staged, remove, s3=s3, before_commit=lease.check)
+        commit = commit_sync(uri, schema, read_version, staged, remove, storage=storage, before_commit=lease.check)
     manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after})
     # the corpus's chunks: the stored ones of unchanged documents plus the ones written now
     n_chunks = diff.chunks_unchanged + staged.rows
@@ -205,31 +207,31 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
     if commit.committed or needs_switch:
         if commit.committed:
             artifacts.mark_complete(uri, "table", manifest.run_id, {"version": latest, "rows": commit.rows_after,
-                                                                    "model_id": card.model_id}, s3)
+                                                                    "model_id": card.model_id}, storage)
         with manifest.timed("indexes"):
-            manifest.set("indexes", refresh_indexes(cfg, tname, fresh=read_version is None))
-        latest = open_dataset(uri, s3).version
+            manifest.set("indexes", refresh_indexes(cfg, tname, fresh=read_version is None, storage=storage))
+        latest = open_dataset(uri, storage).version
         fresh_target = before is None or before.current.table != tname
         deferred_rows = 0
         if deferred:
-            deferred_rows = open_dataset(uri, s3).count_rows(doc_filter(deferred))
+            deferred_rows = open_dataset(uri, storage).count_rows(doc_filter(deferred))
         with manifest.timed("verify"):
             manifest.set("verification", verify_table(
                 db_uri, tname, latest, card, expected_rows=n_chunks + deferred_rows,
                 corpus_docs=corpus_docs if fresh_target and not deferred else None,
-                partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, s3=s3))
+                partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, storage=storage))
         with manifest.timed("switch"):
             lease.check()
-            ds = open_dataset(uri, s3)
+            ds = open_dataset(uri, storage)
             tag = serving.serving_tag(latest)
             if tag not in ds.tags.list():
                 ds.tags.create(tag, latest)
             _, after = serving.switch(db_uri, name, serving.ServedVersion(
                 tname, latest, card.model_id, card.dim, ds.checkout_version(latest).count_rows(), manifest.run_id),
-                s3, cfg.sync.keep_history)
+                storage, cfg.sync.keep_history)
         if cfg.sync.cleanup:
             with manifest.timed("cleanup"):
-                manifest.set("cleanup", serving.cleanup(db_uri, after, timedelta(days=cfg.sync.retention_days), s3))
+                manifest.set("cleanup", serving.cleanup(db_uri, after, timedelta(days=cfg.sync.retention_days), storage))
     else:
         log.info("nothing changed: %s@v%d stays served, no version written", tname, latest)
     manifest.set("versions", {"table": tname, "before": read_version, "after_commit": commit.version_after,

@@ -78,13 +78,13 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
     from medembed.training.trainer import check_resources, fit
 
-    tc, s3 = cfg.train, cfg.s3
+    tc, storage = cfg.train, manifest.storage
     check_resources(tc, cfg.ray)
-    card = resolve_card(cfg.model, s3)
-    card = card.on_this_node(cfg.model, s3)
+    card = resolve_card(cfg.model, storage)
+    card = card.on_this_node(cfg.model, storage)
     manifest.set("model", card.to_dict())
     with manifest.timed("read_triplets"):
-        trip = data.read_triplets(cfg.triplets.path, s3, cfg.triplets.limit)
+        trip = data.read_triplets(cfg.triplets.path, storage, cfg.triplets.limit)
     train_rows, dev = data.split_by_note(trip.table, tc.dev_fraction)
     train_rows, short = data.with_negatives(train_rows, tc.num_negatives)
     dev, _ = data.with_negatives(dev, tc.num_negatives)
@@ -134,5 +134,5 @@ def train(cfg: TrainJobConfig, manifest: RunManifest) -> dict[str, Any]:
     artifacts.mark_complete(model_dir, "model", manifest.run_id,
                             {"model_id": model_id, "base_model": card.model_id, "triplets": trip.source,
                              "steps": m.get("step"), "interpolation_alpha": training["interpolation_alpha"],
-                             "dev": dev_summary["dev"]}, s3)
+                             "dev": dev_summary["dev"]}, storage)
     return counts

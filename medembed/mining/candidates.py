@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import ray
 
 from medembed import schema as S
-from medembed.config import S3Config, StoreConfig
+from medembed.config import StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
@@ -28,7 +28,7 @@ from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
 from medembed.runtime.memory import cpu_actor_options
-from medembed.runtime.storage import join, lance_storage_options
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 from medembed.synth import columns as P
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ log = logging.getLogger(__name__)
 PAIR_INPUT_COLUMNS = (P.PAIR_ID, P.NOTE_ID, P.QUERY, P.PASSAGE)
 
 
-def read_pairs(path: str, s3: S3Config | None = None, limit: int | None = None) -> pa.Table:
+def read_pairs(path: str, storage: Storage = DEFAULT_STORAGE, limit: int | None = None) -> pa.Table:
     """Pairs (PAIR_INPUT_COLUMNS) from a Parquet file/folder or a synth output_dir, sorted by pair id."""
     from medembed.synth.ledger import read_pairs_from
 
-    table = read_pairs_from(path, s3)
+    table = read_pairs_from(path, storage)
     missing = [c for c in PAIR_INPUT_COLUMNS if c not in table.column_names]
     if missing:
         raise KeyError(f"pairs at {path} lack columns {missing}; got {table.column_names}")
@@ -90,8 +90,8 @@ def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
 
 
 def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table,
-                          write_positives: Callable[[pa.Table, str, pa.Schema], pa.Table] | None = None
-                          ) -> CandidateTable:
+                          write_positives: Callable[[pa.Table, str, pa.Schema], pa.Table] | None = None,
+                          storage: Storage = DEFAULT_STORAGE) -> CandidateTable:
     """(Re)build the candidate table for this run; returns where it is and what it holds.
 
     Positives are embedded by a ``ChunkEmbedder`` pool of ``embed.num_actors`` and streamed to the table,
@@ -99,20 +99,20 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
     caller's actor (it returns the ``FragmentWriter`` output), then committed here. Corpus chunks
     (``candidates.table``) are read from their table and written after them.
     """
-    s3, cc = cfg.s3, cfg.candidates
+    cc = cfg.candidates
     name = cc.store_table or f"mining_candidates__{card.slug}"
     uri = table_uri(cc.store_uri, name)
     schema = S.table_schema(card.dim, card.model_id, card.revision)
-    if open_dataset(uri, s3) is not None:  # derived data: rebuilt so stale candidates never leak in
+    if open_dataset(uri, storage) is not None:  # derived data: rebuilt so stale candidates never leak in
         log.info("dropping the previous candidate table %s", uri)
-        connect(cc.store_uri, s3).drop_table(name)
+        connect(cc.store_uri, storage).drop_table(name)
 
     positives = positive_rows(pairs)
-    corpus = corpus_candidates(cfg, card, schema)
-    write = {"s3": s3, "commit_every": cc.commit_every, "progress": "candidates written"}
+    corpus = corpus_candidates(cfg, card, schema, storage)
+    write = {"storage": storage, "commit_every": cc.commit_every, "progress": "candidates written"}
     if write_positives is None:
         pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
-            ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, s3, card),
+            ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
             batch_size=cfg.embed.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
             num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus,
@@ -124,22 +124,23 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         if corpus is not None:
             rows += write_dataset(corpus, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)
-    index = finalize_table(cc.store_uri, name, store_cfg, s3) if rows else {"rows": 0, "ann_index": None}
+    index = finalize_table(cc.store_uri, name, store_cfg, storage) if rows else {"rows": 0, "ann_index": None}
     log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, rows, positives.num_rows,
              rows - positives.num_rows)
     return CandidateTable(cc.store_uri, name, join(uri), rows, positives.num_rows, rows - positives.num_rows, index)
 
 
-def corpus_candidates(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.Schema) -> ray.data.Dataset | None:
+def corpus_candidates(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.Schema,
+                      storage: Storage = DEFAULT_STORAGE) -> ray.data.Dataset | None:
     """The rows of ``candidates.table`` (a table, or a serving name at its served version), if one is set."""
-    s3, cc = cfg.s3, cfg.candidates
+    cc = cfg.candidates
     if not cc.table:
         return None
-    corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, s3)
+    corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, storage)
     corpus_uri = table_uri(cc.uri, corpus_table)
-    corpus = open_dataset(corpus_uri, s3)
+    corpus = open_dataset(corpus_uri, storage)
     if corpus is None:
         raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
     check_model(corpus, card.model_id, card.dim, corpus_uri)
     return ray.data.read_lance(corpus_uri, version=corpus_version, columns=schema.names,
-                               storage_options=lance_storage_options(corpus_uri, s3) or None)
+                               storage_options=storage.lance_options(corpus_uri))

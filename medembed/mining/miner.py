@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.embedding.encoders import Encoder, encoder_from_kwargs
 from medembed.index.search import Retriever
 from medembed.mining import columns as M
 from medembed.mining.config import DEFAULT_LEXICAL_WEIGHT
 from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.mining.selection import Selection, SelectParams, select_negatives
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.synth import columns as P
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,12 @@ class NegativeMiner:
 
     def __init__(self, encoder: dict[str, Any] | Encoder, db_uri: str, table: str, params: dict[str, Any], top_k: int,
                  retrieval: str = "auto", nprobes: int = 20, refine_factor: int | None = 10,
-                 s3: dict[str, Any] | None = None, teacher: str = "dense",
+                 storage: Storage = DEFAULT_STORAGE, teacher: str = "dense",
                  lexical_weight: float = DEFAULT_LEXICAL_WEIGHT):
-        s3c = S3Config.model_validate(s3) if s3 else None
         self.params = SelectParams(**params)
         self.top_k = top_k
         enc = encoder_from_kwargs(**encoder) if isinstance(encoder, dict) else encoder  # kwargs, or a loaded one
-        self.retriever = Retriever.open(db_uri, table, enc, s3c, nprobes=nprobes,
+        self.retriever = Retriever.open(db_uri, table, enc, storage, nprobes=nprobes,
                                         refine_factor=refine_factor)
         self.mode = {"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval]
         rows = self.retriever.rows()

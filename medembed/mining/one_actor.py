@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from medembed.config import S3Config
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.index.writer import FragmentWriter
 from medembed.mining.miner import NegativeMiner
 from medembed.runtime.in_process import InProcess
 from medembed.runtime.memory import cpu_actor_options
+from medembed.runtime.storage import Storage
 from medembed.synth import columns as P
 
 
@@ -36,9 +36,9 @@ class MiningWorker:
         self.miner: NegativeMiner | None = None
         self.query_vectors: np.ndarray | None = None
 
-    def embed_and_write(self, rows: pa.Table, uri: str, schema: pa.Schema, s3: dict[str, Any] | None) -> pa.Table:
+    def embed_and_write(self, rows: pa.Table, uri: str, schema: pa.Schema, storage: Storage) -> pa.Table:
         """Embed ``rows`` in one call and write them as Lance data files; the fragments, for the driver to commit."""
-        return FragmentWriter(uri, schema, s3)(self.embedder(rows))
+        return FragmentWriter(uri, schema, storage)(self.embedder(rows))
 
     def encode_queries(self, pairs: pa.Table) -> int:  # pairs: the job's pairs (only the query column is read)
         """Encode all queries in one call: the encoder sorts them by length, and a length-sorted whole pads
@@ -75,12 +75,12 @@ def start_worker(encoder: dict[str, Any], num_cpus: float, num_gpus: float, in_d
                                             **cpu_actor_options(num_gpus, keep_memory)).remote(encoder)
 
 
-def write_then_encode(worker, rows: pa.Table, uri: str, schema: pa.Schema, s3: S3Config | None,
+def write_then_encode(worker, rows: pa.Table, uri: str, schema: pa.Schema, storage: Storage,
                       pairs: pa.Table) -> pa.Table:
     """``rows`` embedded by ``worker`` in one call (one length-sorted whole) and written as data files at
     ``uri``; returns the fragments to commit. The encoding of every query of ``pairs`` queues right behind,
     so the actor encodes while the driver commits and finalizes the candidate table."""
-    ref = worker.embed_and_write.remote(rows, uri, schema, s3.model_dump() if s3 else None)
+    ref = worker.embed_and_write.remote(rows, uri, schema, storage)
     worker.encode_queries.remote(pairs.select([P.QUERY]))  # mining sends each batch's pairs again
     worker.import_miner_libraries.remote()  # calls run in order: after the queries, before the first mine
     return ray.get(ref)

@@ -12,9 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from medembed.config import S3Config
 from medembed.mining import columns as M
-from medembed.runtime.storage import filesystem, is_remote
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,12 @@ def flat_rows(batch: pa.Table) -> pa.Table:
     return pa.table(data).cast(M.FLAT_SCHEMA)
 
 
-def write_triplets(mined: ray.data.Dataset, out_dir: str, fmt: str, s3: S3Config | None = None) -> int:
+def write_triplets(mined: ray.data.Dataset, out_dir: str, fmt: str, storage: Storage = DEFAULT_STORAGE) -> int:
     """Write ``mined`` to ``out_dir`` as Parquet; return the number of rows written."""
     udf, schema = (flat_rows, M.FLAT_SCHEMA) if fmt == "flat" else (nested_rows, M.NESTED_SCHEMA)
     ds = mined.map_batches(udf, batch_format="pyarrow").materialize()
     rows = ds.count()
-    fs, path = filesystem(out_dir, s3)
+    fs, path = storage.fs(out_dir)
     fs.makedirs(path, exist_ok=True)
     if rows == 0:  # keep the output loadable: one empty file with the schema
         with fs.open(f"{path}/part-empty.parquet", "wb") as fh:

@@ -17,9 +17,8 @@ import json
 import logging
 from typing import Any
 
-from medembed.config import S3Config
 from medembed.runtime import artifacts
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +143,16 @@ def _same_marker(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return a is not None and b is not None and all(a.get(k) == b.get(k) for k in ("run_id", "completed_at", "kind"))
 
 
-def find_reusable(out_dir: str, stage: str, fp: str, s3: S3Config | None = None) -> dict[str, Any] | None:
+def find_reusable(out_dir: str, stage: str, fp: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any] | None:
     """The newest stage record with fingerprint ``fp`` whose artifact still has the marker it recorded."""
-    fs, root = filesystem(out_dir, s3)
+    fs, root = storage.fs(out_dir)
     best = None
     for path in fs.glob(f"{root.rstrip('/')}/*/stages/{stage}/{artifacts.SUCCESS}"):
         with fs.open(path, "r", encoding="utf-8") as f:
             rec = json.load(f)
         if rec.get("kind") != RECORD_KIND or rec.get("fingerprint") != fp:
             continue
-        if not _same_marker(artifacts.read_marker(rec["artifact"], s3), rec.get("artifact_marker")):
+        if not _same_marker(artifacts.read_marker(rec["artifact"], storage), rec.get("artifact_marker")):
             log.info("%s: output of run %s is incomplete or was rewritten; not reusing it", stage, rec.get("run_id"))
             continue
         if best is None or rec["completed_at"] > best["completed_at"]:
@@ -162,11 +161,11 @@ def find_reusable(out_dir: str, stage: str, fp: str, s3: S3Config | None = None)
 
 
 def write_record(out_dir: str, run_id: str, stage: str, fp: str, artifact: str, manifest_path: str | None,
-                 s3: S3Config | None = None, **summary: Any) -> str:
+                 storage: Storage = DEFAULT_STORAGE, **summary: Any) -> str:
     """The stage record (written last): fingerprint, artifact and the artifact's marker as it is now."""
-    marker = artifacts.read_marker(artifact, s3)
+    marker = artifacts.read_marker(artifact, storage)
     if marker is None:
         raise RuntimeError(f"stage {stage} finished but its output {artifact} has no {artifacts.SUCCESS}")
     return artifacts.mark_complete(record_dir(out_dir, run_id, stage), RECORD_KIND, f"{run_id}/{stage}",
                                    {"stage": stage, "fingerprint": fp, "artifact": artifact, "artifact_marker": marker,
-                                    "manifest": manifest_path, **summary}, s3)
+                                    "manifest": manifest_path, **summary}, storage)

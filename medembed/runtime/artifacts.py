@@ -15,8 +15,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from medembed.config import S3Config
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 SUCCESS = "_SUCCESS.json"
 
@@ -27,9 +26,9 @@ def new_run_id(job: str) -> str:
 
 
 def mark_complete(uri: str, kind: str, run_id: str, summary: dict[str, Any] | None = None,
-                  s3: S3Config | None = None) -> str:
+                  storage: Storage = DEFAULT_STORAGE) -> str:
     """Write ``<uri>/_SUCCESS.json`` (after everything else of the artifact is written)."""
-    fs, path = filesystem(join(uri, SUCCESS), s3)
+    fs, path = storage.fs(join(uri, SUCCESS))
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     marker = {"kind": kind, "run_id": run_id, "completed_at": datetime.now(timezone.utc).isoformat(),
               **(summary or {})}
@@ -38,21 +37,21 @@ def mark_complete(uri: str, kind: str, run_id: str, summary: dict[str, Any] | No
     return join(uri, SUCCESS)
 
 
-def read_marker(uri: str, s3: S3Config | None = None) -> dict[str, Any] | None:
+def read_marker(uri: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any] | None:
     """The completion marker of the artifact at ``uri``, or None when it is absent (incomplete or never made)."""
-    fs, path = filesystem(join(uri, SUCCESS), s3)
+    fs, path = storage.fs(join(uri, SUCCESS))
     if not fs.exists(path):
         return None
     with fs.open(path, "r", encoding="utf-8") as fh:
         return json.load(fh)
 
 
-def is_complete(uri: str, s3: S3Config | None = None) -> bool:
-    return read_marker(uri, s3) is not None
+def is_complete(uri: str, storage: Storage = DEFAULT_STORAGE) -> bool:
+    return read_marker(uri, storage) is not None
 
 
-def clear_marker(uri: str, s3: S3Config | None = None) -> None:
+def clear_marker(uri: str, storage: Storage = DEFAULT_STORAGE) -> None:
     """Remove the marker before rewriting an artifact in place, so a crash leaves it incomplete."""
-    fs, path = filesystem(join(uri, SUCCESS), s3)
+    fs, path = storage.fs(join(uri, SUCCESS))
     if fs.exists(path):
         fs.rm(path)

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from medembed.runtime.artifacts import new_run_id
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,15 @@ def package_versions() -> dict[str, str]:
 
 
 class RunManifest:
-    """Collects what a job did and writes it as ``<run_dir>/<run_id>/manifest.json``."""
+    """Collects what a job did and writes it as ``<run_dir>/<run_id>/manifest.json``.
 
-    def __init__(self, job: str, run_dir: str, config: dict[str, Any], run_id: str | None = None):
+    ``storage`` is the job's storage context (made once per job by the runner): the manifest is written with
+    it, and the job body opens everything else with it (``manifest.storage``). It is not part of the data."""
+
+    def __init__(self, job: str, run_dir: str, config: dict[str, Any], run_id: str | None = None,
+                 storage: Storage = DEFAULT_STORAGE):
         self.job = job
+        self.storage = storage
         self.run_id = run_id or new_run_id(job)
         self.dir = join(run_dir, self.run_id)
         self.data: dict[str, Any] = {
@@ -88,11 +93,10 @@ class RunManifest:
         return path
 
     def write(self) -> str:
-        fs, path = filesystem(self.dir)
+        fs, path = self.storage.fs(self.dir)
         fs.makedirs(path, exist_ok=True)
         target = self.path("manifest.json")
-        fs_t, p = filesystem(target)
-        with fs_t.open(p, "w") as f:
+        with self.storage.open(target, "w") as f:
             json.dump(self.data, f, indent=2, sort_keys=False, default=str)
         log.info("run manifest: %s", target)
         return target

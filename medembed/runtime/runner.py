@@ -14,7 +14,7 @@ from medembed.config import ConfigError, OutputConfig, RayConfig, load_config
 from medembed.runtime.console import quiet_console, say
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.runs import format_duration
-from medembed.runtime.storage import copy_file, is_remote
+from medembed.runtime.storage import Storage, is_remote
 
 if TYPE_CHECKING:
     from medembed.jobs import Job
@@ -51,12 +51,20 @@ def job_parser(job: Job) -> argparse.ArgumentParser:
     return p
 
 
+def config_checks() -> tuple:
+    """Checks of a job's raw config before it validates: the benchmark instrument is refused in every ``*_cluster``
+    preset (``embedding.instrument.refuse_in_preset``; config, the bottom layer, does not know the instrument)."""
+    from medembed.embedding.instrument import refuse_in_preset
+
+    return (refuse_in_preset,)
+
+
 def run_job(job: Job, args: argparse.Namespace) -> int:
     """Load config (failing before any work), connect Ray, run the body, always write the manifest."""
     setup_logging(getattr(args, "verbose", False))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        cfg = load_config(job.config_class(), args.config, args.overrides)
+        cfg = load_config(job.config_class(), args.config, args.overrides, checks=config_checks())
     except ConfigError as e:
         log.error("%s", e)
         return EXIT_CONFIG
@@ -64,7 +72,8 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
         sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
         return EXIT_OK
     out: OutputConfig = getattr(cfg, "output", OutputConfig())
-    manifest = RunManifest(job.name, out.run_dir, cfg.model_dump(mode="json"), run_id=out.run_name)
+    storage = Storage.from_config(getattr(cfg, "s3", None))  # the job's one storage context (no secrets in it)
+    manifest = RunManifest(job.name, out.run_dir, cfg.model_dump(mode="json"), run_id=out.run_name, storage=storage)
     log_path, remote_log = job_log_path(manifest)
     manifest.set("log_file", remote_log or log_path)
     verbose = getattr(args, "verbose", False)
@@ -74,13 +83,13 @@ def run_job(job: Job, args: argparse.Namespace) -> int:
         from medembed.runtime import tracking  # MLflow (optional): the run ends when the manifest finishes
 
         if tracking.start_job(getattr(cfg, "tracking", None), job.name, manifest, manifest.data["config"],
-                              getattr(cfg, "s3", None)) is not None:
+                              storage) is not None:
             say("MLflow run %s (experiment %s)", manifest.data["mlflow"]["run_id"], cfg.tracking.experiment)
         code = _run_body(job, cfg, manifest)
         if quiet:
             say("log file: %s", remote_log or log_path)
     if remote_log:
-        copy_file(log_path, remote_log, getattr(cfg, "s3", None))
+        storage.copy_file(log_path, remote_log)
     return code
 
 

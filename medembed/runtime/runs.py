@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from medembed.config import S3Config
-from medembed.runtime.storage import filesystem, is_remote
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,17 @@ def _uri(fs_path: str, root: str) -> str:
     return f"s3://{fs_path}" if is_remote(root) and not fs_path.startswith("s3://") else fs_path
 
 
-def manifest_paths(run_dir: str, s3: S3Config | None = None) -> list[str]:
+def manifest_paths(run_dir: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
     """Every ``manifest.json`` below ``run_dir`` (an absent folder has none)."""
-    fs, path = filesystem(run_dir, s3)
+    fs, path = storage.fs(run_dir)
     if not fs.exists(path):
         return []
     return sorted(_uri(p, run_dir) for p in fs.glob(path.rstrip("/") + f"/**/{MANIFEST}"))
 
 
-def read_manifest(path: str, s3: S3Config | None = None) -> dict[str, Any]:
+def read_manifest(path: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """One manifest; a file that is not a JSON object raises ``ValueError`` naming the file."""
-    fs, p = filesystem(path, s3)
+    fs, p = storage.fs(path)
     with fs.open(p, "r", encoding="utf-8") as f:
         try:
             data = json.load(f)
@@ -103,16 +102,16 @@ def job_name(name: str) -> str:
     return OLD_JOB_NAMES.get(key, key)
 
 
-def list_runs(run_dir: str, s3: S3Config | None = None, *, job: str | None = None, status: str | None = None,
+def list_runs(run_dir: str, storage: Storage = DEFAULT_STORAGE, *, job: str | None = None, status: str | None = None,
               stages: bool = False, limit: int | None = None) -> tuple[list[RunRow], list[str]]:
     """Runs under ``run_dir``, newest first, and the manifests that could not be read (path: reason).
 
     ``stages`` includes a pipeline's per-stage runs; ``job`` (either spelling; an old run's job name counts as its
     new one) and ``status`` filter exactly."""
     rows, unreadable = [], []
-    for path in manifest_paths(run_dir, s3):
+    for path in manifest_paths(run_dir, storage):
         try:
-            row = row_of(read_manifest(path, s3), path)
+            row = row_of(read_manifest(path, storage), path)
         except (ValueError, OSError) as e:
             unreadable.append(str(e) if str(e).startswith(path) else f"{path}: {e}")
             continue
@@ -124,13 +123,13 @@ def list_runs(run_dir: str, s3: S3Config | None = None, *, job: str | None = Non
     return (rows[:limit] if limit else rows), unreadable
 
 
-def find_run(run_dir: str, run_id: str, s3: S3Config | None = None) -> tuple[dict[str, Any], str]:
+def find_run(run_dir: str, run_id: str, storage: Storage = DEFAULT_STORAGE) -> tuple[dict[str, Any], str]:
     """The manifest of ``run_id`` (a full id or a unique prefix; a pipeline's stage runs only by a prefix with
     ``/``); ``LookupError`` says what exists."""
     exact, prefixed = [], []
-    for path in manifest_paths(run_dir, s3):
+    for path in manifest_paths(run_dir, storage):
         try:
-            m = read_manifest(path, s3)
+            m = read_manifest(path, storage)
         except (ValueError, OSError):
             continue
         if m["run_id"] == run_id:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from medembed.config import TrackingConfig
-from medembed.runtime.storage import fill_cache_folder
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, fill_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,14 @@ class Run:
         """A JSON artifact, scrubbed of secret-named keys and secret values."""
         self.client.log_text(self.run_id, json.dumps(scrub(obj, self.secrets), indent=2, default=str), name)
 
-    def log_file(self, path: str, artifact_path: str | None = None, s3: Any = None) -> None:
+    def log_file(self, path: str, artifact_path: str | None = None, storage: Storage = DEFAULT_STORAGE) -> None:
         """A file (local or ``s3://``) as an artifact; text files are logged with secret values masked."""
-        from medembed.runtime.storage import filesystem, is_remote
+        from medembed.runtime.storage import is_remote
 
         name = path.rstrip("/").rsplit("/", 1)[-1]
         target = f"{artifact_path}/{name}" if artifact_path else name
         if name.endswith((".json", ".md", ".txt", ".jsonl", ".csv", ".log")):
-            fs, p = filesystem(path, s3)
+            fs, p = storage.fs(path)
             with fs.open(p, "r", encoding="utf-8") as f:
                 self.client.log_text(self.run_id, redact_text(f.read(), self.secrets), target)
             return
@@ -181,7 +181,7 @@ class Run:
             self.client.log_artifact(self.run_id, path, artifact_path)
             return
         with tempfile.TemporaryDirectory(prefix="medembed-mlflow-") as tmp:
-            fs, p = filesystem(path, s3)
+            fs, p = storage.fs(path)
             fs.get(p, os.path.join(tmp, name))
             self.client.log_artifact(self.run_id, os.path.join(tmp, name), artifact_path)
 
@@ -290,7 +290,7 @@ STATUS = {"succeeded": "FINISHED", "succeeded_with_quarantine": "FINISHED", "fai
           "interrupted": "KILLED"}
 
 
-def log_manifest(run: Run, manifest: Any, s3: Any = None) -> None:
+def log_manifest(run: Run, manifest: Any, storage: Storage = DEFAULT_STORAGE) -> None:
     """The manifest's counts, durations and throughput as metrics; the manifest and quarantine summary as artifacts."""
     data = manifest.data
     metrics = numeric_metrics(data.get("counts") or {})
@@ -306,14 +306,14 @@ def log_manifest(run: Run, manifest: Any, s3: Any = None) -> None:
                       "quarantine_dir": data.get("quarantine_dir")}, "quarantine_summary.json")
 
 
-def _end_with_manifest(run: Run, s3: Any = None) -> Any:
+def _end_with_manifest(run: Run, storage: Storage = DEFAULT_STORAGE) -> Any:
     """A manifest ``on_finish`` hook: log the manifest into ``run`` and end it with the manifest's status."""
 
     def hook(manifest: Any) -> None:
         if run in _STACK:
             _STACK.remove(run)
         try:
-            log_manifest(run, manifest, s3)
+            log_manifest(run, manifest, storage)
         except Exception as e:  # tracking never turns a finished job into a failed one
             log.warning("MLflow: could not log the manifest of run %s: %s", run.run_id, e)
         try:
@@ -325,7 +325,7 @@ def _end_with_manifest(run: Run, s3: Any = None) -> Any:
 
 
 def start_job(tracking: TrackingConfig | None, job: str, manifest: Any, config: Mapping[str, Any],
-              s3: Any = None) -> Run | None:
+              storage: Storage = DEFAULT_STORAGE) -> Run | None:
     """Start the MLflow run of one job run (None when tracking is off); it ends when ``manifest`` finishes.
 
     A store that cannot be reached (or mlflow not installed) is a warning: the job runs without tracking.
@@ -344,11 +344,11 @@ def start_job(tracking: TrackingConfig | None, job: str, manifest: Any, config: 
                             "run_id": run.run_id})
     log.info("MLflow run %s (experiment %s, %s)", run.run_id, tracking.experiment, redact_text(run.uri))
     _STACK.append(run)
-    manifest.on_finish(_end_with_manifest(run, s3))
+    manifest.on_finish(_end_with_manifest(run, storage))
     return run
 
 
-def start_stage(name: str, manifest: Any, config: Mapping[str, Any] | None = None, s3: Any = None) -> Run | None:
+def start_stage(name: str, manifest: Any, config: Mapping[str, Any] | None = None, storage: Storage = DEFAULT_STORAGE) -> Run | None:
     """A nested run for a pipeline stage run as a job (None without a current run); ends when ``manifest`` finishes."""
     parent = current()
     if parent is None:
@@ -365,7 +365,7 @@ def start_stage(name: str, manifest: Any, config: Mapping[str, Any] | None = Non
     manifest.set("mlflow", {"tracking_uri": redact_text(run.uri), "experiment_id": run.experiment_id,
                             "run_id": run.run_id, "parent_run_id": parent.run_id})
     _STACK.append(run)
-    manifest.on_finish(_end_with_manifest(run, s3))
+    manifest.on_finish(_end_with_manifest(run, storage))
     return run
 
 
@@ -412,14 +412,14 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
             run.log_metrics(got, step)
 
 
-def log_artifacts(paths: list[str], artifact_path: str | None = None, s3: Any = None) -> None:
+def log_artifacts(paths: list[str], artifact_path: str | None = None, storage: Storage = DEFAULT_STORAGE) -> None:
     """Files (local or ``s3://``) into the current run; a file that cannot be logged is a warning."""
     run = current()
     if run is None:
         return
     for p in paths:
         try:
-            run.log_file(p, artifact_path, s3)
+            run.log_file(p, artifact_path, storage)
         except Exception as e:
             log.warning("MLflow: could not log %s: %s", p, e)
 

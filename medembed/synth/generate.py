@@ -28,10 +28,9 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from medembed import schema as S
-from medembed.config import S3Config
 from medembed.runtime.artifacts import new_run_id
 from medembed.runtime.console import Progress
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 from medembed.synth import columns as C
 from medembed.synth.backends import Request, backend_class, backend_identity, create_backend
 from medembed.synth.config import SynthConfig
@@ -247,9 +246,9 @@ class _ParquetSink:
     row groups of ``rows_per_group`` as they arrive; a new file every ``rows_per_file`` rows. Nothing
     is created for a sink that never gets a row."""
 
-    def __init__(self, uri: str, schema: pa.Schema, s3: S3Config | None, *, rows_per_group: int = 50_000,
+    def __init__(self, uri: str, schema: pa.Schema, storage: Storage, *, rows_per_group: int = 50_000,
                  rows_per_file: int = 1_000_000):
-        self.fs, self.dir = filesystem(uri, s3)
+        self.fs, self.dir = storage.fs(uri)
         self.schema, self.rows_per_group, self.rows_per_file = schema, rows_per_group, rows_per_file
         self._pending: list[pa.Table] = []
         self._n_pending = self._n_file = self._file_no = 0
@@ -290,7 +289,7 @@ class _ParquetSink:
 
 
 def _write_results(results: ray.data.Dataset, out: str, identity: tuple[str, str, str],
-                   s3: S3Config | None) -> tuple[dict[str, Any], dict[str, float]]:
+                   storage: Storage) -> tuple[dict[str, Any], dict[str, float]]:
     """Execute ``results`` once, streaming its blocks to the driver as they are produced, and write
     each block's pairs and ledger rows right away (no second pass, no extra Ray Data jobs). Returns
     the run's counts and timings (seconds to the first result block, seconds spent writing)."""
@@ -298,8 +297,8 @@ def _write_results(results: ray.data.Dataset, out: str, identity: tuple[str, str
     first: float | None = None
     writing = 0.0
     gen, model, version = identity
-    pairs = _ParquetSink(join(out, PAIRS_DIR), C.PAIR_SCHEMA, s3)
-    ledger = _ParquetSink(join(out, LEDGER_DIR), C.LEDGER_SCHEMA, s3)
+    pairs = _ParquetSink(join(out, PAIRS_DIR), C.PAIR_SCHEMA, storage)
+    ledger = _ParquetSink(join(out, LEDGER_DIR), C.LEDGER_SCHEMA, storage)
     counts: dict[str, Any] | None = None
     bar = Progress("notes to pairs", unit="notes")
     for block in results.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=4):
@@ -347,7 +346,7 @@ def summarize(ledger_rows: pa.Table) -> dict[str, Any]:
     }
 
 
-def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3Config | None = None,
+def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, storage: Storage = DEFAULT_STORAGE,
                              run_id: str | None = None) -> dict[str, Any]:
     """Generate pairs for a Dataset of documents (DOC_SCHEMA columns); return the run's counts.
 
@@ -358,7 +357,7 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
     identity = backend_identity(cfg)
     gkey = C.generator_key(*identity)
     run_id = run_id or new_run_id("generate_pairs")
-    done = frozenset(done_note_ids(cfg.output_dir, gkey, s3))
+    done = frozenset(done_note_ids(cfg.output_dir, gkey, storage))
     log.info("synth: run %s, generator %s, %d notes already done", run_id, gkey, len(done))
 
     cls = backend_class(cfg.backend)
@@ -385,13 +384,13 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, s3: S3
     out = run_dir(cfg.output_dir, run_id)
     # generation and writing overlap (the driver writes each result block as it arrives): "write" is
     # the driver's time spent writing, "generate" the rest
-    counts, times = _write_results(results, out, identity, s3)
+    counts, times = _write_results(results, out, identity, storage)
     t_end = time.perf_counter()
     summary = {"run_id": run_id, "generator_key": gkey, "generator": identity[0], "model": identity[1],
                "prompt_version": identity[2], "output_dir": join(out),
                **counts, "durations_s": {"generate": round(t_end - t0 - times["write"], 3), "write": times["write"],
                                          "first_result": times["first_result"], "total": round(t_end - t0, 3)}}
-    mark_complete(cfg.output_dir, run_id, summary, s3)
+    mark_complete(cfg.output_dir, run_id, summary, storage)
     log.info("synth: run %s done: %d notes in, %d skipped, %d ok, %d pairs, failures %s", run_id, counts["notes_in"],
              counts["notes_skipped_done"], counts["notes_ok"], counts["pairs_out"],
              {k: v for k, v in counts["failures_by_reason"].items() if v})

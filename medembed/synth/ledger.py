@@ -20,9 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medembed.config import S3Config
 from medembed.runtime import artifacts
-from medembed.runtime.storage import filesystem, join
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 from medembed.synth import columns as C
 
 log = logging.getLogger("medembed.synth")
@@ -37,9 +36,9 @@ def run_dir(output_dir: str, run_id: str) -> str:
     return join(output_dir, RUNS, run_id)
 
 
-def complete_runs(output_dir: str, s3: S3Config | None = None) -> list[str]:
+def complete_runs(output_dir: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
     """Run ids with a success marker, oldest first."""
-    fs, path = filesystem(join(output_dir, RUNS), s3)
+    fs, path = storage.fs(join(output_dir, RUNS))
     if not fs.exists(path):
         return []
     out = []
@@ -50,8 +49,8 @@ def complete_runs(output_dir: str, s3: S3Config | None = None) -> list[str]:
     return sorted(out)
 
 
-def _read_dir(uri: str, schema: pa.Schema, s3: S3Config | None) -> pa.Table:
-    fs, path = filesystem(uri, s3)
+def _read_dir(uri: str, schema: pa.Schema, storage: Storage) -> pa.Table:
+    fs, path = storage.fs(uri)
     if not fs.exists(path):
         return schema.empty_table()
     tables = []
@@ -62,15 +61,15 @@ def _read_dir(uri: str, schema: pa.Schema, s3: S3Config | None) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def read_ledger(output_dir: str, s3: S3Config | None = None) -> pa.Table:
+def read_ledger(output_dir: str, storage: Storage = DEFAULT_STORAGE) -> pa.Table:
     """Ledger rows of all complete runs, oldest run first."""
-    tabs = [_read_dir(join(run_dir(output_dir, r), LEDGER_DIR), C.LEDGER_SCHEMA, s3) for r in complete_runs(output_dir, s3)]
+    tabs = [_read_dir(join(run_dir(output_dir, r), LEDGER_DIR), C.LEDGER_SCHEMA, storage) for r in complete_runs(output_dir, storage)]
     return pa.concat_tables(tabs) if tabs else C.LEDGER_SCHEMA.empty_table()
 
 
-def read_pairs(output_dir: str, s3: S3Config | None = None, gen_key: str | None = None) -> pa.Table:
+def read_pairs(output_dir: str, storage: Storage = DEFAULT_STORAGE, gen_key: str | None = None) -> pa.Table:
     """Pairs of all complete runs (optionally of one generator key)."""
-    tabs = [_read_dir(join(run_dir(output_dir, r), PAIRS_DIR), C.PAIR_SCHEMA, s3) for r in complete_runs(output_dir, s3)]
+    tabs = [_read_dir(join(run_dir(output_dir, r), PAIRS_DIR), C.PAIR_SCHEMA, storage) for r in complete_runs(output_dir, storage)]
     t = pa.concat_tables(tabs) if tabs else C.PAIR_SCHEMA.empty_table()
     if gen_key is not None:
         gen, model, version = gen_key.split("|", 2)
@@ -80,20 +79,19 @@ def read_pairs(output_dir: str, s3: S3Config | None = None, gen_key: str | None 
     return t
 
 
-def done_note_ids(output_dir: str, gen_key: str, s3: S3Config | None = None) -> set[str]:
+def done_note_ids(output_dir: str, gen_key: str, storage: Storage = DEFAULT_STORAGE) -> set[str]:
     """Notes that a complete run finished ``ok`` for ``gen_key``."""
-    led = read_ledger(output_dir, s3)
+    led = read_ledger(output_dir, storage)
     return {n for n, k, s in zip(led[C.NOTE_ID].to_pylist(), led[C.GENERATOR_KEY].to_pylist(),
                                  led[C.STATUS].to_pylist()) if k == gen_key and s == C.S_OK}
 
 
-def mark_complete(output_dir: str, run_id: str, summary: dict[str, Any], s3: S3Config | None = None) -> None:
+def mark_complete(output_dir: str, run_id: str, summary: dict[str, Any], storage: Storage = DEFAULT_STORAGE) -> None:
     """The run folder gets the common completion marker (``medembed.runtime.artifacts``)."""
-    artifacts.mark_complete(run_dir(output_dir, run_id), "pairs", run_id, summary, s3)
+    artifacts.mark_complete(run_dir(output_dir, run_id), "pairs", run_id, summary, storage)
 
 
-def read_pairs_from(path: str, s3: S3Config | None = None) -> pa.Table:
+def read_pairs_from(path: str, storage: Storage = DEFAULT_STORAGE) -> pa.Table:
     """Pairs of every complete run under a generate-pairs ``output_dir``, else any Parquet file or folder."""
-    from medembed.runtime.storage import read_parquet
 
-    return read_pairs(path, s3) if complete_runs(path, s3) else read_parquet(path, s3)
+    return read_pairs(path, storage) if complete_runs(path, storage) else storage.read_parquet(path)

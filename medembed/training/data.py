@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medembed.config import S3Config
 from medembed.mining import columns as M
 from medembed.runtime import artifacts
-from medembed.runtime.storage import filesystem, read_parquet
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +43,12 @@ class Triplets:
     scores: str | None = None  # what positive_score / negative_scores are ("cosine", "hybrid(...)"); None: unknown
 
 
-def read_triplets(path: str, s3: S3Config | None = None, limit: int | None = None) -> Triplets:
+def read_triplets(path: str, storage: Storage = DEFAULT_STORAGE, limit: int | None = None) -> Triplets:
     """Nested triplets from a mine-negatives output folder (complete runs only) or a Parquet file/folder."""
-    fs, p = filesystem(path, s3)
+    fs, p = storage.fs(path)
     if not fs.exists(p):
         raise TripletsError(f"triplets not found: {path}")
-    marker = artifacts.read_marker(path, s3) if fs.isdir(p) else None
+    marker = artifacts.read_marker(path, storage) if fs.isdir(p) else None
     if fs.isdir(p) and marker is None and p.rstrip("/").endswith("/triplets"):
         raise TripletsError(f"{path} has no {artifacts.SUCCESS}: the mine-negatives run that writes it did not "
                             "finish (re-run it, or point triplets.path at a complete run)")
@@ -57,7 +56,7 @@ def read_triplets(path: str, s3: S3Config | None = None, limit: int | None = Non
         raise TripletsError(f"{path} holds flat triplets; training reads the nested format "
                             "(mine-negatives --set output.format=nested)")
     try:
-        table = read_parquet(path, s3)
+        table = storage.read_parquet(path)
     except FileNotFoundError as e:
         raise TripletsError(str(e)) from None
     missing = [c for c in _REQUIRED if c not in table.column_names]

@@ -144,13 +144,13 @@ def s3():
 def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bundled_model_path, tmp_path):
     import lance
 
-    from medembed.runtime.storage import lance_storage_options
+    from medembed.runtime.storage import DEFAULT_STORAGE
     db = f"s3://{BUCKET}/lancedb"
     uri = f"{db}/{SAMPLE_TABLE}.lance"
 
     def table():
         try:
-            return lance.dataset(uri, storage_options=lance_storage_options(uri))
+            return lance.dataset(uri, storage_options=DEFAULT_STORAGE.storage_options(uri))
         except (ValueError, OSError):
             return None
 

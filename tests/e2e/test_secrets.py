@@ -154,13 +154,13 @@ def test_the_pairs_job_used_the_key_from_its_environment(runs, server):
 def test_the_embed_job_read_and_wrote_s3_with_the_keys_from_its_environment(runs, s3, work):
     import lance
 
-    from medembed.runtime.storage import lance_storage_options
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     m = json.loads((work / "runs" / "embed" / "manifest.json").read_text())
     uri, c = m["table"]["uri"], m["counts"]
     assert m["status"] == "succeeded" and uri.startswith(f"{DB}/"), (m["status"], uri)
     assert c["documents_accepted"] == 10 and c["chunks_written"] == c["rows_after"] > 10, c
-    assert lance.dataset(uri, storage_options=lance_storage_options(uri)).count_rows() == c["rows_after"]
+    assert lance.dataset(uri, storage_options=DEFAULT_STORAGE.storage_options(uri)).count_rows() == c["rows_after"]
     # the server takes no other key: not moto's usual ones, not this key with another secret
     from botocore.exceptions import ClientError
 
@@ -171,7 +171,7 @@ def test_the_embed_job_read_and_wrote_s3_with_the_keys_from_its_environment(runs
             s3.client(**creds).get_object(Bucket=BUCKET, Key=CORPUS.split(f"{BUCKET}/", 1)[1])
         assert e.value.response["Error"]["Code"] == code
     with pytest.raises((OSError, ValueError), match="SignatureDoesNotMatch"):  # Lance: ValueError(LanceError(IO))
-        lance.dataset(uri, storage_options={**lance_storage_options(uri), "aws_secret_access_key": "x"}).count_rows()
+        lance.dataset(uri, storage_options={**DEFAULT_STORAGE.storage_options(uri), "aws_secret_access_key": "x"}).count_rows()
 
 
 def test_the_embed_job_loaded_its_private_model_with_the_token_from_its_environment(runs, hub):

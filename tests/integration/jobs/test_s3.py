@@ -104,10 +104,10 @@ def _run(run_name: str) -> tuple[dict, dict]:
 def _open_table():
     import lancedb
 
-    from medembed.runtime.storage import lance_storage_options
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     db_uri = f"s3://{BUCKET}/lancedb"
-    opts = lance_storage_options(db_uri)
+    opts = DEFAULT_STORAGE.storage_options(db_uri)
     assert opts["aws_endpoint"].startswith("http://127.0.0.1:") and opts["allow_http"] == "true"
     return lancedb.connect(db_uri, storage_options=opts).open_table(TABLE)
 

@@ -18,6 +18,7 @@ from medembed.index.tables import connect, table_uri
 from medembed.index.writer import Committer, FragmentWriter
 from medembed.mining import columns as M
 from medembed.mining.miner import NegativeMiner
+from medembed.runtime.storage import DEFAULT_STORAGE
 from medembed.sample_corpus import default_path
 from medembed.synth import columns as P
 
@@ -48,7 +49,7 @@ def candidate_db(tmp_path_factory):
     db = tmp_path_factory.mktemp("ann") / "db"
     uri = table_uri(str(db), "cands")
     schema = S.table_schema(enc.dim, enc.model.model_id, enc.model.revision)
-    committer = Committer(uri, schema, None, {}, every=4)
+    committer = Committer(uri, schema, DEFAULT_STORAGE, {}, every=4)
     for r in FragmentWriter(uri, schema)(table).to_pylist():
         committer.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
     committer.flush()

@@ -56,10 +56,11 @@ def test_a_restarted_worker_encodes_the_queries_it_lost(mined_run):
     from medembed.jobs.mine_negatives import miner_kwargs
     from medembed.mining.config import MineNegativesJobConfig
     from medembed.mining.one_actor import MiningWorker
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     pairs, manifest, files = mined_run
     cfg = MineNegativesJobConfig.model_validate(manifest["config"])  # the config the job ran with
-    worker = MiningWorker(encoder_actor_kwargs(cfg.model, cfg.embed, cfg.s3, resolve_card(cfg.model)))
+    worker = MiningWorker(encoder_actor_kwargs(cfg.model, cfg.embed, DEFAULT_STORAGE, resolve_card(cfg.model)))
     db_uri, table = manifest["candidates"]["uri"].rsplit("/", 1)
     miner = miner_kwargs(cfg, db_uri, table.removesuffix(".lance"))  # what the job gives its miner
     assert worker.encode_queries(pairs) == pairs.num_rows

@@ -11,6 +11,7 @@ from medembed.index.diff import STORED_COLUMNS, classify, stored_hashes
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import connect, open_dataset, table_uri
 from medembed.index.writer import Committer, FragmentWriter
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 
 def rows(n, dim=16, prefix="d", seed=0):
@@ -31,7 +32,7 @@ def rows(n, dim=16, prefix="d", seed=0):
 def write(uri, table, known=None, every=2, parts=4):
     schema = S.table_schema(16, "m", "r")
     w = FragmentWriter(uri, schema)
-    c = Committer(uri, schema, None, known or {}, every)
+    c = Committer(uri, schema, DEFAULT_STORAGE, known or {}, every)
     for part in np.array_split(np.arange(table.num_rows), parts):
         out = w(table.take(pa.array(part)))
         for r in out.to_pylist():
@@ -80,7 +81,7 @@ def test_table_from_before_doc_hash_is_migrated_and_every_document_changes_once(
     # re-writing a changed doc (with its hash) replaces its old chunks: no duplicate chunk ids
     schema = S.table_schema(16, "m", "r", doc_hash=True)
     d2 = data.slice(2, 1).append_column(S.DOC_HASH, pa.array(["h"])).append_column(S.DOC_CHUNKS, pa.array([1], pa.int32()))
-    w, c = FragmentWriter(uri, schema), Committer(uri, schema, None, {"d2": ""}, 1)
+    w, c = FragmentWriter(uri, schema), Committer(uri, schema, DEFAULT_STORAGE, {"d2": ""}, 1)
     for r in w(d2).to_pylist():
         c.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
     c.flush()

@@ -8,6 +8,7 @@ import pytest
 
 from medembed import schema as S
 from medembed.index.writer import Committer, FragmentWriter, WriteError
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 
 def test_a_failed_commit_names_the_location_and_last_version(tmp_path):
@@ -19,7 +20,7 @@ def test_a_failed_commit_names_the_location_and_last_version(tmp_path):
            S.CONTENT_HASH: "h", S.N_TOKENS: 1, S.VECTOR: [0.5] * 4}
     lance.write_dataset(pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema), uri,
                         schema=schema)  # version 1, readable
-    c = Committer(uri, schema, None, {}, every=100)
+    c = Committer(uri, schema, DEFAULT_STORAGE, {}, every=100)
     c.pending = ["not fragment metadata"]  # what a corrupted hand-off or a storage failure makes commit raise on
     with pytest.raises(WriteError, match=rf"cannot commit to {uri}: .*readable at version 1"):
         c.flush()
@@ -49,7 +50,7 @@ def test_a_replaced_document_spanning_commits_keeps_all_its_new_chunks(tmp_path)
                                       S.VECTOR: [0.5] * 4} for i in ids], schema=schema)
 
     lance.write_dataset(rows(["d#0", "d#1", "e#0"]), uri, schema=schema)  # d partial, e complete
-    c = Committer(uri, schema, None, {"d": "partial-signature"}, every=1)
+    c = Committer(uri, schema, DEFAULT_STORAGE, {"d": "partial-signature"}, every=1)
     for part in (["d#0", "d#1"], ["d#2", "d#3"]):
         frag = FragmentWriter(uri, schema)(rows(part))
         c.add(frag["fragment"][0].as_py(), 2, ["d"], 2)

@@ -7,6 +7,7 @@ from medembed import schema as S
 from medembed.config import InputConfig
 from medembed.ingest.normalize import clean_text, normalize_records
 from medembed.ingest.readers import format_of, read_csv, read_jsonl, read_parquet
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 
 def split(items):
@@ -104,7 +105,7 @@ def test_compressed_files_are_read_by_extension(tmp_path):
     with gzip.open(p, "wt", encoding="utf-8") as f:
         f.write('{"id": "z1", "text": "zipped note"}\nnot json\n')
     assert format_of(str(p)) == "jsonl"
-    good, bad = split(list(_iter_items(ReadTask("jsonl", str(p)), InputConfig(), None)))
+    good, bad = split(list(_iter_items(ReadTask("jsonl", str(p)), InputConfig(), DEFAULT_STORAGE)))
     assert [(r["id"], loc) for r, _, loc in good] == [("z1", "line 1")]
     assert [(b[S.Q_REASON], b[S.Q_LOCATION]) for b in bad] == [(S.R_MALFORMED_JSON, "line 2")]
 

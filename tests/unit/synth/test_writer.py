@@ -3,6 +3,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medembed.runtime.storage import DEFAULT_STORAGE
 from medembed.synth import columns as C
 from medembed.synth.generate import _merge_counts, _ParquetSink, summarize
 
@@ -12,7 +13,7 @@ def _t(start: int, n: int) -> pa.Table:
 
 
 def test_sink_writes_row_groups_and_rotates_files(tmp_path):
-    sink = _ParquetSink(str(tmp_path / "out"), pa.schema([("a", pa.int64())]), None, rows_per_group=10,
+    sink = _ParquetSink(str(tmp_path / "out"), pa.schema([("a", pa.int64())]), DEFAULT_STORAGE, rows_per_group=10,
                         rows_per_file=25)
     start = 0
     for n in (3, 0, 9, 7, 12, 5, 1):
@@ -27,7 +28,7 @@ def test_sink_writes_row_groups_and_rotates_files(tmp_path):
 
 
 def test_sink_without_rows_creates_nothing(tmp_path):
-    sink = _ParquetSink(str(tmp_path / "none"), pa.schema([("a", pa.int64())]), None)
+    sink = _ParquetSink(str(tmp_path / "none"), pa.schema([("a", pa.int64())]), DEFAULT_STORAGE)
     sink.add(_t(0, 0))
     sink.close()
     assert not (tmp_path / "none").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -161,7 +162,19 @@ class TrackingConfig(_Model):
                        "the gate (jobs follow it with model.name=models:/<registered_model>@<alias>)")
 
 
-class EmbedJobConfig(_Model):
+class JobConfig(_Model):
+    """What every job config has: S3 settings (non-secret; the runner makes the job's storage context from them),
+    Ray, MLflow tracking and where the run's manifest goes. Each job's config class adds its own sections (and may
+    narrow ``output`` to a subclass of :class:`OutputConfig`)."""
+
+    s3: S3Config = Field(default_factory=S3Config)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
+                                     "(optional; off unless tracking.mlflow_uri is set)")
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+class EmbedJobConfig(JobConfig):
     """Config of `jobs/embed.py` / `medembed embed`."""
 
     input: InputConfig = Field(default_factory=InputConfig)
@@ -169,11 +182,6 @@ class EmbedJobConfig(_Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
-    s3: S3Config = Field(default_factory=S3Config)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
-    output: OutputConfig = Field(default_factory=OutputConfig)
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -241,10 +249,17 @@ def find_config(name_or_path: str | os.PathLike[str]) -> Path:
                       f"{', '.join(shipped_configs())})")
 
 
-def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> C:
+ConfigCheck = Callable[[Mapping[str, Any], Path], None]
+
+
+def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
+                checks: Sequence[ConfigCheck] = ()) -> C:
     """Load ``cls`` from a YAML file or shipped config name (optional) plus dotted overrides.
 
-    Raises ConfigError on any problem, naming the file or field.
+    ``checks`` see the raw mapping (file contents plus overrides) and the file before validation, when a file is
+    given; a ``ValueError`` one raises becomes a ConfigError (the runner passes the checks of the layers above,
+    e.g. the benchmark instrument's refusal in production presets). Raises ConfigError on any problem, naming
+    the file or field.
     """
     data: dict[str, Any] = {}
     origin = "defaults"
@@ -263,13 +278,12 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overri
         _set_dotted(data, key, value)
     if overrides:
         origin += " + overrides"
-    if path is not None:  # the benchmark instrument is refused in *_cluster presets
-        from medembed.embedding.instrument import InstrumentRefused, refuse_in_preset
-
-        try:
-            refuse_in_preset(data, p)
-        except InstrumentRefused as e:
-            raise ConfigError(str(e)) from None
+    if path is not None:
+        for check in checks:
+            try:
+                check(data, p)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     try:
         return cls.model_validate(data)
     except ValidationError as e:

@@ -11,8 +11,8 @@ It is a benchmark instrument, never a model:
 
 - refused unless the environment sets ``MEDEMBED_ALLOW_INSTRUMENT=1`` (checked where a config becomes a model
   card, :func:`instrument_card`);
-- refused by every ``*_cluster`` preset even with that variable (:func:`refuse_in_preset`, called by
-  ``config.load_config``);
+- refused by every ``*_cluster`` preset even with that variable (:func:`refuse_in_preset`, one of the
+  runner's ``config_checks`` that ``config.load_config`` runs on a job's config file and overrides);
 - a table it wrote says so: backend ``instrument`` and ``medembed.instrument=true`` in its schema metadata.
 
 No product code path depends on this module: the card and encoder resolution each have one branch for it.
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def hash_vectors(seeds: np.ndarray, dim: int) -> np.ndarray:
 class InstrumentEncoder:
     """Encoder protocol over hash vectors; ``count_tokens`` uses the real tokenizer (bundled MiniLM)."""
 
-    def __init__(self, model_cfg: Any, embed_cfg: Any = None, s3: Any = None, card: Any = None):
+    def __init__(self, model_cfg: Any, embed_cfg: Any = None, storage: Storage = DEFAULT_STORAGE, card: Any = None):
         if card is None:  # built outside a job: resolve (and check) here
             card = instrument_card(model_cfg)
         elif card.backend != BACKEND:

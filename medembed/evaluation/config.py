@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+from medembed.config import EmbedConfig, JobConfig, ModelConfig, OutputConfig, _Model
 from medembed.evaluation.metrics import DEFAULT_K
 from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR
 
@@ -61,7 +61,7 @@ class EvalOutputConfig(OutputConfig):
                      "ndcg_at_10.png)")
 
 
-class EvaluateJobConfig(_Model):
+class EvaluateJobConfig(JobConfig):
     """Config of `jobs/evaluate.py` / `medembed evaluate`."""
 
     models: list[EvalModelConfig] = Field(default_factory=lambda: [EvalModelConfig()], min_length=1,
@@ -74,10 +74,6 @@ class EvaluateJobConfig(_Model):
     query_batch_size: int = Field(256, gt=0)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     store: EvalStoreConfig = Field(default_factory=EvalStoreConfig)
-    s3: S3Config = Field(default_factory=S3Config)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: EvalOutputConfig = Field(default_factory=EvalOutputConfig)
 
     @field_validator("k_values")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from medembed.config import EmbedConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+from medembed.config import EmbedConfig, JobConfig, ModelConfig, OutputConfig, _Model
 
 DEFAULT_LEXICAL_WEIGHT = 0.43  # the hybrid teacher's BM25 weight (bench/RESULTS.md, quality_finetune)
 
@@ -99,7 +99,7 @@ class MiningOutputConfig(OutputConfig):
     hub_private: bool = True
 
 
-class MineNegativesJobConfig(_Model):
+class MineNegativesJobConfig(JobConfig):
     """Config of `jobs/mine_negatives.py` / `medembed mine-negatives`."""
 
     pairs: PairsConfig = Field(default_factory=PairsConfig)
@@ -107,10 +107,6 @@ class MineNegativesJobConfig(_Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
-    s3: S3Config = Field(default_factory=S3Config)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: MiningOutputConfig = Field(default_factory=MiningOutputConfig)
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from medembed.config import InputConfig, ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+from medembed.config import InputConfig, JobConfig, ModelConfig, OutputConfig, _Model
 
 DEPRECATED_SECTIONS = {"pairs": "generate_pairs", "negatives": "mine_negatives"}  # old -> new, one release
 
@@ -38,7 +38,7 @@ class PipelineOutputConfig(OutputConfig):
                      "stage records to <dir>/<pipeline run id>/stages/<stage>/_SUCCESS.json")
 
 
-class PipelineJobConfig(_Model):
+class PipelineJobConfig(JobConfig):
     """Config of `jobs/pipeline.py` / `medembed pipeline`."""
 
     input: InputConfig = Field(default_factory=InputConfig, description="the corpus: pairs come from it and the "
@@ -56,10 +56,6 @@ class PipelineJobConfig(_Model):
                                      "BEIR datasets)")
     gate: GateConfig = Field(default_factory=GateConfig)
     embed: dict[str, Any] = Field(default_factory=dict, description="overrides of the embed config (store, embed)")
-    s3: S3Config = Field(default_factory=S3Config)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
     output: PipelineOutputConfig = Field(default_factory=PipelineOutputConfig)
 
     @model_validator(mode="before")

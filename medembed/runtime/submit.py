@@ -181,6 +181,7 @@ def follow(c, job_id: str, out=None, poll_s: float = 1.0) -> str:
 
 def submit(args: argparse.Namespace) -> int:
     from medembed.jobs import by_name
+    from medembed.runtime.runner import config_checks
 
     job = by_name(args.job)
     working_dir = Path(args.working_dir).resolve()
@@ -188,7 +189,7 @@ def submit(args: argparse.Namespace) -> int:
     config = config_argument(args.config or job.default_config, working_dir)
     try:  # fail here, before uploading anything, on an invalid config
         load_config(job.config_class(), (working_dir / config) if (working_dir / config).is_file() else config,
-                    args.overrides)
+                    args.overrides, checks=config_checks())
     except ConfigError as e:
         raise SubmitError(str(e)) from None
     env = runtime_env(working_dir, Path(args.runtime_env) if args.runtime_env else None, parse_env(args.env))

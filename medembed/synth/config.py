@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from medembed.config import InputConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+from medembed.config import InputConfig, JobConfig, _Model
 
 
 class OpenAIBackendConfig(_Model):
@@ -78,13 +78,8 @@ class SynthConfig(_Model):
         return self
 
 
-class GeneratePairsJobConfig(_Model):
+class GeneratePairsJobConfig(JobConfig):
     """Config of `jobs/generate_pairs.py` / `medembed generate-pairs`."""
 
     input: InputConfig = Field(default_factory=InputConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    s3: S3Config = Field(default_factory=S3Config)

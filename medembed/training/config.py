@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from medembed.config import ModelConfig, OutputConfig, RayConfig, S3Config, TrackingConfig, _Model
+from medembed.config import JobConfig, ModelConfig, OutputConfig, _Model
 
 
 class TripletsConfig(_Model):
@@ -83,17 +83,13 @@ class TrainOutputConfig(OutputConfig):
                                    "medembed-<base model>-<run id>")
 
 
-class TrainJobConfig(_Model):
+class TrainJobConfig(JobConfig):
     """Config of `jobs/train.py` / `medembed train`."""
 
     triplets: TripletsConfig = Field(default_factory=TripletsConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="BAAI/bge-base-en-v1.5"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: TrainOutputConfig = Field(default_factory=TrainOutputConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and Model Registry "
-                                     "(optional; off unless tracking.mlflow_uri is set)")
-    s3: S3Config = Field(default_factory=S3Config)
 
     @model_validator(mode="after")
     def _dev_split(self) -> TrainJobConfig:

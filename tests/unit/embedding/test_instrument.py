@@ -10,7 +10,8 @@ from medembed import schema as S
 from medembed.config import ConfigError, EmbedJobConfig, ModelConfig, load_config, shipped_configs
 from medembed.embedding.card import resolve_card
 from medembed.embedding.encoders import build_encoder
-from medembed.embedding.instrument import ENV, InstrumentRefused, hash_vectors, text_seeds
+from medembed.embedding.instrument import ENV, InstrumentRefused, hash_vectors, refuse_in_preset, text_seeds
+from medembed.runtime.runner import config_checks
 
 
 def test_refused_without_env(monkeypatch):
@@ -28,13 +29,20 @@ def test_refused_in_cluster_presets_even_with_env(monkeypatch, preset):
     monkeypatch.setenv(ENV, "1")
     key = "embed.model.name" if preset.startswith("pipeline") else "model.name"
     with pytest.raises(ConfigError, match=rf"{key}='instrument:hash'.*benchmark instrument.*{preset}"):
-        load_config(EmbedJobConfig, preset, [f"{key}=instrument:hash"])
+        load_config(EmbedJobConfig, preset, [f"{key}=instrument:hash"], checks=config_checks())
+
+
+def test_config_alone_does_not_know_the_instrument(monkeypatch):
+    """config (the bottom layer) runs only the checks it is given; the runner and submit give this one."""
+    monkeypatch.setenv(ENV, "1")
+    assert load_config(EmbedJobConfig, "embed_cluster", ["model.name=instrument:hash"]).model.name == "instrument:hash"
+    assert refuse_in_preset in config_checks()
 
 
 def test_cluster_presets_exist_and_local_preset_allows_it(monkeypatch):
     assert {"embed_cluster", "reembed_cluster", "pipeline_cluster"} <= set(shipped_configs())
     monkeypatch.setenv(ENV, "1")
-    cfg = load_config(EmbedJobConfig, "embed", ["model.name=instrument:hash"])
+    cfg = load_config(EmbedJobConfig, "embed", ["model.name=instrument:hash"], checks=config_checks())
     assert cfg.model.name == "instrument:hash"
 
 

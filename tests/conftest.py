@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import LOOPBACK, SHARED_DATA
+from tests.support.paths import SHARED_DATA
+from tests.support.ray_retry import SharedRay, order_modules
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,32 +45,50 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+_SHARED_RAY = SharedRay(num_cpus=2)
+
+
+def _uses_shared_ray(item) -> bool:
+    """Whether the test asks for the ``ray_local`` below (not a module's own fixture of that name)."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).get("ray_local")
+    return bool(defs) and getattr(defs[-1].func, "__module__", None) == __name__
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The modules that use the shared local Ray instance run one after another (it starts once for all)."""
+    order_modules(items, _uses_shared_ray)
+    config._shared_ray_modules = {i.nodeid.split("::", 1)[0] for i in items if _uses_shared_ray(i)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_shared_ray_in_other_modules(request):
+    """A module that does not use ``ray_local`` starts with no shared instance running (as it always did)."""
+    if request.node.nodeid not in getattr(request.config, "_shared_ray_modules", set()):
+        _SHARED_RAY.release()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_ray_shut_down_at_the_end():
+    yield
+    _SHARED_RAY.release()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray instance (2 CPUs, no dashboard) for one test module.
+    """A local Ray instance (2 CPUs, no dashboard, 127.0.0.2), shared by every module that uses this fixture.
 
-    Shut down at the end of the module, so modules that need workers with their own environment
-    (S3 credentials, fake API keys) start from a clean slate.
+    Started once (``SharedRay``; retried when Ray's node-registration deadline passes on a loaded machine) and kept
+    while the modules that use it run one after another; shut down before any other module and at the end. Modules
+    whose workers need their own environment (S3 credentials, fake API keys) define their own ``ray_local``.
     """
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        for attempt in range(3):  # Ray's fixed node-registration deadline can pass on a loaded machine
-            try:
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK,
-                         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
-                break
-            except Exception as e:
-                ray.shutdown()
-                if "timed out during startup" not in str(e) or attempt == 2:
-                    raise
+    _SHARED_RAY.acquire()
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
     yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

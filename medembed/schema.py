@@ -42,6 +42,26 @@ DOC_CHUNKS = "doc_chunks"  # how many chunks the document has: a document stored
 
 CHUNK_COLUMNS = (CHUNK_ID, DOC_ID, CHUNK_INDEX, TITLE, TEXT, METADATA, CONTENT_HASH, N_TOKENS, DOC_HASH, DOC_CHUNKS)
 
+
+def chunk_schema(doc_hash: bool = True) -> pa.Schema:
+    """Arrow schema of chunk rows (the embedder's input). ``doc_hash``: with ``DOC_HASH`` and ``DOC_CHUNKS``
+    (chunks of ``embedding.chunking``); without: one chunk per whole document (evaluation corpora, mining
+    positives), whose rows no change detection sees."""
+    return pa.schema([
+        pa.field(CHUNK_ID, pa.string()),
+        pa.field(DOC_ID, pa.string()),
+        pa.field(CHUNK_INDEX, pa.int32()),
+        pa.field(TITLE, pa.string()),
+        pa.field(TEXT, pa.string()),
+        pa.field(METADATA, pa.string()),
+        pa.field(CONTENT_HASH, pa.string()),
+        pa.field(N_TOKENS, pa.int32()),
+        *([pa.field(DOC_HASH, pa.string()), pa.field(DOC_CHUNKS, pa.int32())] if doc_hash else []),
+    ])
+
+
+CHUNK_SCHEMA = chunk_schema()
+
 # --- embedded chunks (rows of a LanceDB table) -------------------------------------------
 VECTOR = "vector"
 MODEL_ID = "model_id"

@@ -10,6 +10,7 @@ document and the parameters here, so a re-run recognises an unchanged document w
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,15 +125,21 @@ def chunk_batch(batch: pa.Table | dict[str, Any], params: ChunkParams) -> pa.Tab
             out[S.N_TOKENS].append(min(params.max_tokens, overhead + title_tokens + (b - a)))
             out[S.DOC_HASH].append(cols[S.DOC_HASH][i])
             out[S.DOC_CHUNKS].append(len(spans))
+    return pa.table(out, schema=S.CHUNK_SCHEMA)
+
+
+def whole_document_chunks(chunk_ids: Sequence[str], doc_ids: Sequence[str], titles: Sequence[str],
+                          texts: Sequence[str]) -> pa.Table:
+    """One chunk row per whole document (``schema.chunk_schema(doc_hash=False)``), not tokenized here: the
+    model truncates at its max length and the embedder counts ``n_tokens`` with its tokenizer."""
+    n = len(chunk_ids)
     return pa.table({
-        S.CHUNK_ID: pa.array(out[S.CHUNK_ID], pa.string()),
-        S.DOC_ID: pa.array(out[S.DOC_ID], pa.string()),
-        S.CHUNK_INDEX: pa.array(out[S.CHUNK_INDEX], pa.int32()),
-        S.TITLE: pa.array(out[S.TITLE], pa.string()),
-        S.TEXT: pa.array(out[S.TEXT], pa.string()),
-        S.METADATA: pa.array(out[S.METADATA], pa.string()),
-        S.CONTENT_HASH: pa.array(out[S.CONTENT_HASH], pa.string()),
-        S.N_TOKENS: pa.array(out[S.N_TOKENS], pa.int32()),
-        S.DOC_HASH: pa.array(out[S.DOC_HASH], pa.string()),
-        S.DOC_CHUNKS: pa.array(out[S.DOC_CHUNKS], pa.int32()),
-    })
+        S.CHUNK_ID: chunk_ids,
+        S.DOC_ID: doc_ids,
+        S.CHUNK_INDEX: [0] * n,
+        S.TITLE: titles,
+        S.TEXT: texts,
+        S.METADATA: [None] * n,
+        S.CONTENT_HASH: [S.content_hash(t, x) for t, x in zip(titles, texts)],
+        S.N_TOKENS: [None] * n,
+    }, schema=S.chunk_schema(doc_hash=False))

@@ -19,12 +19,13 @@ import ray
 from medembed import schema as S
 from medembed.config import EmbedConfig, ModelConfig, StoreConfig
 from medembed.embedding.card import ModelCard
+from medembed.embedding.chunking import whole_document_chunks
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.evaluation.config import EvalStoreConfig
 from medembed.evaluation.datasets import Corpus
 from medembed.index.indexes import finalize_table, has_vector_index
-from medembed.index.tables import connect, open_dataset, table_names, table_uri
+from medembed.index.tables import connect, open_dataset, table_name, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
 from medembed.runtime.memory import cpu_actor_options
@@ -62,25 +63,15 @@ def document_key(card: ModelCard, model_cfg: ModelConfig) -> str:
     return f"{card.model_id}@{card.revision}|{card.prompts.document}|{card.max_seq_length}|{backend}"
 
 
-def table_name(dataset: str, card: ModelCard, model_cfg: ModelConfig) -> str:
+def corpus_table_name(dataset: str, card: ModelCard, model_cfg: ModelConfig) -> str:
     """``eval__<dataset>__<model slug>__<8 hex of document_key>``."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
-    return f"eval__{safe}__{card.slug}__{hashlib.sha256(document_key(card, model_cfg).encode()).hexdigest()[:8]}"
+    return table_name("eval", safe, card.slug, key=document_key(card, model_cfg))
 
 
 def corpus_rows(corpus: Corpus) -> pa.Table:
     """One chunk row per document (chunk id = doc id); ``n_tokens`` is left to the embedder to count."""
-    n = len(corpus)
-    return pa.table({
-        S.CHUNK_ID: pa.array(corpus.ids, pa.string()),
-        S.DOC_ID: pa.array(corpus.ids, pa.string()),
-        S.CHUNK_INDEX: pa.array([0] * n, pa.int32()),
-        S.TITLE: pa.array(corpus.titles, pa.string()),
-        S.TEXT: pa.array(corpus.texts, pa.string()),
-        S.METADATA: pa.array([None] * n, pa.string()),
-        S.CONTENT_HASH: pa.array([S.content_hash(t, x) for t, x in zip(corpus.titles, corpus.texts)], pa.string()),
-        S.N_TOKENS: pa.nulls(n, pa.int32()),  # counted by the embedder, with the model's tokenizer
-    })
+    return whole_document_chunks(corpus.ids, corpus.ids, corpus.titles, corpus.texts)
 
 
 def _index_cfg(store: EvalStoreConfig, name: str) -> StoreConfig:
@@ -95,7 +86,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
     storage = storage or DEFAULT_STORAGE
     if not len(corpus):
         raise ValueError(f"{dataset}: the corpus is empty")
-    name = table_name(dataset, card, model_cfg)
+    name = corpus_table_name(dataset, card, model_cfg)
     uri = table_uri(store.uri, name)
     expect = {"model_id": card.model_id, "revision": card.revision, "document_key": document_key(card, model_cfg),
               "corpus": corpus_fingerprint(corpus), "rows": len(corpus)}
@@ -120,7 +111,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
         ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, storage, card),
         batch_size=batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=embed.num_actors),
         num_gpus=embed.num_gpus, num_cpus=embed.num_cpus, **cpu_actor_options(embed.num_gpus, embed.cpu_keep_memory))
-    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
     result = write_dataset(embedded, uri, schema, storage=storage, commit_every=store.commit_every, block_mib=embed.block_mib,
                            progress=f"{dataset} documents embedded")
     if result.stats.rows != len(corpus):

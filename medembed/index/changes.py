@@ -54,5 +54,4 @@ def chunk_selected_documents(batch: pa.Table, params: ChunkParams, embed_sets: A
 
 
 def _empty_chunks() -> pa.Table:
-    types = {S.CHUNK_INDEX: pa.int32(), S.N_TOKENS: pa.int32(), S.DOC_CHUNKS: pa.int32()}
-    return pa.table({c: pa.array([], types.get(c, pa.string())) for c in S.CHUNK_COLUMNS})
+    return S.CHUNK_SCHEMA.empty_table()

@@ -6,6 +6,7 @@ The index layer knows tables, not models: model identity arrives as schema metad
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -17,6 +18,21 @@ log = logging.getLogger(__name__)
 
 class TableModelMismatch(RuntimeError):
     """The table holds vectors of another model or dimension."""
+
+
+def table_name(*parts: str, key: str | None = None, configured: str | None = None) -> str:
+    """The name of every kind of table medembed writes: ``configured`` when set, else ``parts`` joined by
+    ``__`` and, with ``key``, the first 8 hex of its SHA-256 (what the rows depend on beyond the parts):
+
+    - embed, reembed: ``<corpus or serving name>__<model slug>`` (``store.table`` when set)
+    - pipeline: ``<corpus>__<model slug>__<8 hex of model id@revision>``
+    - evaluation: ``eval__<dataset>__<model slug>__<8 hex of the document key>``
+    - mining: ``mining_candidates__<model slug>`` (``candidates.store_table`` when set)
+    """
+    if configured:
+        return configured
+    name = "__".join(parts)
+    return f"{name}__{hashlib.sha256(key.encode()).hexdigest()[:8]}" if key is not None else name
 
 
 def table_uri(db_uri: str, table: str) -> str:

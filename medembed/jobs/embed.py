@@ -29,7 +29,7 @@ from medembed.embedding.stage import check_resources, chunk_new_documents, chunk
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
-from medembed.index.tables import check_model, open_dataset, table_uri
+from medembed.index.tables import check_model, open_dataset, table_name, table_uri
 from medembed.index.writer import CommitStats, WriteResult, commit_fragments, write_dataset
 from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
@@ -47,7 +47,7 @@ class TargetTable:
 
 
 def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
-    name = cfg.store.table or f"{cfg.store.corpus_name}__{model.slug}"
+    name = table_name(cfg.store.corpus_name, model.slug, configured=cfg.store.table)
     return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
 
 

@@ -8,7 +8,6 @@ configs and reuse live in ``medembed.pipeline.stages``, the decision in ``medemb
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -105,11 +104,11 @@ def read_promoted(promote_artifact: str, storage: Storage = DEFAULT_STORAGE) -> 
 def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """The promoted model and its table: ``<corpus>__<model slug>__<8 hex of id@revision>`` unless configured."""
     from medembed.embedding.card import resolve_card
+    from medembed.index.tables import table_name
 
     card = resolve_card(ModelConfig.model_validate(promoted["model"]), storage)
     corpus = (cfg.embed.get("store") or {}).get("corpus_name", "corpus")
-    rev = hashlib.sha256(f"{card.model_id}@{card.revision}".encode()).hexdigest()[:8]
-    return {"model": promoted["model"], "table": f"{corpus}__{card.slug}__{rev}"}
+    return {"model": promoted["model"], "table": table_name(corpus, card.slug, key=f"{card.model_id}@{card.revision}")}
 
 
 def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:

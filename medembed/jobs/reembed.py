@@ -33,7 +33,7 @@ from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
-from medembed.index.tables import check_model, connect, open_dataset, table_uri
+from medembed.index.tables import check_model, connect, open_dataset, table_name, table_uri
 from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
@@ -136,7 +136,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
     storage, db_uri = manifest.storage, cfg.store.uri
     card = resolve_card(cfg.model, storage)
     require_quality_passed(card, cfg.model.cache_dir)  # onnx* vectors only after a passed quality check
-    tname = cfg.store.table or f"{name}__{card.slug}"
+    tname = table_name(name, card.slug, configured=cfg.store.table)
     uri = table_uri(db_uri, tname)
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
     before = serving.read_pointer(db_uri, name, storage)

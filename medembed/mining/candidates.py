@@ -19,11 +19,12 @@ import ray
 from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.embedding.card import ModelCard
+from medembed.embedding.chunking import whole_document_chunks
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index import serving
 from medembed.index.indexes import finalize_table
-from medembed.index.tables import check_model, connect, open_dataset, table_uri
+from medembed.index.tables import check_model, connect, open_dataset, table_name, table_uri
 from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
@@ -59,18 +60,7 @@ def positive_rows(pairs: pa.Table) -> pa.Table:
             seen[pid] = (note, passage)
     ids = sorted(seen)
     texts = [seen[i][1] for i in ids]
-    return pa.table({
-        S.CHUNK_ID: ids,
-        S.DOC_ID: [seen[i][0] for i in ids],
-        S.CHUNK_INDEX: pa.array([0] * len(ids), pa.int32()),
-        S.TITLE: [""] * len(ids),
-        S.TEXT: texts,
-        S.METADATA: [None] * len(ids),
-        S.CONTENT_HASH: [S.content_hash("", t) for t in texts],
-        S.N_TOKENS: pa.nulls(len(ids), pa.int32()),  # counted by the embedder, with the model's tokenizer
-    }, schema=pa.schema([(S.CHUNK_ID, pa.string()), (S.DOC_ID, pa.string()), (S.CHUNK_INDEX, pa.int32()),
-                         (S.TITLE, pa.string()), (S.TEXT, pa.string()), (S.METADATA, pa.string()),
-                         (S.CONTENT_HASH, pa.string()), (S.N_TOKENS, pa.int32())]))
+    return whole_document_chunks(ids, [seen[i][0] for i in ids], [""] * len(ids), texts)
 
 
 @dataclass(frozen=True)
@@ -100,9 +90,9 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
     (``candidates.table``) are read from their table and written after them.
     """
     cc = cfg.candidates
-    name = cc.store_table or f"mining_candidates__{card.slug}"
+    name = table_name("mining_candidates", card.slug, configured=cc.store_table)
     uri = table_uri(cc.store_uri, name)
-    schema = S.table_schema(card.dim, card.model_id, card.revision)
+    schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
     if open_dataset(uri, storage) is not None:  # derived data: rebuilt so stale candidates never leak in
         log.info("dropping the previous candidate table %s", uri)
         connect(cc.store_uri, storage).drop_table(name)

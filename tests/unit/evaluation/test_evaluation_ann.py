@@ -12,7 +12,7 @@ from medembed import schema as S
 from medembed.config import EmbedConfig, ModelConfig
 from medembed.embedding.card import resolve_card
 from medembed.evaluation.config import EvalStoreConfig
-from medembed.evaluation.corpus_table import corpus_fingerprint, document_key, ensure_corpus_table, table_name
+from medembed.evaluation.corpus_table import corpus_fingerprint, corpus_table_name, document_key, ensure_corpus_table
 from medembed.evaluation.datasets import Corpus
 from medembed.evaluation.retrieval import retrieve
 from medembed.index.search import Retriever
@@ -37,7 +37,7 @@ def _reusable_table(tmp_path) -> tuple[Corpus, object, ModelConfig, np.ndarray, 
         S.CONTENT_HASH: [S.content_hash("", x) for x in corpus.texts], S.N_TOKENS: pa.array([3] * N, pa.int32()),
         S.EMBEDDED_AT: pa.array([datetime.now(timezone.utc)] * N, pa.timestamp("us", tz="UTC"))},
         schema=S.table_schema(card.dim, card.model_id, card.revision))
-    name = table_name("set", card, model)
+    name = corpus_table_name("set", card, model)
     connect(str(tmp_path)).create_table(name, t)
     artifacts.mark_complete(table_uri(str(tmp_path), name), "eval_corpus_table", "earlier",
                             {"model_id": card.model_id, "revision": card.revision,

@@ -57,7 +57,7 @@ from results_file import append_section, section_header  # noqa: E402 - bench/ i
 def _params(config: Path, overrides: list[str]):
     from medembed.config import EmbedJobConfig, load_config
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.stage import chunk_params
+    from medembed.embedding.chunking import chunk_params
 
     cfg = load_config(EmbedJobConfig, config, overrides)
     return chunk_params(cfg, resolve_card(cfg.model))

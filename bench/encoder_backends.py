@@ -59,7 +59,7 @@ log = logging.getLogger("bench.encoder_backends")
 def chunk_params(cache_dir: str):
     from medembed.config import EmbedJobConfig, load_config
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.stage import chunk_params as job_chunk_params
+    from medembed.embedding.chunking import chunk_params as job_chunk_params
 
     cfg = load_config(EmbedJobConfig, CONFIG, [f"model.cache_dir={cache_dir}"])
     return job_chunk_params(cfg, resolve_card(cfg.model))

@@ -52,9 +52,8 @@ BEIR_SETS = ("scifact", "med", "pubmedqa", "pmc_patients/ppr")
 def embed(args: argparse.Namespace) -> None:
     from medembed.config import EmbedJobConfig, ModelConfig, load_config
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.chunking import chunk_batch, document_input
+    from medembed.embedding.chunking import chunk_batch, chunk_params, document_input
     from medembed.embedding.encoders import build_encoder
-    from medembed.embedding.stage import chunk_params
     from medembed.evaluation.datasets import load_beir
 
     WORK.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,8 @@ def st_baseline(cfg, pairs):
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from medembed.embedding.card import load_sentence_transformer, resolve_card
+    from medembed.embedding.card import resolve_card
+    from medembed.embedding.loading import load_sentence_transformer
 
     model = load_sentence_transformer(resolve_card(cfg.model), cfg.model)
     mc = cfg.mining

@@ -146,7 +146,7 @@ def corpus_hashes(args: argparse.Namespace, corpus_dir: Path) -> tuple[Any, floa
     """(materialized (doc_id, doc_hash, source) dataset, seconds, driver peak RSS MiB): baseline (a)."""
     from medembed.config import load_config
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.stage import chunk_params
+    from medembed.embedding.chunking import chunk_params
     from medembed.index.config import ReembedJobConfig
     from medembed.index.diff import hash_documents
     from medembed.ingest import plan_read
@@ -170,8 +170,7 @@ def old_path_baseline(args: argparse.Namespace, corpus_dir: Path) -> tuple[int, 
 
     from medembed.config import load_config
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.chunking import chunk_batch
-    from medembed.embedding.stage import chunk_params
+    from medembed.embedding.chunking import chunk_batch, chunk_params
     from medembed.index.config import ReembedJobConfig
     from medembed.ingest import plan_read
 

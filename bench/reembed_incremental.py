@@ -56,8 +56,7 @@ def _cfg(corpus: Path, db: Path, run: str, extra: list[str]):
 def prepare_corpus(n_chunks: int, extra: list[str]) -> tuple[list[dict], list[dict], int]:
     """(notes in the corpus, spare notes for additions, chunks in the corpus)."""
     from medembed.embedding.card import resolve_card
-    from medembed.embedding.chunking import chunk_batch
-    from medembed.embedding.stage import chunk_params
+    from medembed.embedding.chunking import chunk_batch, chunk_params
 
     cfg = _cfg(WORK / "corpus", WORK / "db", "prep", extra)
     params = chunk_params(cfg, resolve_card(cfg.model))

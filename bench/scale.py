@@ -117,12 +117,13 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
     import pyarrow as pa
 
     from medembed.embedding.card import resolve_card
+    from medembed.embedding.chunking import chunk_params
     from medembed.embedding.embedder import ChunkEmbedder
     from medembed.embedding.encoders import encoder_actor_kwargs
-    from medembed.embedding.stage import chunk_new_documents, chunk_params
     from medembed.index.writer import FragmentWriter, commit_fragments
     from medembed.ingest import plan_read
     from medembed.runtime.storage import DEFAULT_STORAGE
+    from medembed.stages.embed import chunk_new_documents
 
     work = WORK / "stages"
     shutil.rmtree(work, ignore_errors=True)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from medembed import schema as S
+
+if TYPE_CHECKING:
+    from medembed.config import EmbedJobConfig
+    from medembed.embedding.card import ModelCard
 
 # [CLS]/[SEP] or <s>/</s>: the tokenizer adds two special tokens around every input
 SPECIAL_TOKENS = 2
@@ -54,6 +58,18 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, use_fast=True)
+
+
+def chunk_params(cfg: EmbedJobConfig, model: ModelCard) -> ChunkParams:
+    """The chunking parameters of a job: ``chunking.max_tokens`` capped at the model's max length, the
+    document prompt's tokens counted against it, the model's tokenizer."""
+    seq = model.max_seq_length
+    max_tokens = min(cfg.chunking.max_tokens or seq, seq)
+    prompt_tokens = 0
+    if model.prompts.document:
+        prompt_tokens = len(load_tokenizer(model.path)(model.prompts.document, add_special_tokens=False)["input_ids"])
+    return ChunkParams(model.path, max_tokens, cfg.chunking.overlap_tokens, prompt_tokens,
+                       tokenizer_id=f"{model.model_id}@{model.revision}")
 
 
 def add_doc_hashes(docs: pa.Table, params: ChunkParams) -> pa.Table:

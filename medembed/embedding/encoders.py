@@ -17,7 +17,8 @@ import numpy as np
 
 from medembed.config import EmbedConfig, ModelConfig
 from medembed.embedding.batching import plan_batches
-from medembed.embedding.card import ModelCard, load_sentence_transformer, resolve_card
+from medembed.embedding.card import ModelCard, resolve_card
+from medembed.embedding.loading import load_sentence_transformer
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, 
 def encoder_actor_kwargs(model_cfg: ModelConfig, embed_cfg: EmbedConfig, storage: Storage, card: ModelCard) -> dict:
     """Constructor kwargs that rebuild an encoder inside a Ray actor (plain data: picklable)."""
     return {"model_cfg": model_cfg.model_dump(), "embed_cfg": embed_cfg.model_dump(), "storage": storage,
-            "card": dataclasses.asdict(card)}
+            "card": card.to_dict()}
 
 
 def encoder_from_kwargs(model_cfg: dict[str, Any], embed_cfg: dict[str, Any], storage: Storage,

@@ -1,7 +1,7 @@
 """The corpus of a retrieval set embedded into a LanceDB table, one per (dataset, model revision), reused when complete.
 
 One document is one row (``document_input(title, text)``, truncated by the model at its max length;
-no chunking), embedded by the embedding stage's ``ChunkEmbedder`` on a Ray actor pool and written
+no chunking), embedded by the job's embed stage (``stages.embed.EmbedStage``) on a Ray actor pool and written
 through the one write path (``index.writer.write_dataset``). The table's ``_SUCCESS.json``
 (``runtime.artifacts``) records the model id, revision and a fingerprint of the corpus; a table whose
 marker matches is reused as it is, anything else is dropped and rebuilt.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,15 +21,12 @@ from medembed import schema as S
 from medembed.config import EmbedConfig, ModelConfig, StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import whole_document_chunks
-from medembed.embedding.embedder import ChunkEmbedder
-from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.evaluation.config import EvalStoreConfig
 from medembed.evaluation.datasets import Corpus
 from medembed.index.indexes import finalize_table, has_vector_index
 from medembed.index.tables import connect, open_dataset, table_name, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
-from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
@@ -80,8 +78,10 @@ def _index_cfg(store: EvalStoreConfig, name: str) -> StoreConfig:
 
 
 def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg: ModelConfig,
-                        embed: EmbedConfig, store: EvalStoreConfig, storage: Storage | None, run_id: str) -> CorpusTable:
-    """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built
+                        embed: EmbedConfig, store: EvalStoreConfig, storage: Storage | None, run_id: str,
+                        embed_rows: Callable[[pa.Table], ray.data.Dataset] | None = None) -> CorpusTable:
+    """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built with
+    ``embed_rows`` (the job's embed stage, ``stages.embed.EmbedStage.over_table``: chunk rows -> embedded rows)
     (``storage`` None: the environment only)."""
     storage = storage or DEFAULT_STORAGE
     if not len(corpus):
@@ -105,12 +105,9 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
         artifacts.clear_marker(uri, storage)
         connect(store.uri, storage).drop_table(name)
 
-    rows = corpus_rows(corpus)
-    batch = embed.batch_size
-    embedded = ray.data.from_arrow([rows.slice(i, batch) for i in range(0, rows.num_rows, batch)]).map_batches(
-        ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, storage, card),
-        batch_size=batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=embed.num_actors),
-        num_gpus=embed.num_gpus, num_cpus=embed.num_cpus, **cpu_actor_options(embed.num_gpus, embed.cpu_keep_memory))
+    if embed_rows is None:
+        raise ValueError(f"{dataset}: building corpus table {name} needs embed_rows (the job's embed stage)")
+    embedded = embed_rows(corpus_rows(corpus))
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
     result = write_dataset(embedded, uri, schema, storage=storage, commit_every=store.commit_every, block_mib=embed.block_mib,
                            progress=f"{dataset} documents embedded")

@@ -20,12 +20,9 @@ import ray
 
 from medembed import schema as S
 from medembed.config import EmbedJobConfig
-from medembed.embedding import one_actor
 from medembed.embedding.card import ModelCard, resolve_card
-from medembed.embedding.chunking import ChunkParams
-from medembed.embedding.encoders import encoder_actor_kwargs
+from medembed.embedding.chunking import ChunkParams, chunk_params
 from medembed.embedding.quality import require_quality_passed
-from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
@@ -35,6 +32,8 @@ from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quaran
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
+from medembed.stages import one_actor
+from medembed.stages.embed import EmbedStage, check_resources, chunk_new_documents
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +86,8 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
     chunks = plan.dataset().map_batches(
         chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
         num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
-    return write_dataset(embedding_stage(chunks, cfg, card, storage), target.uri, schema, block_mib=cfg.embed.block_mib,
-                         stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
+    return write_dataset(EmbedStage.create(cfg.model, cfg.embed, storage, card)(chunks), target.uri, schema,
+                         block_mib=cfg.embed.block_mib, stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
 
 
 def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
@@ -113,8 +112,8 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     if small:  # start it first: its model loads while the driver reads the table's state
         log.info("input <= embed.one_actor_max_mib (%g MiB): one actor reads, chunks, embeds and writes",
                  cfg.embed.one_actor_max_mib)
-        worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, storage, card), cfg.embed.num_cpus,
-                                        cfg.embed.num_gpus, keep_memory=cfg.embed.cpu_keep_memory)
+        worker = one_actor.start_worker(EmbedStage.create(cfg.model, cfg.embed, storage, card).fn_constructor_kwargs,
+                                        cfg.embed.num_cpus, cfg.embed.num_gpus, keep_memory=cfg.embed.cpu_keep_memory)
     try:
         existing = open_dataset(target.uri, storage)
         if existing is not None:

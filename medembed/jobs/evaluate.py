@@ -26,6 +26,7 @@ from medembed.index.search import Retriever
 from medembed.runtime import artifacts, tracking
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
+from medembed.stages.embed import EmbedStage
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def evaluate(cfg: EvaluateJobConfig, manifest: RunManifest) -> dict[str, Any]:
             t0 = time.perf_counter()
             with manifest.timed(f"table/{m.label}/{ds.name}"):
                 table = ensure_corpus_table(ds.name, ds.corpus, m.card, m.cfg, cfg.embed, cfg.store, storage,
-                                            manifest.run_id)
+                                            manifest.run_id, EmbedStage.create(m.cfg, cfg.embed, storage, m.card).over_table)
             counts["tables_reused" if table.reused else "tables_built"] += 1
             counts["documents_embedded"] += 0 if table.reused else table.rows
             tables[f"{m.label}/{ds.name}"] = {"uri": table.uri, "rows": table.rows, "reused": table.reused,

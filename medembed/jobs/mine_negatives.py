@@ -25,6 +25,7 @@ from medembed.runtime import artifacts, in_process
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.stages.embed import EmbedStage
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
     manifest.set("execution", execution)
     if execution == "actor pools":
         with manifest.timed("candidates"):
-            cands = build_candidate_table(cfg, card, pairs, storage=storage)
+            cands = build_candidate_table(
+                cfg, card, pairs, storage=storage,
+                embed_rows=EmbedStage.create(cfg.model, cfg.embed, storage, card).over_table)
         with manifest.timed("mine"):
             return cands, mine(cfg, card, pairs, cands.db_uri, cands.name, storage).materialize()
     log.info("%d pairs (mining.one_actor_max_pairs %d, in_driver_max_pairs %d): one worker %s embeds the positives "
@@ -113,7 +116,7 @@ def candidates_and_mined(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa
     worker = None
     try:
         with manifest.timed("candidates"):  # the model load is in (an actor's overlaps the driver's planning)
-            worker = one_actor.start_worker(encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
+            worker = one_actor.start_worker(EmbedStage.create(cfg.model, cfg.embed, storage, card).fn_constructor_kwargs,
                                             num_cpus=max(cfg.embed.num_cpus, mc.num_cpus), num_gpus=num_gpus,
                                             in_driver=execution == "in driver", keep_memory=cfg.embed.cpu_keep_memory)
             cands = build_candidate_table(cfg, card, pairs, lambda rows, uri, schema: one_actor.write_then_encode(

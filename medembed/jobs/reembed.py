@@ -24,8 +24,8 @@ import ray
 
 from medembed import schema as S
 from medembed.embedding.card import ModelCard, resolve_card
+from medembed.embedding.chunking import chunk_params
 from medembed.embedding.quality import require_quality_passed
-from medembed.embedding.stage import check_resources, chunk_new_documents, chunk_params, embedding_stage
 from medembed.index import serving
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
@@ -39,6 +39,7 @@ from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.stages.embed import EmbedStage, check_resources, chunk_new_documents
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
             chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                                       num_cpus=cfg.chunking.num_cpus,
                                       fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
-            staged = stage_fragments(embedding_stage(chunks, cfg, card, storage), uri, schema, storage=storage,
+            staged = stage_fragments(EmbedStage.create(cfg.model, cfg.embed, storage, card)(chunks), uri, schema,
+                                     storage=storage,
                                      block_mib=cfg.embed.block_mib, writers=cfg.embed.writer_actors)
         else:
             staged = Staged()

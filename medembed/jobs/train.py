@@ -44,7 +44,7 @@ def finish_model(cfg: TrainJobConfig, card: ModelCard, tuned: dict[str, Any], de
     """Interpolate (when configured), score on dev, save the model folder; returns the dev summary."""
     import torch
 
-    from medembed.embedding.card import load_sentence_transformer
+    from medembed.embedding.loading import load_sentence_transformer
     from medembed.training.export import save_model
     from medembed.training.interpolate import SELECT_METRIC, choose_alpha, dev_scores
 

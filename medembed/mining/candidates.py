@@ -1,6 +1,6 @@
 """Reading pairs and building the candidate table (positives + optional corpus chunks) in LanceDB.
 
-Positives are embedded with the embedding stage's ``ChunkEmbedder`` (document side) and written with
+Positives are embedded by the job's embed stage (``stages.embed.EmbedStage``, document side) and written with
 the one write path (``index.writer.write_dataset``); corpus chunks come from a ``medembed embed`` table
 of the same model and are copied, not re-embedded.
 """
@@ -20,15 +20,12 @@ from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import whole_document_chunks
-from medembed.embedding.embedder import ChunkEmbedder
-from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index import serving
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, connect, open_dataset, table_name, table_uri
 from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
-from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 from medembed.synth import columns as P
 
@@ -81,13 +78,14 @@ def split_table(table: pa.Table, rows: int) -> list[pa.Table]:
 
 def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: pa.Table,
                           write_positives: Callable[[pa.Table, str, pa.Schema], pa.Table] | None = None,
-                          storage: Storage = DEFAULT_STORAGE) -> CandidateTable:
+                          storage: Storage = DEFAULT_STORAGE,
+                          embed_rows: Callable[[pa.Table], ray.data.Dataset] | None = None) -> CandidateTable:
     """(Re)build the candidate table for this run; returns where it is and what it holds.
 
-    Positives are embedded by a ``ChunkEmbedder`` pool of ``embed.num_actors`` and streamed to the table,
-    or, with ``write_positives(rows, uri, schema)``, embedded and written as Lance data files by the
-    caller's actor (it returns the ``FragmentWriter`` output), then committed here. Corpus chunks
-    (``candidates.table``) are read from their table and written after them.
+    Positives are embedded by ``embed_rows`` (the job's embed stage, ``stages.embed.EmbedStage.over_table``:
+    a pool of ``embed.num_actors``) and streamed to the table, or, with ``write_positives(rows, uri, schema)``,
+    embedded and written as Lance data files by the caller's actor (it returns the ``FragmentWriter`` output),
+    then committed here. Corpus chunks (``candidates.table``) are read from their table and written after them.
     """
     cc = cfg.candidates
     name = table_name("mining_candidates", card.slug, configured=cc.store_table)
@@ -101,12 +99,9 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
     corpus = corpus_candidates(cfg, card, schema, storage)
     write = {"storage": storage, "commit_every": cc.commit_every, "progress": "candidates written"}
     if write_positives is None:
-        pos_ds = ray.data.from_arrow(split_table(positives, cfg.embed.batch_size)).map_batches(
-            ChunkEmbedder, fn_constructor_kwargs=encoder_actor_kwargs(cfg.model, cfg.embed, storage, card),
-            batch_size=cfg.embed.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.embed.num_actors),
-            num_gpus=cfg.embed.num_gpus, num_cpus=cfg.embed.num_cpus,
-            **cpu_actor_options(cfg.embed.num_gpus, cfg.embed.cpu_keep_memory))
+        if embed_rows is None:
+            raise ValueError("build_candidate_table needs embed_rows (the job's embed stage) or write_positives")
+        pos_ds = embed_rows(positives)
         rows_in = pos_ds.union(corpus) if corpus is not None else pos_ds
         rows = write_dataset(rows_in, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     else:

@@ -34,8 +34,8 @@ def _kept(worker) -> bool:
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_corpus_and_mining_workers_start_with_the_setting(ray_local, keep):
-    from medembed.embedding import one_actor as embed_actor
     from medembed.mining import one_actor as mining_actor
+    from medembed.stages import one_actor as embed_actor
 
     model = ModelConfig()
     kwargs = encoder_actor_kwargs(model, EmbedConfig(), S3Config(), resolve_card(model))

@@ -103,3 +103,18 @@ def test_dimension_follows_dense_and_pooling_modes(tmp_path):
     modules = json.loads((tmp_path / "modules.json").read_text())[:2]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     assert module_stack_dimension(tmp_path) == 1536
+
+
+def test_one_dict_form_round_trips_and_old_forms_still_read(tmp_path):
+    import dataclasses
+
+    from medembed.embedding.card import Prompts
+
+    card = ModelCard(source="s3://b/m", path="/cache/m", model_id="org/m", revision="r1", dim=8, max_seq_length=32,
+                     prompts=Prompts("q: ", "d: "), base_model="base", training={"run": "t"}, backend="onnx")
+    assert ModelCard.from_dict(card.to_dict()) == card
+    assert json.loads(json.dumps(card.to_dict())) == card.to_dict()  # plain JSON
+    assert ModelCard.from_dict(dataclasses.asdict(card)) == card  # the actor form of earlier releases
+    card.save(tmp_path)
+    saved = ModelCard.from_dict(json.loads((tmp_path / CARD_FILE).read_text()))  # a saved card: no source, no path
+    assert saved == dataclasses.replace(card, source="", path="")

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from medembed.config import EmbedJobConfig, RayConfig
-from medembed.embedding import stage
 from medembed.runtime import ray_setup
+from medembed.stages import embed as stage
 from medembed.training import trainer
 from medembed.training.config import TrainConfig
 

@@ -19,12 +19,12 @@ import ray
 
 from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.embedder import ChunkEmbedder
-from medembed.embedding.stage import chunk_new_documents
 from medembed.index.writer import FRAGMENT_SCHEMA, FragmentWriter
 from medembed.ingest import ReadPlan
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import Storage
 from medembed.runtime.watchdog import StalledError
+from medembed.stages.embed import chunk_new_documents
 
 
 class CorpusWorker:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from medembed.config import InputConfig
-from medembed.embedding.one_actor import is_small
 from medembed.ingest import ReadPlan, ReadTask
+from medembed.stages.one_actor import is_small
 
 
 def plan_of(tmp_path, sizes: list[int]) -> ReadPlan:

@@ -1,4 +1,5 @@
-"""Retrieval runs for evaluation: encode queries, search a corpus table through the one retriever.
+"""Retrieval runs for evaluation: encode queries, search a corpus table through the one retriever; or, for
+small in-memory sets (training's dev split, benchmarks), the exact top-k of a score matrix.
 
 A run is ``run[qid][docid] = score`` (cosine), the input of :func:`medembed.evaluation.metrics.evaluate`.
 """
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medembed import schema as S
+from medembed.evaluation.metrics import DEFAULT_K, Qrels, RetrievalScores, evaluate
 from medembed.index.search import QueryEncoder, Retriever
 
 log = logging.getLogger(__name__)
@@ -35,3 +37,29 @@ def retrieve(retriever: Retriever, query_ids: Sequence[str], query_vectors: np.n
     idxs, vals = retriever.search_vectors(query_vectors, k, mode)
     doc_ids = retriever.rows()[S.DOC_ID]
     return {qid: {str(doc_ids[i]): float(s) for i, s in zip(ix, vs)} for qid, ix, vs in zip(query_ids, idxs, vals)}
+
+
+def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 100
+                    ) -> dict[str, dict[str, float]]:
+    """The exact top-``k`` documents of every query (row) of a ``[queries, documents]`` score matrix, as a run."""
+    scores = np.asarray(scores)
+    k = min(k, len(doc_ids))
+    if k <= 0:
+        return {qid: {} for qid in query_ids}
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(query_ids)}
+
+
+def cosine_scores(query_vectors: np.ndarray, doc_vectors: np.ndarray) -> np.ndarray:
+    """``[queries, documents]`` cosine similarities (both sides L2-normalized here)."""
+    qn = query_vectors / np.maximum(np.linalg.norm(query_vectors, axis=1, keepdims=True), 1e-12)
+    dn = doc_vectors / np.maximum(np.linalg.norm(doc_vectors, axis=1, keepdims=True), 1e-12)
+    return qn @ dn.T
+
+
+def exact_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], qrels: Qrels,
+                 k: int = 100, k_values: Sequence[int] = DEFAULT_K) -> RetrievalScores:
+    """Metrics of the exact top-``k`` run of a score matrix: exact retrieval, run dict and metrics in one call
+    (``scores`` from :func:`cosine_scores` or any fused matrix, e.g. dense + BM25)."""
+    return evaluate(run_from_scores(scores, query_ids, doc_ids, k), qrels, k_values)

@@ -11,10 +11,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from medembed.evaluation.datasets import RetrievalDataset
-from medembed.evaluation.metrics import evaluate
+from medembed.evaluation.retrieval import cosine_scores, exact_scores
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +32,6 @@ def interpolate_state(base: Mapping[str, Any], tuned: Mapping[str, Any], alpha: 
     return out
 
 
-def exact_run(q: np.ndarray, d: np.ndarray, query_ids: list[str], doc_ids: list[str], k: int = 100
-              ) -> dict[str, dict[str, float]]:
-    """Top-``k`` documents per query by cosine similarity (normalized vectors, brute force)."""
-    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    dn = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    scores = qn @ dn.T
-    k = min(k, len(doc_ids))
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(query_ids)}
-
-
 def dev_scores(st_model: Any, dev: RetrievalDataset, prompts: Mapping[str, str], query_max_length: int,
                passage_max_length: int, batch_size: int = 64) -> dict[str, float]:
     """Mean retrieval metrics of ``st_model`` on ``dev`` (queries and passages with their prompts and lengths)."""
@@ -54,7 +41,7 @@ def dev_scores(st_model: Any, dev: RetrievalDataset, prompts: Mapping[str, str],
     st_model.max_seq_length = passage_max_length
     d = st_model.encode([prompts["document"] + t for t in dev.corpus.texts], batch_size=batch_size,
                         convert_to_numpy=True, show_progress_bar=False)
-    return evaluate(exact_run(q, d, dev.queries.ids, dev.corpus.ids), dev.qrels).mean
+    return exact_scores(cosine_scores(q, d), dev.queries.ids, dev.corpus.ids, dev.qrels).mean
 
 
 def choose_alpha(st_model: Any, base: Mapping[str, Any], tuned: Mapping[str, Any], grid: Iterable[float],

@@ -1,12 +1,11 @@
-"""Weight interpolation math, exact top-k and picking alpha by dev nDCG@10."""
+"""Weight interpolation math and picking alpha by dev nDCG@10 (exact top-k: tests/unit/evaluation/test_exact_retrieval.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from medembed.training.interpolate import choose_alpha, exact_run, interpolate_state
+from medembed.training.interpolate import choose_alpha, interpolate_state
 
 
 def test_interpolation_is_linear_per_float_tensor_and_keeps_int_buffers():
@@ -18,15 +17,6 @@ def test_interpolation_is_linear_per_float_tensor_and_keeps_int_buffers():
     assert interpolate_state(base, tuned, 0.5)["ids"].tolist() == [3, 4]
     with pytest.raises(ValueError, match="differ in keys"):
         interpolate_state(base, {"w": tuned["w"]}, 0.5)
-
-
-def test_exact_run_ranks_by_cosine():
-    q = np.array([[1.0, 0.0], [0.0, 2.0]])
-    d = np.array([[3.0, 0.1], [0.0, 1.0], [1.0, 1.0]])
-    run = exact_run(q, d, ["q0", "q1"], ["d0", "d1", "d2"], k=2)
-    assert sorted(run["q0"], key=run["q0"].get, reverse=True) == ["d0", "d2"]
-    assert sorted(run["q1"], key=run["q1"].get, reverse=True) == ["d1", "d2"]
-    assert run["q1"]["d1"] == pytest.approx(1.0)
 
 
 class Holder(torch.nn.Module):

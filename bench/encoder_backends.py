@@ -160,16 +160,14 @@ def encoder(backend: str, cache_dir: str, threads: int | None):
 
 def ndcg10(enc, ds, qrows: list[int], rows: list[int]) -> float:
     from medembed.embedding.chunking import document_input
-    from medembed.evaluation.metrics import evaluate
+    from medembed.evaluation.retrieval import exact_scores
 
     c, q = ds.corpus, ds.queries
     docs = enc.encode_documents([document_input(c.titles[i], c.texts[i]) for i in rows])
     ids = [c.ids[i] for i in rows]
     qids = [q.ids[i] for i in qrows]
     scores = enc.encode_queries([q.texts[i] for i in qrows]) @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :10]
-    run = {qid: {ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
-    return evaluate(run, {qid: ds.qrels[qid] for qid in qids}, k_values=(10,)).mean["ndcg_at_10"]
+    return exact_scores(scores, qids, ids, {qid: ds.qrels[qid] for qid in qids}, k=10, k_values=(10,)).mean["ndcg_at_10"]
 
 
 def _datasets(args):

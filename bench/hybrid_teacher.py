@@ -24,7 +24,7 @@ from medembed.config import ModelConfig
 from medembed.embedding.chunking import document_input
 from medembed.embedding.encoders import build_encoder
 from medembed.evaluation.datasets import load_beir
-from medembed.evaluation.metrics import evaluate
+from medembed.evaluation.retrieval import exact_scores
 from medembed.mining.lexical import BM25, hybrid_scores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +32,7 @@ DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "dat
 
 
 def ndcg10(scores: np.ndarray, qids: list[str], doc_ids: list[str], qrels: dict) -> float:
-    run = {}
-    for i, q in enumerate(qids):
-        top = np.argsort(-scores[i])[:100]
-        run[q] = {doc_ids[j]: float(scores[i, j]) for j in top}
-    return 100 * evaluate(run, qrels).mean["ndcg_at_10"]
+    return 100 * exact_scores(scores, qids, doc_ids, qrels).mean["ndcg_at_10"]
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ from results_file import append_section, header_lines
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
-from medembed.evaluation.metrics import evaluate
+from medembed.evaluation.retrieval import exact_scores
 from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.synth.extractive import extract_pairs
 
@@ -82,8 +82,7 @@ def main() -> int:
         m.eval()
         with torch.inference_mode():
             s = m.encode(claims, batch_size=64, normalize_embeddings=True) @ doc_vecs.T
-        run = {q: {doc_ids[j]: float(s[i, j]) for j in np.argsort(-s[i])[:100]} for i, q in enumerate(qids)}
-        return 100 * evaluate(run, ds.qrels).mean["ndcg_at_10"]
+        return 100 * exact_scores(s, qids, doc_ids, ds.qrels).mean["ndcg_at_10"]
 
     st = SentenceTransformer(path, device="cpu")
     st.max_seq_length = 64

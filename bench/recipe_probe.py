@@ -25,7 +25,7 @@ from results_file import append_section, header_lines
 
 from medembed.config import ModelConfig
 from medembed.embedding.card import resolve_card
-from medembed.evaluation.metrics import evaluate
+from medembed.evaluation.retrieval import exact_scores
 from medembed.mining.lexical import BM25, hybrid_scores
 from medembed.mining.selection import SelectParams, select_negatives
 from medembed.synth.extractive import extract_pairs
@@ -114,8 +114,7 @@ def main() -> int:
         m.max_seq_length = 256
         s = m.encode([qtext[q] for q in qids], batch_size=64, normalize_embeddings=True) @ m.encode(
             docs, batch_size=32, normalize_embeddings=True).T
-        run = {q: {doc_ids[j]: float(s[i, j]) for j in np.argsort(-s[i])[:100]} for i, q in enumerate(qids)}
-        return 100 * evaluate(run, ds.qrels).mean["ndcg_at_10"]
+        return 100 * exact_scores(s, qids, doc_ids, ds.qrels).mean["ndcg_at_10"]
 
     st.eval()
     base_sd = SentenceTransformer(path, device="cpu").state_dict()

@@ -115,6 +115,10 @@ def table_schema(dim: int, model_id: str = "", model_revision: str = "", backend
     )
 
 
+# --- model folders ------------------------------------------------------------------------
+CARD_FILE = "medembed_model.json"  # the model card (embedding.card) saved next to a model medembed produced
+
+
 # --- quarantine ----------------------------------------------------------------------------
 Q_SOURCE = "source"  # file or dataset
 Q_LOCATION = "location"  # line / row number inside the source

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from medembed.config import DEFAULT_MODEL, ModelConfig
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.schema import CARD_FILE
 
 if TYPE_CHECKING:
     from medembed.embedding.card import ModelCard
 
 log = logging.getLogger(__name__)
-
-CARD_FILE = "medembed_model.json"  # the card saved next to a model medembed produced
 
 BUNDLED = {
     "bundled:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",

@@ -526,7 +526,7 @@ def _mlmodel_metadata(folder: Path) -> dict[str, Any]:
 
 def _restore_card(folder: Path) -> None:
     """The medembed card (``medembed_model.json``) the flavor does not save, from the version's metadata."""
-    from medembed.embedding.card import CARD_FILE
+    from medembed.schema import CARD_FILE
 
     text = _mlmodel_metadata(folder).get("medembed_card")
     model = folder / FLAVOR_FOLDER
@@ -561,7 +561,7 @@ def register_candidate(tracking: TrackingConfig | None, model_dir: str, revision
     import mlflow.sentence_transformers
     from sentence_transformers import SentenceTransformer
 
-    from medembed.embedding.card import CARD_FILE
+    from medembed.schema import CARD_FILE
 
     card_path = Path(model_dir) / CARD_FILE
     card_text = card_path.read_text(encoding="utf-8") if card_path.exists() else None

@@ -1,6 +1,6 @@
 """Full-text index build cost per million rows, 1M -> 10M (issue 20 item 3), one command:
 
-    python bench/fts_scale.py --sizes 1m,10m --variants old,new --repeats 2
+    python bench/fts_scale.py --sizes 1m,10m --variants default --repeats 2
 
 Table: text only (``chunk_id`` + ``text``), rows as ``bench/scale.py --table-side`` makes them: real PMC-Patients
 sentences (``bench/corpus_gen.py``'s pool) joined to ~128 tokens (4.6 characters per MiniLM token), written
@@ -12,11 +12,9 @@ Builds: each in a fresh process (``--_build``), the variants alternating per rep
 files cleaned afterwards. Per build: wall seconds, CPU seconds (user + system of the process), peak RSS, index
 partitions and size. Variants:
 
-- ``old``: ``lancedb.index.FTS()`` (the defaults; what ``finalize_table`` used before this change);
-- ``new``: ``medembed.index.indexes.fts_config()`` with its environment (``fts_build_env``): what
-  ``finalize_table`` uses now;
+- ``default`` (also ``old``): ``lancedb.index.FTS()``, the defaults: what ``finalize_table`` builds;
 - anything else: ``key=value`` pairs joined by ``+``: upper-case keys are environment variables, the others FTS
-  parameters (e.g. ``num_workers=1+LANCE_FTS_PARTITION_SIZE=4096``).
+  parameters (e.g. ``num_workers=1+LANCE_FTS_PARTITION_SIZE=4096``, ``memory_limit=256``).
 
 Appends a ``## fts_scale`` section to bench/RESULTS.md (``--no-append``: print only).
 """
@@ -89,12 +87,8 @@ def generate(n: int, uri: str, seed: int, max_tokens: int = 128) -> dict:
 
 def variant_spec(name: str) -> tuple[dict, dict]:
     """(FTS parameters, environment) of a variant."""
-    if name == "old":
+    if name in ("default", "old"):
         return {}, {}
-    if name == "new":
-        from medembed.index.indexes import fts_build_env, fts_params
-
-        return fts_params(), fts_build_env()
     params, env = {}, {}
     for kv in name.split("+"):
         k, v = kv.split("=", 1)
@@ -120,7 +114,6 @@ def build_one(uri: str, variant: str) -> dict:
     tbl.create_index(S.TEXT, config=FTS(**params), replace=True)
     wall, c1 = time.perf_counter() - t0, os.times()
     ds = lance.dataset(uri)
-    idx = next(i for i in ds.describe_indices() if S.TEXT in i.field_names) if hasattr(ds, "describe_indices") else None
     name = next(i["name"] for i in ds.list_indices() if S.TEXT in i["fields"])
     files = [f for d in (Path(uri) / "_indices").iterdir() for f in d.iterdir()]
     parts = len({f.name.split("_")[1] for f in files if f.name.startswith("part_")})
@@ -128,7 +121,6 @@ def build_one(uri: str, variant: str) -> dict:
            "cpu_s": round((c1.user - c0.user) + (c1.system - c0.system), 2),
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
            "partitions": parts, "index_mib": round(sum(f.stat().st_size for f in files) / 2**20, 1)}
-    del idx
     tbl.drop_index(name)
     lance.dataset(uri).cleanup_old_versions(older_than=__import__("datetime").timedelta(0), delete_unverified=True)
     shutil.rmtree(Path(uri) / "_indices", ignore_errors=True)
@@ -198,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1m,10m")
-    ap.add_argument("--variants", default="old,new")
+    ap.add_argument("--variants", default="default")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-append", action="store_true")

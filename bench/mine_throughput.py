@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cold_loop_w:
         return _cold_loop_w_child(*args.cold_loop_w)
-    from medembed.runtime.runner import setup_logging
+    from medembed.runtime.console import setup_logging
 
     setup_logging()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

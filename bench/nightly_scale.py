@@ -127,8 +127,8 @@ def overrides(args: argparse.Namespace, corpus_dir: Path, run: str) -> list[str]
 
 
 def run_reembed(args: argparse.Namespace, corpus_dir: Path, run: str) -> dict[str, Any]:
-    from medembed.jobs import by_name
-    from medembed.runtime.runner import run_job
+    from medembed.app.registry import by_name
+    from medembed.app.runner import run_job
 
     ns = argparse.Namespace(config=None, overrides=overrides(args, corpus_dir, run), print_config=False, verbose=False)
     with cpu_lock(), RssPeak() as rss:

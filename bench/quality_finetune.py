@@ -28,7 +28,7 @@ from pathlib import Path
 
 from results_file import append_section, header_lines
 
-from medembed.runtime.runner import main_for
+from medembed.app.runner import main_for
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -14,7 +14,7 @@ of chunks at ``--max-tokens`` (128) tokens per chunk. Per run, in this order:
    offsets, windows, hashes), embed (``ChunkEmbedder`` with the instrument), write (``FragmentWriter``, blocks of
    ``embed.block_mib``), commit (``commit_fragments``, groups of ``store.commit_every``): CPU seconds per million
    chunks and tokens/s per core for each.
-3. **the real job** per size: ``python -m medembed.cli embed`` as a fresh process (its own local Ray on
+3. **the real job** per size: ``python -m medembed.app.cli embed`` as a fresh process (its own local Ray on
    ``--cpus`` CPUs), indexes off, into a fresh table. Sampled every 0.5 s: the driver's RSS, the job's process
    tree's RSS and CPU seconds, the Ray object store (``ray memory --stats-only`` against the job's GCS). From its
    manifest: the pipeline time (read -> normalize -> chunk -> embed -> write -> commit, streaming, concurrent),
@@ -233,7 +233,7 @@ def run_job(corpus: Path, db: Path, runs: Path, max_tokens: int, overlap: int, e
         env.pop(k, None)
     sets = [*job_overrides(corpus, db, runs, max_tokens, overlap, extra), f"ray.num_cpus={cpus}",
             "output.run_name=job"]
-    cmd = [sys.executable, "-m", "medembed.cli", "embed", "--config", "embed"]
+    cmd = [sys.executable, "-m", "medembed.app.cli", "embed", "--config", "embed"]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ Cluster:  ray job submit --address http://HEAD:8265 --working-dir . -- \
 
 import sys
 
-from medembed.runtime.runner import main_for
+from medembed.app.runner import main_for
 
 if __name__ == "__main__":
     sys.exit(main_for("generate_pairs"))

@@ -7,7 +7,7 @@ Exit codes: 0 ok, 1 failed, 2 bad config, 3 another writer holds the lease, 4 fi
 
 import sys
 
-from medembed.runtime.runner import main_for
+from medembed.app.runner import main_for
 
 if __name__ == "__main__":
     sys.exit(main_for("reembed"))

@@ -7,7 +7,7 @@ Resume:   run the same command with the same output.run_name: training continues
 
 import sys
 
-from medembed.runtime.runner import main_for
+from medembed.app.runner import main_for
 
 if __name__ == "__main__":
     sys.exit(main_for("train"))

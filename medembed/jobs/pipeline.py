@@ -1,104 +1,56 @@
 """Job body of ``medembed pipeline``: generate_pairs -> mine_negatives -> train -> evaluate -> promote (the gate) ->
 embed, each stage reused.
 
-Stages run in this driver process on one Ray instance, each through its own job body (from the
-registry) with a sub-manifest whose run id is ``<pipeline run id>/<stage>``. Composition of stage
-configs and reuse live in ``medembed.pipeline.stages``, the decision in ``medembed.pipeline.gate``.
+Stages are named by the jobs they run. They run in this driver process on one Ray instance, each job body through
+``runtime.execute.run_body`` (the function that runs every job) with a sub-manifest whose run id is
+``<pipeline run id>/<stage>``. Composition of stage configs and reuse live in ``medembed.pipeline.stages``, the
+gate and the promote step in ``medembed.pipeline.gate``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from medembed.config import ModelConfig
 from medembed.evaluation import report
-from medembed.jobs import by_name
 from medembed.pipeline import stages as P
 from medembed.pipeline.config import PipelineJobConfig
-from medembed.pipeline.gate import GateDecision, decide, gate_sets
+from medembed.pipeline.gate import PROMOTED, gate_sets, promote, read_promoted
 from medembed.runtime import artifacts, tracking
 from medembed.runtime.console import say, write_out
+from medembed.runtime.execute import Body, run_body
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.runs import format_duration
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
 
-PROMOTED = "promoted.json"
+
+def stage_body(stage: str) -> Body:
+    """The job body a stage runs: the body of the job of the stage's name (``medembed/jobs/<stage>.py``)."""
+    from medembed.jobs.embed import embed
+    from medembed.jobs.evaluate import evaluate
+    from medembed.jobs.generate_pairs import generate_pairs
+    from medembed.jobs.mine_negatives import mine_negatives
+    from medembed.jobs.train import train
+
+    return {"generate_pairs": generate_pairs, "mine_negatives": mine_negatives, "train": train,
+            "evaluate": evaluate, "embed": embed}[stage]
 
 
 def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inputs: dict[str, str],
                   promoted: dict[str, Any] | None) -> tuple[str, str, dict[str, Any]]:
-    """Run one stage's job body with its sub-manifest; returns (artifact, manifest path, counts)."""
-    job = by_name(stage)  # a stage runs the job of its name
+    """Run one stage's job body with its sub-manifest, through ``run_body`` as any job; returns
+    (artifact, manifest path, counts)."""
     stage_cfg = P.stage_config(cfg, stage, manifest.run_id, inputs, promoted)
-    sub = RunManifest(job.name, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
-                      run_id=f"{manifest.run_id}/{stage}", storage=manifest.storage)
+    sub = RunManifest(stage, cfg.output.run_dir, stage_cfg.model_dump(mode="json"),
+                      run_id=P.stage_run_id(manifest.run_id, stage), storage=manifest.storage)
     sub.set("pipeline", {"run_id": manifest.run_id, "stage": stage})
     tracking.start_stage(stage, sub, sub.data["config"], sub.storage)  # a nested MLflow run, ended by sub.finish
-    try:
-        with sub.timed("job"):
-            counts = job.body_function()(stage_cfg, sub)
-    except BaseException as e:
-        sub.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    path = sub.finish("succeeded")
-    return sub.data["output"]["artifact"], path, counts
-
-
-def promote(cfg: PipelineJobConfig, manifest: RunManifest, eval_artifact: str, model_dir: str) -> str:
-    """Apply the gate to the evaluation results; write ``promoted.json`` and the stage's marker; returns its folder."""
-    storage = manifest.storage
-    results = report.read_results(join(eval_artifact, "results"))
-    decision = decide(cfg.gate, results, P.CURRENT, P.CANDIDATE)
-    chosen = ModelConfig.model_validate(P.candidate_model(cfg, model_dir)) if decision.promote else cfg.model
-    from medembed.embedding.card import resolve_card
-
-    card = resolve_card(chosen, storage)
-    record = {"promoted": P.CANDIDATE if decision.promote else P.CURRENT, "model": chosen.model_dump(mode="json"),
-              "model_id": card.model_id, "revision": card.revision, "decision": decision.to_dict(),
-              "evaluation": eval_artifact, "pipeline_run_id": manifest.run_id}
-    registry = track_promotion(cfg, model_dir, decision, manifest.run_id, storage)
-    if registry is not None:
-        record["registry"] = registry
-    out = P.stage_dir(cfg.output.dir, manifest.run_id, "promote")
-    artifacts.clear_marker(out, storage)
-    fs, path = storage.fs(join(out, PROMOTED))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-    artifacts.mark_complete(out, "promotion", f"{manifest.run_id}/promote",
-                            {"promoted": record["promoted"], "model": record["model"], "model_id": card.model_id,
-                             "revision": card.revision, "promote": decision.promote}, storage)
-    return out
-
-
-def track_promotion(cfg: PipelineJobConfig, model_dir: str, decision: GateDecision, run_id: str,
-                    storage: Storage = DEFAULT_STORAGE) -> dict[str, Any] | None:
-    """With MLflow tracking on: the gate's figures as metrics of the promote run, the candidate registered in the
-    Model Registry and the alias moved to it only when the gate passed (``tracking.register_candidate``)."""
-    if tracking.current() is None:
-        return None
-    tracking.log_metrics({"gate/promote": decision.promote,
-                          **{f"gate/{name}/{k}": row[k] for name, row in decision.datasets.items()
-                             for k in ("current", "candidate", "delta")}})
-    from medembed.embedding.card import resolve_card
-
-    candidate = resolve_card(ModelConfig.model_validate(P.candidate_model(cfg, model_dir)), storage)
-    try:
-        return tracking.register_candidate(getattr(cfg, "tracking", None), model_dir, candidate.revision,
-                                           decision.to_dict(), run_id)
-    except Exception as e:  # the decision stands (promoted.json); the registry did not follow it
-        log.error("MLflow Model Registry: the candidate was not registered (the alias did not move): %s", e)
-        return {"error": f"{type(e).__name__}: {e}"}
-
-
-def read_promoted(promote_artifact: str, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
-    with storage.open(join(promote_artifact, PROMOTED), "r", encoding="utf-8") as f:
-        return json.load(f)
+    counts = run_body(stage_body(stage), stage_cfg, sub)
+    return sub.data["output"]["artifact"], sub.path("manifest.json"), counts
 
 
 def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
@@ -112,7 +64,7 @@ def embed_target(promoted: dict[str, Any], cfg: PipelineJobConfig, storage: Stor
 
 
 def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
-    """The whole job body (for ``runner.run_job``); returns the counts recorded in ``manifest``."""
+    """The whole job body (for ``app.runner.run_job``); returns the counts recorded in ``manifest``."""
     storage, out = manifest.storage, cfg.output.dir
     if cfg.model.name.startswith(tracking.MODELS_PREFIX):  # one registry version for every stage and fingerprint
         cfg.model = cfg.model.model_copy(update={"name": tracking.pin_model_uri(cfg.model.name)})
@@ -138,10 +90,11 @@ def pipeline(cfg: PipelineJobConfig, manifest: RunManifest) -> dict[str, Any]:
             log.info("stage %s fingerprint %s", stage, fp)
             with manifest.timed(stage):
                 if stage == "promote":
-                    with tracking.nested_run(stage, tags={"medembed.run_id": f"{manifest.run_id}/{stage}",
+                    with tracking.nested_run(stage, tags={"medembed.run_id": P.stage_run_id(manifest.run_id, stage),
                                                           "medembed.stage_status": "ran"},
                                              params={"gate": cfg.gate.model_dump(mode="json")}):
-                        artifact, sub_manifest = promote(cfg, manifest, made["evaluate"], made["train"]), None
+                        artifact, sub_manifest = promote(cfg, manifest.run_id, made["evaluate"], made["train"],
+                                                          storage), None
                 else:
                     promoted = embed_target(read_promoted(made["promote"], storage), cfg, storage) if stage == "embed" else None
                     artifact, sub_manifest, _ = run_job_stage(cfg, manifest, stage, made, promoted)

@@ -43,6 +43,11 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_run_id(run_id: str, stage: str) -> str:
+    """The run id of a pipeline stage's run: ``<pipeline run id>/<stage>`` (its manifest: ``<run_dir>/<that>/``)."""
+    return f"{run_id}/{stage}"
+
+
 def stage_dir(out_dir: str, run_id: str, stage: str) -> str:
     return join(out_dir, run_id, stage)
 
@@ -69,7 +74,7 @@ def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted:
     """
     out = cfg.output.dir
     common = {"s3": cfg.s3.model_dump(), "ray": cfg.ray.model_dump()}
-    run_output = {"run_dir": cfg.output.run_dir, "run_name": f"{run_id}/{stage}"}
+    run_output = {"run_dir": cfg.output.run_dir, "run_name": stage_run_id(run_id, stage)}
     model = cfg.model.model_dump()
     if stage == "generate_pairs":
         d = deep_merge({"input": cfg.input.model_dump()}, cfg.generate_pairs)
@@ -166,6 +171,6 @@ def write_record(out_dir: str, run_id: str, stage: str, fp: str, artifact: str, 
     marker = artifacts.read_marker(artifact, storage)
     if marker is None:
         raise RuntimeError(f"stage {stage} finished but its output {artifact} has no {artifacts.SUCCESS}")
-    return artifacts.mark_complete(record_dir(out_dir, run_id, stage), RECORD_KIND, f"{run_id}/{stage}",
+    return artifacts.mark_complete(record_dir(out_dir, run_id, stage), RECORD_KIND, stage_run_id(run_id, stage),
                                    {"stage": stage, "fingerprint": fp, "artifact": artifact, "artifact_marker": marker,
                                     "manifest": manifest_path, **summary}, storage)

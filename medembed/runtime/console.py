@@ -37,6 +37,13 @@ _stdout: IO[str] | None = None  # the console's stdout while a quiet session run
 _log_path: str | None = None  # the active session's log file
 
 
+def setup_logging(verbose: bool = False) -> None:
+    """Log records to stderr (DEBUG with ``verbose``), the chattiest libraries at WARNING."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=FORMAT, stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "botocore", "s3fs", "aiobotocore", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def say(msg: str, *args: Any) -> None:
     """One line for the user (and the log file): what starts, what finished, where things are."""
     log.info(msg, *args)

@@ -3,7 +3,7 @@
 Off by default (``tracking.mlflow_uri: null``): every function here is then a no-op and MLflow is never
 imported. With it on:
 
-- every job run is an MLflow run (:func:`start_job`, called by ``runtime.runner``; it ends when the run
+- every job run is an MLflow run (:func:`start_job`, called by ``app.runner``; it ends when the run
   manifest finishes): params are the resolved config flattened, tags the run id, job, git commit and
   medembed version, metrics the manifest's numeric counts, durations and throughput, artifacts the manifest
   and the quarantine summary;

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from medembed.jobs import JOBS
+from medembed.app.registry import JOBS
 from tests.support.e2e_jobs import running_cluster
 from tests.support.hf_hub_server import FakeHubServer
 from tests.support.openai_server import FakeOpenAIServer
@@ -127,7 +127,7 @@ def runs(cluster, server, s3, hub, work):
     for command, sets in job_sets(work, server, s3).items():
         if command not in COMMANDS:
             continue
-        args = [sys.executable, "-m", "medembed.cli", "submit", command, "--address", cluster.dashboard_url,
+        args = [sys.executable, "-m", "medembed.app.cli", "submit", command, "--address", cluster.dashboard_url,
                 "--set", f"output.run_dir={work / 'runs'}", "--set", f"output.run_name={command}"]
         for e in extra_env.get(command, []):
             args += ["--env", e]

@@ -22,7 +22,7 @@ from tests.support.ray_cluster import RayCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-CLI = [sys.executable, "-m", "medembed.cli"]
+CLI = [sys.executable, "-m", "medembed.app.cli"]
 TABLE = "sample__all_minilm_l6_v2"
 
 

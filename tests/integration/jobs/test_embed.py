@@ -173,7 +173,7 @@ def test_rerun_is_exactly_once_and_change_replaces(built, tmp_path):
 
 def test_search_modes_and_cli(built, capsys):
     tmp, *_ = built
-    from medembed.cli import main
+    from medembed.app.cli import main
 
     db = str(tmp / "db")
     for mode in ("vector", "fts", "hybrid"):

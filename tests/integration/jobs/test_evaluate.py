@@ -29,7 +29,7 @@ def _corpus() -> list[dict]:
 
 
 def _run(tmp: Path, name: str) -> dict:
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     models = ("[{name: 'bundled:all-MiniLM-L6-v2', label: base}, "
               f"{{name: 'bundled:all-MiniLM-L6-v2', label: candidate, query_prompt: '{CANDIDATE_PROMPT}'}}]")

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.timeout
 
 
 def test_bundled_model_on_med(tmp_path, shared_data, ray_local):
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     sets = [f"datasets=[{{name: med, uri: '{shared_data / 'med'}', split: test}}]", f"store.uri={tmp_path / 'db'}",
             f"output.dir={tmp_path / 'eval'}", f"output.run_dir={tmp_path / 'runs'}", "output.run_name=med",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medembed.jobs import JOBS
+from medembed.app.registry import JOBS
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -95,8 +95,8 @@ def test_installed_cli_works_from_any_folder(tmp_path):
 
 
 def test_cli_help_explains_itself():
-    out = subprocess.run([sys.executable, "-m", "medembed.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "medembed.app.cli", "--help"], capture_output=True, text=True).stdout
     for cmd in ("embed", "search", "table-info", "generate-pairs", "mine-negatives"):
         assert cmd in out
-    out = subprocess.run([sys.executable, "-m", "medembed.cli", "embed", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "medembed.app.cli", "embed", "--help"], capture_output=True, text=True).stdout
     assert "--set" in out and "quarantine" in out

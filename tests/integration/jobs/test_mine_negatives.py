@@ -32,7 +32,7 @@ def job_sets(tmp: Path, *extra: str) -> list[str]:
 
 def run_mining(tmp: Path, pairs, *extra: str) -> tuple[dict, list[str]]:
     """Run the job on ``pairs`` under ``tmp``; (manifest, triplet files)."""
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     pq.write_table(pairs, tmp / "pairs.parquet")
     argv = ["--config", "mine_negatives"] + [a for s in job_sets(tmp, *extra) for a in ("--set", s)]
@@ -206,10 +206,10 @@ HYBRID = {"min_rank": 0, "max_rank": 20, "num_negatives": 3, "top_k": 30, "absol
 
 def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path, ray_local):
     """mining.teacher=hybrid: negatives and scores are z(cosine) + w * z(BM25) over every candidate."""
+    from medembed.app.runner import main_for
     from medembed.config import ModelConfig
     from medembed.embedding.encoders import build_encoder
     from medembed.mining.lexical import BM25, hybrid_scores
-    from medembed.runtime.runner import main_for
     from medembed.training.data import read_triplets
 
     pairs = sample_pairs_table(N_NOTES)

@@ -25,7 +25,7 @@ SLICE = ["input.limit=12", "generate_pairs.synth.queries_per_note=3", "dev_fract
 
 
 def _run(tmp: Path, name: str) -> dict:
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     sets = [*SLICE, f"output.dir={tmp / 'out'}", f"output.run_dir={tmp / 'runs'}", f"output.run_name={name}"]
     assert main_for("pipeline", ["--config", "pipeline"] + [a for s in sets for a in ("--set", s)]) == 0

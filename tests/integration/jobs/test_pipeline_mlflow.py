@@ -33,7 +33,7 @@ NAME, ALIAS = "medembed", "champion"
 
 
 def _pipeline(tmp: Path, uri: str, name: str, *extra: str) -> dict:
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     sets = [*SLICE, *WORSE, f"output.dir={tmp / 'out'}", f"output.run_dir={tmp / 'runs'}", f"output.run_name={name}",
             f"tracking.mlflow_uri={uri}", *extra]
@@ -43,7 +43,7 @@ def _pipeline(tmp: Path, uri: str, name: str, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, ray_local):
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"

@@ -48,8 +48,8 @@ def overrides(tmp: Path, corpus: Path, db: str = "db", *extra: str) -> list[str]
 
 def run(tmp: Path, corpus: Path, name: str, *extra: str, db: str = "db") -> tuple[int, dict]:
     """One run through the runner (as `medembed reembed` does); returns (exit code, manifest)."""
-    from medembed.jobs import by_name
-    from medembed.runtime.runner import run_job
+    from medembed.app.registry import by_name
+    from medembed.app.runner import run_job
 
     args = argparse.Namespace(config=None, overrides=[*overrides(tmp, corpus, db, *extra), f"output.run_name={name}"],
                               print_config=False, verbose=False)
@@ -188,7 +188,7 @@ def test_new_model_builds_a_new_table_switches_and_rolls_back(world, bundled_mod
     np.testing.assert_allclose(np.stack([old[k][1] for k in sorted(old)]), np.stack([new[k][1] for k in sorted(new)]),
                                atol=1e-5)
 
-    from medembed.cli import main
+    from medembed.app.cli import main
 
     assert main(["rollback", "--db", str(tmp / "db"), "--name", "notes"]) == 0
     out = json.loads(capsys.readouterr().out)

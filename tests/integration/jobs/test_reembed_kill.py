@@ -42,8 +42,8 @@ def overrides(tmp: Path, corpus: Path, db: str = "db") -> list[str]:
 
 
 def run(tmp: Path, corpus: Path, name: str, *extra: str, db: str = "db") -> tuple[int, dict]:
-    from medembed.jobs import by_name
-    from medembed.runtime.runner import run_job
+    from medembed.app.registry import by_name
+    from medembed.app.runner import run_job
 
     args = argparse.Namespace(config=None, overrides=[*overrides(tmp, corpus, db), *extra, f"output.run_name={name}"],
                               print_config=False, verbose=False)

@@ -57,8 +57,8 @@ def ray_s3(s3):
 
 
 def run(tmp, name: str, *extra: str) -> tuple[int, dict]:
-    from medembed.jobs import by_name
-    from medembed.runtime.runner import run_job
+    from medembed.app.registry import by_name
+    from medembed.app.runner import run_job
 
     sets = [f"input.uri=s3://{BUCKET}/corpus/", f"store.uri={DB}", "store.corpus_name=notes",
             f"output.run_dir={tmp / 'runs'}", f"output.run_name={name}", "chunking.max_tokens=32",

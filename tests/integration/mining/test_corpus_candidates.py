@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 def test_corpus_table_chunks_become_candidates(ray_local, tmp_path, monkeypatch):
 
-    from medembed.runtime.runner import main_for
+    from medembed.app.runner import main_for
 
     monkeypatch.chdir(REPO)
     db = tmp_path / "db"

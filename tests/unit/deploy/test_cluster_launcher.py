@@ -12,8 +12,8 @@ import pytest
 import ray
 import yaml
 
+from medembed.app.registry import by_name
 from medembed.config import load_config
-from medembed.jobs import by_name
 from tests.support.paths import REPO
 from tests.unit.deploy.schemas import load_generator
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from medembed.app.registry import JOBS, by_name
 from medembed.config import load_config, shipped_configs
-from medembed.jobs import JOBS, by_name
 from tests.support.paths import REPO
 
 KUBERAY = REPO / "cluster" / "kuberay"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from medembed import schema as S
+from medembed.app.runner import config_checks
 from medembed.config import ConfigError, EmbedJobConfig, ModelConfig, load_config, shipped_configs
 from medembed.embedding.card import resolve_card
 from medembed.embedding.encoders import build_encoder
 from medembed.embedding.instrument import ENV, InstrumentRefused, hash_vectors, refuse_in_preset, text_seeds
-from medembed.runtime.runner import config_checks
 
 
 def test_refused_without_env(monkeypatch):

@@ -73,8 +73,8 @@ def test_follow_moves_the_bar_to_work_done_elsewhere():
 
 
 def test_quarantined_input_is_said_once_on_the_console(tmp_path, capfd):
+    from medembed.runtime.execute import warn_quarantine as _warn_quarantine
     from medembed.runtime.manifest import RunManifest
-    from medembed.runtime.runner import _warn_quarantine
 
     m = RunManifest("embed", str(tmp_path / "runs"), {}, run_id="q1")
     m.count("quarantined", 3)

@@ -2,8 +2,8 @@
 
 import pytest
 
+from medembed.app.registry import JOBS
 from medembed.config import RayConfig
-from medembed.jobs import JOBS
 
 
 def test_only_the_training_jobs_ask_for_the_dashboard():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medembed.cli import main
+from medembed.app.cli import main
 from medembed.runtime import runs
 from medembed.runtime.manifest import RunManifest
 

@@ -155,3 +155,4 @@ def test_model_uri_forms():
     assert tracking.parse_model_uri("models:/medembed/3") == ("medembed", None, "3")
     with pytest.raises(ValueError, match="models:/<registered model>@<alias>"):
         tracking.parse_model_uri("models:/medembed")
+

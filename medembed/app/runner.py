@@ -1,4 +1,8 @@
-"""What every job does around its body: config, logging, Ray, one run id, the run manifest."""
+"""What every job does around its body: config, logging, Ray, one run id, the run manifest, the exit code.
+
+``run_job`` runs a registered job from its command line (``medembed <job>``, ``python jobs/<name>.py``). The body
+itself runs through ``medembed.runtime.execute.run_body``, the same function the pipeline runs each stage through.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,19 @@ import traceback
 from typing import TYPE_CHECKING
 
 from medembed.config import ConfigError, OutputConfig, RayConfig, load_config
-from medembed.runtime.console import quiet_console, say
+from medembed.runtime.console import quiet_console, say, setup_logging
+from medembed.runtime.execute import run_body
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.runs import format_duration
 from medembed.runtime.storage import Storage, is_remote
 
 if TYPE_CHECKING:
-    from medembed.jobs import Job
+    from medembed.app.registry import Job
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOG_FILE = "job.log"
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "urllib3", "botocore", "s3fs", "aiobotocore", "filelock", "fsspec"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def add_config_args(p: argparse.ArgumentParser, default_config: str | None) -> None:
@@ -102,16 +100,6 @@ def job_log_path(manifest: RunManifest) -> tuple[str, str | None]:
     return local, target
 
 
-def _warn_quarantine(manifest: RunManifest) -> None:
-    """Quarantined input reaches the console once, with the reasons and where the records are."""
-    counts = manifest.data.get("counts") or {}
-    n = counts.get("quarantined") or 0
-    if isinstance(n, int) and n > 0:
-        reasons = ", ".join(f"{r} {c:,}" for r, c in (counts.get("quarantine_by_reason") or {}).items() if c)
-        log.warning("%d input record%s quarantined (%s); each with its file, line and reason in %s", n,
-                    "s" if n != 1 else "", reasons or "see the records", manifest.data.get("quarantine_dir", "-"))
-
-
 def _brief(counts: object, most: int = 6) -> str:
     """The first few scalar counts, in words (``documents accepted 30, chunks written 30``)."""
     if not isinstance(counts, dict):
@@ -122,35 +110,31 @@ def _brief(counts: object, most: int = 6) -> str:
 
 
 def _run_body(job: Job, cfg: object, manifest: RunManifest) -> int:
-    """Connect Ray, run the job body, always finish the manifest; returns the exit code."""
-    try:
-        from medembed.runtime.ray_setup import init_ray
+    """Connect Ray and run the job body (``run_body`` finishes the manifest); returns the exit code."""
+    from medembed.runtime.ray_setup import init_ray
 
+    def connect() -> None:
         manifest.set("ray", init_ray(getattr(cfg, "ray", RayConfig()), ray_train=job.ray_train))
-        with manifest.timed("job"):
-            counts = job.body_function()(cfg, manifest)
-        status = manifest.data.get("exit_status", "succeeded")
-        _warn_quarantine(manifest)
-        manifest.finish(status)
-        log.info("%s counts: %s", job.name, counts)
-        say("%s %s in %s%s; manifest: %s", job.command, status,
-            format_duration(manifest.data["durations_s"]["total"]), _brief(counts), manifest.path("manifest.json"))
-        return int(manifest.data.get("exit_code", EXIT_OK))
+
+    try:
+        counts = run_body(job.body_function(), cfg, manifest, before=connect)
     except KeyboardInterrupt:
-        manifest.finish("interrupted")
         say("%s interrupted; manifest: %s", job.command, manifest.path("manifest.json"))
         return EXIT_INTERRUPTED
     except Exception as e:  # the manifest records the failure; the exit code tells the scheduler
         log.error("%s failed: %s", job.name, e)
         log.debug("%s", traceback.format_exc())
-        manifest.finish("failed", error=f"{type(e).__name__}: {e}")
         say("manifest: %s", manifest.path("manifest.json"))
         return int(getattr(e, "exit_code", EXIT_FAILED))
+    log.info("%s counts: %s", job.name, counts)
+    say("%s %s in %s%s; manifest: %s", job.command, manifest.data["status"],
+        format_duration(manifest.data["durations_s"]["total"]), _brief(counts), manifest.path("manifest.json"))
+    return int(manifest.data.get("exit_code", EXIT_OK))
 
 
 def main_for(name: str, argv: list[str] | None = None) -> int:
-    """Entry point of a thin driver: ``sys.exit(main_for("embed_corpus"))``."""
-    from medembed.jobs import by_name
+    """Entry point of a thin driver: ``sys.exit(main_for("embed"))``."""
+    from medembed.app.registry import by_name
 
     job = by_name(name)
     return run_job(job, job_parser(job).parse_args(argv))

@@ -7,7 +7,7 @@ import shlex
 import pytest
 import yaml
 
-from medembed.runtime import submit as S
+from medembed.app import submit as S
 from tests.support.paths import REPO
 
 
@@ -92,7 +92,7 @@ def test_exit_codes():
 
 
 def test_cli_has_submit_and_jobs():
-    from medembed.cli import build_parser
+    from medembed.app.cli import build_parser
 
     p = build_parser()
     a = p.parse_args(["submit", "embed", "--address", "http://127.0.0.2:8265", "--set", "a.b=1", "--no-wait"])
@@ -102,7 +102,7 @@ def test_cli_has_submit_and_jobs():
 
 
 def test_invalid_config_fails_before_contacting_a_cluster(caplog):
-    from medembed.cli import main
+    from medembed.app.cli import main
 
     # nothing listens on this address: a config error must come first, naming the field
     rc = main(["submit", "embed", "--working-dir", str(REPO), "--address", "http://127.0.0.2:1",
@@ -112,7 +112,7 @@ def test_invalid_config_fails_before_contacting_a_cluster(caplog):
 
 
 def test_every_registered_job_has_a_driver_to_submit():
-    from medembed.jobs import JOBS
+    from medembed.app.registry import JOBS
 
     for job in JOBS.values():  # one name: jobs/<name>.py runs the job <name>
         driver = S.driver_path(REPO, job.name)

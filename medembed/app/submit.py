@@ -1,4 +1,5 @@
-"""`medembed submit` and `medembed jobs list|logs|stop|status`: run jobs on a Ray cluster through its job API.
+"""The Ray job-API client behind `medembed submit` and `medembed jobs list|logs|stop|status` (their argparse wiring
+is in ``medembed.app.cli``): run jobs on a Ray cluster.
 
 ``submit`` checks the config here (an invalid one fails before anything is uploaded), uploads the working
 dir with the runtime env of ``cluster/runtime_env.yaml``, prints the submission id, then follows the
@@ -14,7 +15,6 @@ secrets from their nodes' environment (Kubernetes Secrets, IAM roles).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -179,30 +179,33 @@ def follow(c, job_id: str, out=None, poll_s: float = 1.0) -> str:
     return status
 
 
-def submit(args: argparse.Namespace) -> int:
-    from medembed.jobs import by_name
-    from medembed.runtime.runner import config_checks
-
-    job = by_name(args.job)
-    working_dir = Path(args.working_dir).resolve()
-    driver = driver_path(working_dir, job.name)
-    config = config_argument(args.config or job.default_config, working_dir)
-    try:  # fail here, before uploading anything, on an invalid config
-        load_config(job.config_class(), (working_dir / config) if (working_dir / config).is_file() else config,
-                    args.overrides, checks=config_checks())
-    except ConfigError as e:
-        raise SubmitError(str(e)) from None
-    env = runtime_env(working_dir, Path(args.runtime_env) if args.runtime_env else None, parse_env(args.env))
+def submit(job_name: str, *, config: str | None = None, overrides: list[str] | None = None, working_dir: str = ".",
+           address: str | None = None, runtime_env_file: str | None = None, env: list[str] | None = None,
+           submission_id: str | None = None, verbose: bool = False, wait: bool = True) -> int:
+    """Check the config here, submit ``jobs/<name>.py`` with the working dir, print the submission id; with
+    ``wait``, follow the logs and return the job's exit code."""
+    from medembed.app.registry import by_name
+    from medembed.app.runner import config_checks
     from medembed.runtime.artifacts import new_run_id
 
-    c = client(args.address)
-    job_id = c.submit_job(entrypoint=entrypoint(driver, config, args.overrides, args.verbose), runtime_env=env,
-                          submission_id=args.submission_id or new_run_id(job.name),
-                          metadata={"medembed_job": job.command})
+    job = by_name(job_name)
+    overrides = list(overrides or [])
+    wd = Path(working_dir).resolve()
+    driver = driver_path(wd, job.name)
+    config = config_argument(config or job.default_config, wd)
+    try:  # fail here, before uploading anything, on an invalid config
+        load_config(job.config_class(), (wd / config) if (wd / config).is_file() else config, overrides,
+                    checks=config_checks())
+    except ConfigError as e:
+        raise SubmitError(str(e)) from None
+    renv = runtime_env(wd, Path(runtime_env_file) if runtime_env_file else None, parse_env(env or []))
+    c = client(address)
+    job_id = c.submit_job(entrypoint=entrypoint(driver, config, overrides, verbose), runtime_env=renv,
+                          submission_id=submission_id or new_run_id(job.name), metadata={"medembed_job": job.command})
     sys.stdout.write(f"{job_id}\n")
     sys.stdout.flush()
     log.info("submitted %s as %s to %s", job.command, job_id, c.get_address())
-    if args.no_wait:
+    if not wait:
         log.info("follow it with: medembed jobs logs %s --follow --address %s", job_id, c.get_address())
         return EXIT_OK
     try:
@@ -214,8 +217,8 @@ def submit(args: argparse.Namespace) -> int:
     return exit_code(status)
 
 
-def jobs_list(args: argparse.Namespace) -> int:
-    jobs = client(args.address).list_jobs()
+def jobs_list(address: str | None = None) -> int:
+    jobs = client(address).list_jobs()
     jobs.sort(key=lambda j: j.start_time or 0)
     for j in jobs:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j.start_time / 1000)) if j.start_time else "-"
@@ -223,108 +226,36 @@ def jobs_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def jobs_logs(args: argparse.Namespace) -> int:
-    c = client(args.address)
-    if args.follow:
-        return exit_code(follow(c, args.job_id))
-    sys.stdout.write(c.get_job_logs(args.job_id))
+def jobs_logs(job_id: str, address: str | None = None, follow_logs: bool = False) -> int:
+    c = client(address)
+    if follow_logs:
+        return exit_code(follow(c, job_id))
+    sys.stdout.write(c.get_job_logs(job_id))
     return EXIT_OK
 
 
-def jobs_status(args: argparse.Namespace) -> int:
-    c = client(args.address)
-    info = c.get_job_info(args.job_id)
+def jobs_status(job_id: str, address: str | None = None) -> int:
+    c = client(address)
+    info = c.get_job_info(job_id)
     sys.stdout.write(f"{info.status.value}\n")
     if info.message:
         sys.stdout.write(f"{info.message}\n")
     return exit_code(info.status.value) if info.status.value in TERMINAL else EXIT_OK
 
 
-def jobs_stop(args: argparse.Namespace) -> int:
-    c = client(args.address)
-    stopped = c.stop_job(args.job_id)
+def jobs_stop(job_id: str, address: str | None = None, wait: bool = False, timeout: float = 60.0) -> int:
+    c = client(address)
+    stopped = c.stop_job(job_id)
     if not stopped:
-        sys.stdout.write(f"{args.job_id} was not running ({_status(c, args.job_id)})\n")
+        sys.stdout.write(f"{job_id} was not running ({_status(c, job_id)})\n")
         return EXIT_OK
-    if args.wait:
-        deadline = time.monotonic() + args.timeout
-        status = _status(c, args.job_id)
+    if wait:
+        deadline = time.monotonic() + timeout
+        status = _status(c, job_id)
         while status not in TERMINAL and time.monotonic() < deadline:
             time.sleep(0.5)
-            status = _status(c, args.job_id)
-        sys.stdout.write(f"{args.job_id} {status}\n")
+            status = _status(c, job_id)
+        sys.stdout.write(f"{job_id} {status}\n")
         return EXIT_OK if status in TERMINAL else EXIT_FAILED
-    sys.stdout.write(f"{args.job_id} stopping\n")
+    sys.stdout.write(f"{job_id} stopping\n")
     return EXIT_OK
-
-
-# --- CLI wiring ------------------------------------------------------------------------------------------------
-def _run(fn):
-    def wrapped(args: argparse.Namespace) -> int:
-        from medembed.runtime.runner import setup_logging
-
-        setup_logging(getattr(args, "verbose", False))
-        try:
-            return fn(args)
-        except (SubmitError, KeyError) as e:
-            log.error("%s", e.args[0] if isinstance(e, KeyError) else e)
-            return EXIT_USAGE
-    return wrapped
-
-
-def _address_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=None, help=f"the cluster's dashboard / job API URL (default: RAY_ADDRESS if "
-                   f"it is http(s), else {DEFAULT_ADDRESS}); reach remote clusters through a port-forward or SSH "
-                   "tunnel. Token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
-
-
-def _job_command(word: str) -> str:
-    """A job's name in either spelling (or a deprecated one) -> its CLI command; unknown words pass to ``choices``."""
-    from medembed.jobs import by_name
-
-    try:
-        return by_name(word).command
-    except KeyError:
-        return word
-
-
-def add_submit_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``submit`` and ``jobs {list,logs,status,stop}`` to the ``medembed`` parser."""
-    from medembed.jobs import JOBS
-
-    s = sub.add_parser("submit", help="submit a job to a Ray cluster and follow it",
-                       description="Submit a job through the Ray job API with this working dir and "
-                                   "cluster/runtime_env.yaml, print its id, follow its logs until it ends. Exit "
-                                   "status: 0 succeeded, 1 failed, 2 bad arguments or config, 3 stopped.")
-    s.add_argument("job", type=_job_command, choices=sorted(j.command for j in JOBS.values()),
-                   help="the job to run (its name in either spelling: generate-pairs or generate_pairs)")
-    _address_arg(s)
-    s.add_argument("--config", "-c", default=None, help="shipped config name or a YAML file inside the working dir "
-                   "(default: the job's default config)")
-    s.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")
-    s.add_argument("--working-dir", default=".", help="uploaded as the job's working dir (default: .)")
-    s.add_argument("--runtime-env", default=None, help=f"runtime env YAML (default: <working dir>/{RUNTIME_ENV})")
-    s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra non-secret environment variable for the job (repeatable)")
-    s.add_argument("--submission-id", default=None, help="default: <job name>-<UTC time>-<6 hex>")
-    s.add_argument("--no-wait", action="store_true", help="return after submitting")
-    s.add_argument("--verbose", "-v", action="store_true")
-    s.set_defaults(func=_run(submit))
-
-    j = sub.add_parser("jobs", help="list, follow, inspect and stop jobs on a Ray cluster")
-    jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    lp = jsub.add_parser("list", help="every job the cluster knows")
-    _address_arg(lp)
-    lp.set_defaults(func=_run(jobs_list))
-    for name, fn, helptext in (("logs", jobs_logs, "a job's logs"), ("status", jobs_status, "a job's status"),
-                               ("stop", jobs_stop, "stop a job")):
-        p = jsub.add_parser(name, help=helptext)
-        p.add_argument("job_id")
-        _address_arg(p)
-        if name == "logs":
-            p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends; exit with its status")
-        if name == "stop":
-            p.add_argument("--wait", action="store_true", help="wait until it has stopped")
-            p.add_argument("--timeout", type=float, default=60.0)
-        p.set_defaults(func=_run(fn))

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from medembed.cli import build_parser, canonical_command
+from medembed.app.cli import build_parser, canonical_command
+from medembed.app.registry import JOBS, by_name
 from medembed.config import SHIPPED_CONFIGS, find_config
-from medembed.jobs import JOBS, by_name
 from medembed.runtime.runs import job_name
 from tests.support.paths import REPO
 
@@ -37,13 +37,12 @@ def test_either_spelling_and_old_names_resolve(caplog):
         by_name("nope")
 
 
-def test_cli_accepts_both_spellings_and_eval_with_a_deprecation(caplog):
+def test_cli_accepts_both_spellings_and_eval_with_a_deprecation(capsys):
     assert canonical_command(["generate_pairs", "--print-config"]) == ["generate-pairs", "--print-config"]
     assert canonical_command(["mine-negatives"]) == ["mine-negatives"]
     assert canonical_command(["search", "q"]) == ["search", "q"]
-    with caplog.at_level(logging.WARNING):
-        assert canonical_command(["eval", "--set", "a=1"]) == ["evaluate", "--set", "a=1"]
-    assert "`medembed eval` is deprecated" in caplog.text
+    assert canonical_command(["eval", "--set", "a=1"]) == ["evaluate", "--set", "a=1"]
+    assert "`medembed eval` is deprecated" in capsys.readouterr().err
     args = build_parser().parse_args(canonical_command(["submit", "generate_pairs", "--no-wait"]))
     assert args.job == "generate-pairs"
 

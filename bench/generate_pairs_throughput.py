@@ -6,7 +6,7 @@
 The server (tests/support/openai_server.py, a ThreadingHTTPServer running in this driver process)
 answers every request after ``--latency`` seconds. Compared:
 
-- medembed's job: ``generate_pairs_from_docs(ray.data.from_items(docs), cfg)`` on a local Ray
+- medembed's job: ``generate_pairs_from_docs(ray.data.from_items(docs), cfg, run_id=...)`` on a local Ray
   instance started (and warmed with one 40-note job) beforehand. Timed region: from just before
   ``ray.data.from_items`` to its return, i.e. the ledger read (skip done notes), Ray Data planning,
   the generator actors' start-up (new actors every job), all requests, validation, the driver's
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import ray  # noqa: E402
 from results_file import append_section, header_lines  # noqa: E402 - bench/ is on sys.path
 
+from medembed.runtime.artifacts import new_run_id  # noqa: E402
 from medembed.synth.backends import Request, create_backend  # noqa: E402
 from medembed.synth.config import SynthConfig  # noqa: E402
 from medembed.synth.generate import generate_pairs_from_docs  # noqa: E402
@@ -70,7 +71,7 @@ def run_job(url: str, docs: list[dict], args: argparse.Namespace, out: str) -> t
                       openai={"base_url": url, "model": "fake-llm", "timeout_s": 30,
                               "max_concurrency": args.inflight, "max_retries": 2})
     t = time.perf_counter()  # timed: from submission (the Dataset is built inside) to the last pair written
-    summary = generate_pairs_from_docs(ray.data.from_items(docs), cfg)
+    summary = generate_pairs_from_docs(ray.data.from_items(docs), cfg, run_id=new_run_id("generate_pairs"))
     took = time.perf_counter() - t
     assert summary["notes_ok"] == len(docs), summary
     log.info("%d notes: %.2f s %s", len(docs), took, summary["durations_s"])

@@ -39,6 +39,7 @@ log = logging.getLogger("bench.mine_throughput")
 def generate_pairs(notes: int, out: str) -> str:
     from medembed.config import InputConfig
     from medembed.ingest import read_documents
+    from medembed.runtime.artifacts import new_run_id
     from medembed.synth.config import SynthConfig
     from medembed.synth.generate import generate_pairs_from_docs
 
@@ -46,7 +47,7 @@ def generate_pairs(notes: int, out: str) -> str:
                       title_field="title", limit=notes)
     docs = read_documents(inp, os.path.join(out, "quarantine"))
     generate_pairs_from_docs(docs, SynthConfig(backend="extractive", output_dir=os.path.join(out, "pairs"),
-                                               concurrency=2))
+                                               concurrency=2), run_id=new_run_id("generate_pairs"))
     return os.path.join(out, "pairs")
 
 

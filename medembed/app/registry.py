@@ -100,7 +100,7 @@ register(Job(
     "(offline, no LLM; default), openai (any OpenAI-compatible endpoint; API key from the env variable named by "
     "synth.openai.api_key_env), vllm (ray.data.llm on GPUs). Outputs are validated (JSON, schema, relevance, "
     "grounding in the note, duplicates); every note ends with pairs or a recorded failure reason. Re-runs skip notes "
-    "already done for the same generator, model and prompt version. Pairs: <synth.output_dir>/runs/<run id>/pairs/."))
+    "already done for the same generator, model and prompt version. Pairs: <synth.output_dir>/<run id>/pairs/."))
 register(Job(
     "mine_negatives", "medembed.mining.config:MineNegativesJobConfig", "medembed.jobs.mine_negatives:mine_negatives",
     "hard negatives for pairs -> (query, positive, negatives) triplets",

@@ -78,7 +78,8 @@ def compose(cfg: Any, stage: str, run_id: str, inputs: dict[str, str], promoted:
     model = cfg.model.model_dump()
     if stage == "generate_pairs":
         d = deep_merge({"input": cfg.input.model_dump()}, cfg.generate_pairs)
-        return deep_merge(d, {**common, "synth": {"output_dir": stage_dir(out, run_id, stage)}, "output": run_output})
+        # the run folder <out>/<run id>/generate_pairs is <synth.output_dir>/<stage run id>: one folder, no repeat
+        return deep_merge(d, {**common, "synth": {"output_dir": out}, "output": run_output})
     if stage == "mine_negatives":
         forced = {"pairs": {"path": join(inputs["generate_pairs"], "pairs")}, "model": model,
                   "candidates": {"store_uri": join(stage_dir(out, run_id, stage), "lancedb")},

@@ -58,7 +58,8 @@ class SynthConfig(_Model):
                                      "queries, e.g. for abstracts); 0: off")
     min_relevance: float = Field(0.3, ge=0, le=1)
     min_grounding: float = Field(0.8, ge=0, le=1, description="fraction of passage 3-grams found in the note")
-    output_dir: str = Field("./output/pairs", description="pairs/ and ledger/ of each run go under here")
+    output_dir: str = Field("./output/pairs", description="each run's folder <output_dir>/<run id>/ (pairs/, "
+                            "ledger/, _SUCCESS.json) goes under here")
     batch_size: int = Field(32, gt=0, description="notes per actor call")
     concurrency: int = Field(1, gt=0, description="generator actors")
     actor_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per actor (I/O bound for openai)")

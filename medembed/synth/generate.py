@@ -4,7 +4,7 @@ documents (Ray Dataset, DOC_SCHEMA) -> skip notes already done -> split long not
 backend (batch backends: a pool of ``concurrency`` actors, each with its own backend instance;
 the vllm backend: ``ray.data.llm`` over per-part rows, validated per part, folded per note in the driver) -> validation ->
 one result row per note (ledger columns + its pairs) -> streamed once to the driver, which writes
-pairs and ledger as Parquet under ``<output_dir>/runs/<run_id>/`` while generation goes on ->
+pairs and ledger as Parquet under ``<output_dir>/<run_id>/`` while generation goes on ->
 ``_SUCCESS.json`` marks the run complete (written last; files of an unfinished run are ignored).
 
 Batch backends that can (``concurrent_batches``: openai) work on ``batches_per_actor`` batches at
@@ -28,7 +28,6 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from medembed import schema as S
-from medembed.runtime.artifacts import new_run_id
 from medembed.runtime.console import Progress
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 from medembed.synth import columns as C
@@ -346,9 +345,10 @@ def summarize(ledger_rows: pa.Table) -> dict[str, Any]:
     }
 
 
-def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, storage: Storage = DEFAULT_STORAGE,
-                             run_id: str | None = None) -> dict[str, Any]:
-    """Generate pairs for a Dataset of documents (DOC_SCHEMA columns); return the run's counts.
+def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, run_id: str,
+                             storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
+    """Generate pairs for a Dataset of documents (DOC_SCHEMA columns) as run ``run_id`` (the job run's id: its
+    folder is ``<synth.output_dir>/<run_id>``); return the run's counts.
 
     Notes already ``ok`` for the same generator/model/prompt version in a complete earlier run are
     skipped; failed notes are retried.
@@ -356,7 +356,6 @@ def generate_pairs_from_docs(docs: ray.data.Dataset, cfg: SynthConfig, *, storag
     t0 = time.perf_counter()
     identity = backend_identity(cfg)
     gkey = C.generator_key(*identity)
-    run_id = run_id or new_run_id("generate_pairs")
     done = frozenset(done_note_ids(cfg.output_dir, gkey, storage))
     log.info("synth: run %s, generator %s, %d notes already done", run_id, gkey, len(done))
 

@@ -1,10 +1,12 @@
 """Run folders, the per-note status ledger and reading pairs back.
 
-Layout under ``synth.output_dir``::
+Layout under ``synth.output_dir``, one folder per run as every job's output (``<dir>/<run id>/``)::
 
-    runs/<run_id>/pairs/*.parquet    pairs of the run (PAIR_SCHEMA)
-    runs/<run_id>/ledger/*.parquet   one row per note processed by the run (LEDGER_SCHEMA)
-    runs/<run_id>/_SUCCESS.json      written last: the run's counts; marks the run complete
+    <run_id>/pairs/*.parquet    pairs of the run (PAIR_SCHEMA)
+    <run_id>/ledger/*.parquet   one row per note processed by the run (LEDGER_SCHEMA)
+    <run_id>/_SUCCESS.json      written last: the run's counts; marks the run complete
+
+Runs written before issue 23 sit under ``runs/<run_id>/``; they are still read (done notes, pairs) for one release.
 
 Only complete runs count: a crashed run's files are ignored (and its notes redone), which makes
 reruns idempotent. A note is done for a generator key once a complete run has it ``ok``; done
@@ -26,27 +28,32 @@ from medembed.synth import columns as C
 
 log = logging.getLogger("medembed.synth")
 
-RUNS = "runs"
+LEGACY_RUNS = "runs"  # the old parent of run folders (<output_dir>/runs/<run id>/), read for one release
 PAIRS_DIR = "pairs"
 LEDGER_DIR = "ledger"
 SUCCESS = artifacts.SUCCESS
 
 
 def run_dir(output_dir: str, run_id: str) -> str:
-    return join(output_dir, RUNS, run_id)
+    """A run's folder: ``<output_dir>/<run id>`` (a pipeline stage's run id ``<run>/generate_pairs`` nests)."""
+    return join(output_dir, run_id)
 
 
 def complete_runs(output_dir: str, storage: Storage = DEFAULT_STORAGE) -> list[str]:
-    """Run ids with a success marker, oldest first."""
-    fs, path = storage.fs(join(output_dir, RUNS))
+    """Run folders (relative to ``output_dir``) with a success marker, oldest first: ``<run id>``, and the
+    ``runs/<run id>`` of runs written before issue 23."""
+    fs, path = storage.fs(output_dir)
     if not fs.exists(path):
         return []
     out = []
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if fs.exists(f"{entry.rstrip('/')}/{SUCCESS}"):
-            out.append(name)
-    return sorted(out)
+    for base, prefix in ((path.rstrip("/"), ""), (f"{path.rstrip('/')}/{LEGACY_RUNS}", f"{LEGACY_RUNS}/")):
+        if not fs.isdir(base):
+            continue
+        for entry in fs.ls(base, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if fs.exists(f"{entry.rstrip('/')}/{SUCCESS}"):
+                out.append(prefix + name)
+    return sorted(out, key=lambda r: (r.rsplit("/", 1)[-1], r))
 
 
 def _read_dir(uri: str, schema: pa.Schema, storage: Storage) -> pa.Table:

@@ -69,7 +69,10 @@ def test_openai_pipeline_exact_outcomes_and_resume(ray_local, tmp_path):
     out = tmp_path / "pairs"
     with FakeOpenAIServer(api_key=SECRET, retry_after_s=1, slow_s=1.5) as srv:
         cfg = _cfg(srv, out)
-        s1 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg)
+        s1 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg, run_id="r1")
+        assert s1["output_dir"] == str(out / "r1")  # one folder per run: <synth.output_dir>/<run id>
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+            "r1/_SUCCESS.json", "r1/ledger/part-00000.parquet", "r1/pairs/part-00000.parquet"]
         assert len(_long_note(18)) > 400
         assert (s1["notes_in"], s1["notes_skipped_done"], s1["notes_ok"], s1["notes_failed"]) == (20, 0, 13, 7)
         assert s1["failures_by_reason"] == {"malformed_output": 1, "refusal": 1, "timeout": 1, "empty": 2,
@@ -95,20 +98,22 @@ def test_openai_pipeline_exact_outcomes_and_resume(ray_local, tmp_path):
         row = pairs.to_pylist()[0]
         assert (row[C.GENERATOR], row[C.MODEL], row[C.PROMPT_VERSION]) == ("openai", "fake-llm", "pairs_v1")
 
-        # a crashed run (no _SUCCESS) is ignored
-        stale = out / "runs" / "00000000T000000Z-crash" / "pairs"
+        # a crashed run (no _SUCCESS) is ignored; a run written before issue 23 (runs/<run id>/) still counts
+        (out / "runs").mkdir()
+        (out / "r1").rename(out / "runs" / "r1")
+        stale = out / "00000000T000000Z-crash" / "pairs"
         stale.mkdir(parents=True)
         (stale / "junk.parquet").write_bytes(b"not parquet")
 
         # rerun: done notes skipped, failed notes retried; n15's 4th call succeeds now
-        s2 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg)
+        s2 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg, run_id="r2")
         assert (s2["notes_in"], s2["notes_skipped_done"], s2["notes_ok"], s2["pairs_out"]) == (20, 13, 1, 2)
         assert s2["failures_by_reason"]["http_error"] == 0 and s2["notes_failed"] == 6
         assert srv.calls_with("FAULT:500:3") == 4 and srv.calls_with("FAULT:429:1") == 2  # n16 not asked again
-        s3 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg)
+        s3 = generate_pairs_from_docs(ray.data.from_items(_docs()), cfg, run_id="r3")
         assert (s3["notes_skipped_done"], s3["notes_ok"], s3["pairs_out"]) == (14, 0, 0)
 
-    assert len(complete_runs(str(out))) == 3
+    assert complete_runs(str(out)) == ["runs/r1", "r2", "r3"]
     pairs = read_pairs(str(out))
     ids = pairs[C.PAIR_ID].to_pylist()
     assert len(ids) == len(set(ids)) == 30  # no duplicates across runs
@@ -124,7 +129,7 @@ def test_openai_pipeline_exact_outcomes_and_resume(ray_local, tmp_path):
 def test_extractive_pipeline_and_vllm_path(ray_local, tmp_path, monkeypatch):
     docs = _docs()[:8]
     ext = generate_pairs_from_docs(ray.data.from_items(docs), SynthConfig(output_dir=str(tmp_path / "ext"),
-                                                                          batch_size=4, concurrency=2))
+                                                                          batch_size=4, concurrency=2), run_id="e")
     assert (ext["notes_ok"], ext["notes_failed"], ext["pairs_out"]) == (8, 0, 8 * 5)
 
     # the dataset-backend (vllm) path on CPU: the engine is replaced by a function that answers like the fake
@@ -145,10 +150,10 @@ def test_extractive_pipeline_and_vllm_path(ray_local, tmp_path, monkeypatch):
     cfg = SynthConfig(backend="vllm", output_dir=str(tmp_path / "vllm"), max_note_chars=400,
                       vllm={"model_source": "fake/model"})
     docs = _docs()[8:19]  # n08..n18: n11 truncated, n18 two parts; the other fault markers do nothing here
-    s = generate_pairs_from_docs(ray.data.from_items(docs), cfg)
+    s = generate_pairs_from_docs(ray.data.from_items(docs), cfg, run_id="v1")
     assert (s["notes_in"], s["notes_ok"], s["failures_by_reason"]["truncated"]) == (11, 10, 1)
     assert s["pairs_out"] == 9 * 2 + 4
     led = _ledger_by_note(tmp_path / "vllm")
     assert led["n11"][C.REASON] == "truncated" and led["n18"][C.N_PARTS] == 2
-    again = generate_pairs_from_docs(ray.data.from_items(docs), cfg)
+    again = generate_pairs_from_docs(ray.data.from_items(docs), cfg, run_id="v2")
     assert (again["notes_skipped_done"], again["notes_ok"]) == (10, 0)

@@ -55,6 +55,12 @@ def test_first_run_completes_every_stage(runs):
             sub = json.loads((tmp / "runs" / "r1" / stage / "manifest.json").read_text())
             assert sub["run_id"] == f"r1/{stage}" and sub["status"] == "succeeded"
     assert first["counts"]["stages_run"] == len(STAGES) and first["counts"]["stages_reused"] == 0
+    out = tmp / "out"  # one folder per output, the run id once: <output.dir>/<run id>/<stage>
+    assert {s: i["artifact"] for s, i in first["stages"].items() if s != "embed"} == {
+        s: str(out / "r1" / s) + {"mine_negatives": "/triplets", "train": "/model"}.get(s, "")
+        for s in STAGES if s != "embed"}
+    assert (out / "r1" / "generate_pairs" / "pairs" / "part-00000.parquet").is_file()
+    assert sorted(p.name for p in (out / "r1").iterdir()) == sorted([*STAGES[:-1], "stages"])
     model = first["stages"]["train"]["artifact"]
     assert Path(model, "medembed_model.json").exists()
 

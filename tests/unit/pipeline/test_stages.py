@@ -26,10 +26,10 @@ def test_deep_merge_keeps_siblings_and_replaces_leaves():
 def test_stage_configs_join_the_stages(tmp_path):
     cfg = _cfg(tmp_path, "evaluate.datasets=[{name: med, uri: /data/med}]", "train.train.dev_fraction=0.5")
     out = str(tmp_path / "out")
-    inputs = {"generate_pairs": f"{out}/r/generate_pairs/runs/r/generate_pairs",
-              "mine_negatives": f"{out}/r/mine_negatives/triplets", "train": f"{out}/r/train/model"}
+    inputs = {"generate_pairs": f"{out}/r/generate_pairs", "mine_negatives": f"{out}/r/mine_negatives/triplets",
+              "train": f"{out}/r/train/model"}
     neg = P.compose(cfg, "mine_negatives", "r", inputs)
-    assert neg["pairs"]["path"] == f"{out}/r/generate_pairs/runs/r/generate_pairs/pairs"
+    assert neg["pairs"]["path"] == f"{out}/r/generate_pairs/pairs"
     assert neg["mining"]["num_negatives"] == 3 and neg["output"]["dir"] == out
     train = P.compose(cfg, "train", "r", inputs)
     assert train["triplets"]["path"] == inputs["mine_negatives"]
@@ -38,7 +38,11 @@ def test_stage_configs_join_the_stages(tmp_path):
     assert [m.label for m in ev.models] == [P.CURRENT, P.CANDIDATE] and ev.models[1].name == inputs["train"]
     assert ev.pairs_dev.path == inputs["mine_negatives"] and ev.pairs_dev.dev_fraction == 0.2
     assert [d.name for d in ev.datasets] == ["med"] and ev.store.uri == f"{out}/eval_lancedb"
-    assert P.compose(cfg, "generate_pairs", "r", {})["synth"]["output_dir"] == f"{out}/r/generate_pairs"
+    pairs = P.compose(cfg, "generate_pairs", "r", {})  # its run folder <synth.output_dir>/<run id>: out/r/generate_pairs
+    assert pairs["synth"]["output_dir"] == out and pairs["output"]["run_name"] == "r/generate_pairs"
+    from medembed.synth.ledger import run_dir
+
+    assert run_dir(pairs["synth"]["output_dir"], pairs["output"]["run_name"]) == f"{out}/r/generate_pairs"
 
 
 def test_a_bad_stage_section_fails_at_load_naming_the_field(tmp_path):

@@ -78,11 +78,15 @@ class Storage:
                 opts[key] = os.environ[env]
         return opts
 
+    def _client_kwargs(self) -> dict[str, str]:
+        """Endpoint and region as botocore client kwargs (s3fs and boto3 take the same); no secrets."""
+        return {k: v for k, v in (("endpoint_url", self.endpoint()), ("region_name", self.region_name())) if v}
+
     def fsspec_options(self, uri: str) -> dict[str, Any]:
         """fsspec (s3fs) options for ``uri``: endpoint and region as ``client_kwargs``; no secrets."""
         if not uri.startswith("s3://"):
             return {}
-        kw = {k: v for k, v in (("endpoint_url", self.endpoint()), ("region_name", self.region_name())) if v}
+        kw = self._client_kwargs()
         return {"client_kwargs": kw} if kw else {}
 
     def fs(self, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -93,9 +97,7 @@ class Storage:
         """``uri`` opened as a file (a context manager); writing makes the parent folder first."""
         fs, path = self.fs(uri)
         if any(m in mode for m in "wax"):
-            parent = path.rsplit("/", 1)[0]
-            if parent and parent != path:
-                fs.makedirs(parent, exist_ok=True)
+            _make_parent(fs, path)
         return fs.open(path, mode, **kwargs)
 
     def exists(self, uri: str) -> bool:
@@ -117,9 +119,7 @@ class Storage:
     def copy_file(self, local_path: str, uri: str) -> None:
         """Upload (or copy) one local file to ``uri``, local or ``s3://``."""
         fs, path = self.fs(uri)
-        parent = path.rsplit("/", 1)[0]
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
+        _make_parent(fs, path)
         fs.put_file(local_path, path)
 
     def lance_options(self, uri: str) -> dict[str, str] | None:
@@ -147,8 +147,13 @@ class Storage:
         """A boto3 client with this context's endpoint and region (credentials: the environment)."""
         import boto3
 
-        kw = {k: v for k, v in (("endpoint_url", self.endpoint()), ("region_name", self.region_name())) if v}
-        return boto3.client(service, **kw)
+        return boto3.client(service, **self._client_kwargs())
+
+
+def _make_parent(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    parent = path.rsplit("/", 1)[0]
+    if parent and parent != path:
+        fs.makedirs(parent, exist_ok=True)
 
 
 DEFAULT_STORAGE = Storage()  # the environment only (no settings from config)

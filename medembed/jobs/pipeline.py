@@ -9,6 +9,7 @@ gate and the promote step in ``medembed.pipeline.gate``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from typing import Any
@@ -29,15 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def stage_body(stage: str) -> Body:
-    """The job body a stage runs: the body of the job of the stage's name (``medembed/jobs/<stage>.py``)."""
-    from medembed.jobs.embed import embed
-    from medembed.jobs.evaluate import evaluate
-    from medembed.jobs.generate_pairs import generate_pairs
-    from medembed.jobs.mine_negatives import mine_negatives
-    from medembed.jobs.train import train
-
-    return {"generate_pairs": generate_pairs, "mine_negatives": mine_negatives, "train": train,
-            "evaluate": evaluate, "embed": embed}[stage]
+    """The job body a stage runs: a stage is named for its job, so it is ``<stage>`` in ``medembed/jobs/<stage>.py``
+    (the registry's ``module:function`` for every job; no second list of bodies here)."""
+    if stage not in P.JOB_STAGES:
+        raise KeyError(f"unknown pipeline stage {stage!r}; stages that run a job: {list(P.JOB_STAGES)}")
+    return getattr(importlib.import_module(f"medembed.jobs.{stage}"), stage)
 
 
 def run_job_stage(cfg: PipelineJobConfig, manifest: RunManifest, stage: str, inputs: dict[str, str],

@@ -96,3 +96,13 @@ def test_reuse_needs_the_record_and_the_same_complete_artifact(tmp_path):
         P.write_record(out, "r4", "train", "fp1", str(tmp_path / "nothing"), None)
     assert json.loads((tmp_path / "out" / "r2" / "stages" / "train" / artifacts.SUCCESS).read_text())["kind"] == \
         P.RECORD_KIND
+
+
+def test_each_stage_runs_the_body_the_registry_names_for_its_job():
+    from medembed.app.registry import by_name
+    from medembed.jobs.pipeline import stage_body
+
+    for stage in P.JOB_STAGES:
+        assert stage_body(stage) is by_name(stage).body_function()
+    with pytest.raises(KeyError, match="unknown pipeline stage"):
+        stage_body("promote")

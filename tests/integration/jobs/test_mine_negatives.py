@@ -12,7 +12,7 @@ import pytest
 
 from medembed.mining import columns as M
 from medembed.mining.output import flat_rows
-from medembed.mining.selection import SelectParams, select_negatives
+from medembed.mining.selection import Selection, SelectParams, select_negatives
 from medembed.synth import columns as P
 from tests.support.builders import sample_pairs_table
 
@@ -161,6 +161,15 @@ def candidates_of(pairs) -> tuple[list[str], np.ndarray]:
     return passages, np.asarray([first_note[p] for p in passages], dtype=object)
 
 
+def local_selection(scores: np.ndarray, row: dict, passages: list[str], notes: np.ndarray, top_k: int,
+                    params: SelectParams) -> tuple[Selection, np.ndarray, int]:
+    """The selection rule applied by hand to one query's scores over every candidate: (selection, order, pos)."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    pos = passages.index(row[P.PASSAGE])
+    sel = select_negatives(scores[order], order == pos, notes[order] == row[P.NOTE_ID], scores[pos], params)
+    return sel, order, pos
+
+
 def test_ray_result_equals_a_local_numpy_computation(mined_run):
     from medembed.config import ModelConfig
     from medembed.embedding.encoders import build_encoder
@@ -173,9 +182,7 @@ def test_ray_result_equals_a_local_numpy_computation(mined_run):
     params = SelectParams(**{k: v for k, v in WINDOW.items() if k != "top_k"})
     complete = 0
     for i, row in enumerate(pairs.to_pylist()):
-        order = np.argsort(-scores[i], kind="stable")[:WINDOW["top_k"]]
-        pos = passages.index(row[P.PASSAGE])
-        sel = select_negatives(scores[i][order], order == pos, notes[order] == row[P.NOTE_ID], scores[i][pos], params)
+        sel, order, _ = local_selection(scores[i], row, passages, notes, WINDOW["top_k"], params)
         out = got[row[P.PAIR_ID]]
         assert [passages[order[j]] for j in sel.indices] == out[M.NEGATIVES]
         assert np.allclose(sel.scores, out[M.NEGATIVE_SCORES], atol=1e-4)
@@ -230,9 +237,7 @@ def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path,
     params = SelectParams(relative_margin=None, **{k: v for k, v in HYBRID.items() if k != "top_k"})
     picked_differently = 0
     for i, row in enumerate(pairs.to_pylist()):
-        order = np.argsort(-fused[i], kind="stable")[:HYBRID["top_k"]]
-        pos = passages.index(row[P.PASSAGE])
-        sel = select_negatives(fused[i][order], order == pos, notes[order] == row[P.NOTE_ID], fused[i][pos], params)
+        sel, order, pos = local_selection(fused[i], row, passages, notes, HYBRID["top_k"], params)
         out = got[row[P.PAIR_ID]]
         assert [passages[order[j]] for j in sel.indices] == out[M.NEGATIVES]
         assert np.allclose(sel.scores, out[M.NEGATIVE_SCORES], atol=1e-3)

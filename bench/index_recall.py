@@ -135,9 +135,10 @@ def _vm(key: str) -> float:
 def _build(args: argparse.Namespace) -> None:
     from medembed.config import StoreConfig
     from medembed.index.indexes import finalize_table
-    from medembed.index.tables import open_dataset, table_uri
+    from medembed.index.tables import table_uri
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
-    open_dataset(table_uri(args.db, "t")).count_rows()
+    DEFAULT_STORAGE.lance_dataset(table_uri(args.db, "t")).count_rows()
     rss0 = _vm("VmRSS")
     cfg = StoreConfig(uri=args.db, ann_min_rows=256, fts=False, compact=False, ann_index=args.type)
     t0 = time.perf_counter()
@@ -320,7 +321,8 @@ def scale(args: argparse.Namespace) -> None:
         merge_reason,
         retrain_reason,
     )
-    from medembed.index.tables import open_dataset, table_uri
+    from medembed.index.tables import table_uri
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     docs, queries = np.load(WORK / "docs.npy"), np.load(WORK / "queries.npy")
     queries = queries[np.random.default_rng(1).permutation(len(queries))[:args.queries]]
@@ -375,11 +377,11 @@ def scale(args: argparse.Namespace) -> None:
             ds.delete("doc_id IN (" + ", ".join(f"'r{i}'" for i in gone) + ")")
             lance.write_dataset(_rows_table(new, ids=ids), uri, mode="append")
             commit_s = time.perf_counter() - t0
-            before = index_state(open_dataset(uri), "vector_idx")
+            before = index_state(DEFAULT_STORAGE.lance_dataset(uri), "vector_idx")
             t0 = time.perf_counter()
             info = finalize_table(db, "t", keep, None)
             maint_s = time.perf_counter() - t0
-            ds = open_dataset(uri)
+            ds = DEFAULT_STORAGE.lance_dataset(uri)
             st = index_state(ds, "vector_idx")
             if policy_fired is None:
                 wanted = {"type": nightly, "metric": "cosine", "params": ann_params(nightly, ds.count_rows(), docs.shape[1])}

@@ -61,7 +61,6 @@ def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, to
     from medembed.embedding.card import resolve_card
     from medembed.embedding.embedder import ChunkEmbedder
     from medembed.embedding.encoders import build_encoder, encoder_actor_kwargs
-    from medembed.index.tables import open_dataset
     from medembed.mining import columns as M
     from medembed.mining.candidates import positive_rows
     from medembed.runtime.storage import DEFAULT_STORAGE
@@ -71,7 +70,7 @@ def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, to
         embedder = ChunkEmbedder(**encoder_actor_kwargs(cfg.model, cfg.embed, DEFAULT_STORAGE, resolve_card(cfg.model)))
         enc, t = embedder.encoder, embedder(positive_rows(pairs))
     else:
-        t = open_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
+        t = DEFAULT_STORAGE.lance_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
         enc = build_encoder(cfg.model, cfg.embed)
         t0 = time.perf_counter()
     ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)

@@ -24,7 +24,7 @@ from medembed.embedding.chunking import whole_document_chunks
 from medembed.evaluation.config import EvalStoreConfig
 from medembed.evaluation.datasets import Corpus
 from medembed.index.indexes import finalize_table, has_vector_index
-from medembed.index.tables import connect, open_dataset, table_name, table_names, table_uri
+from medembed.index.tables import table_name, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
@@ -92,18 +92,18 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
               "corpus": corpus_fingerprint(corpus), "rows": len(corpus)}
     marker = artifacts.read_marker(uri, storage)
     if marker is not None and all(marker.get(k) == v for k, v in expect.items()):
-        ds = open_dataset(uri, storage)
+        ds = storage.lance_dataset(uri)
         if ds is not None and ds.count_rows() == len(corpus):
             log.info("%s: reusing corpus table %s (%d rows, model %s)", dataset, uri, len(corpus), card.model_id)
-            if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(connect(store.uri, storage).open_table(name)):
+            if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(storage.lancedb_connect(store.uri).open_table(name)):
                 # built under a higher store.ann_min_rows: index it now, or `retrieval: ann` would scan every row
                 index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
                 log.info("%s: built the vector index of the reused table: %s", dataset, index.get("ann_index"))
             return CorpusTable(store.uri, name, uri, len(corpus), True, marker)
-    if name in table_names(connect(store.uri, storage)):
+    if name in table_names(storage.lancedb_connect(store.uri)):
         log.info("%s: dropping incomplete or stale corpus table %s", dataset, uri)
         artifacts.clear_marker(uri, storage)
-        connect(store.uri, storage).drop_table(name)
+        storage.lancedb_connect(store.uri).drop_table(name)
 
     if embed_rows is None:
         raise ValueError(f"{dataset}: building corpus table {name} needs embed_rows (the job's embed stage)")
@@ -114,7 +114,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
     if result.stats.rows != len(corpus):
         raise RuntimeError(f"{dataset}: wrote {result.stats.rows} rows for {len(corpus)} documents into {uri}")
     index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
-    summary = {**expect, "dataset": dataset, "version": open_dataset(uri, storage).version,
+    summary = {**expect, "dataset": dataset, "version": storage.lance_dataset(uri).version,
                "ann_index": index.get("ann_index"), "embed_s": round(result.elapsed_s, 3)}
     artifacts.mark_complete(uri, KIND, run_id, summary, storage)
     log.info("%s: embedded %d documents into %s (%.1f s)", dataset, len(corpus), uri, result.elapsed_s)

@@ -31,7 +31,7 @@ from typing import Any
 
 from medembed import schema as S
 from medembed.config import StoreConfig
-from medembed.index.tables import connect, open_dataset, table_metadata, table_uri
+from medembed.index.tables import table_metadata, table_uri
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def compact(db_uri: str, table: str, storage: Storage) -> int:
     cleanup is ``index.serving.cleanup``'s job, with the configured retention). Indexes are remapped
     to the rewritten fragments by the same commit.
     """
-    stats = open_dataset(table_uri(db_uri, table), storage).optimize.compact_files()
+    stats = storage.lance_dataset(table_uri(db_uri, table)).optimize.compact_files()
     return int(getattr(stats, "fragments_removed", 0) or 0)
 
 
@@ -168,10 +168,10 @@ def _build_vector_index(db_uri: str, table: str, cfg: StoreConfig, storage: Stor
                         reason: str) -> dict[str, Any]:
     params = ann_params(cfg.ann_index, n, dim)
     t0 = time.perf_counter()
-    tbl = connect(db_uri, storage).open_table(table)
+    tbl = storage.lancedb_connect(db_uri).open_table(table)
     tbl.create_index(S.VECTOR, config=_index_config(cfg.ann_index, cfg.ann_metric, params), replace=True)
     build_s = time.perf_counter() - t0
-    ds = open_dataset(table_uri(db_uri, table), storage)
+    ds = storage.lance_dataset(table_uri(db_uri, table))
     rows = ds.count_rows()
     record = {"type": cfg.ann_index, "metric": cfg.ann_metric, "params": params, "trained_rows": rows,
               "indexed_rows": rows, "added_rows": 0, "removed_rows": 0,
@@ -208,7 +208,7 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage |
     """
     storage = storage or DEFAULT_STORAGE
     uri = table_uri(db_uri, table)
-    ds = open_dataset(uri, storage)
+    ds = storage.lance_dataset(uri)
     if ds is None:
         raise FileNotFoundError(f"no table {table!r} in {db_uri} to finalize")
     n = ds.count_rows()
@@ -221,11 +221,11 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage |
     vec_name = _vector_index_name(ds) if n else None
     if not n or not (cfg.fts or ann or vec_name):
         return info
-    ds = open_dataset(uri, storage)
+    ds = storage.lance_dataset(uri)
     if cfg.fts:
         info["fts_index"] = _maintain_fts(db_uri, table, ds, storage)
     if ann or vec_name:
-        ds = open_dataset(uri, storage)
+        ds = storage.lance_dataset(uri)
         info["ann_index"] = _maintain_vector(db_uri, table, cfg, storage, ds, vec_name, retrain)
     return info
 
@@ -236,7 +236,7 @@ def _maintain_fts(db_uri: str, table: str, ds: Any, storage: Storage) -> str:
         from lancedb.index import FTS
 
         t0 = time.perf_counter()
-        connect(db_uri, storage).open_table(table).create_index(S.TEXT, config=FTS(), replace=True)
+        storage.lancedb_connect(db_uri).open_table(table).create_index(S.TEXT, config=FTS(), replace=True)
         log.info("built the full-text index of %s (%.1f s)", table, time.perf_counter() - t0)
         return "built"
     if not index_state(ds, name)["unindexed_rows"]:
@@ -270,7 +270,7 @@ def _maintain_vector(db_uri: str, table: str, cfg: StoreConfig, storage: Storage
     t0 = time.perf_counter()
     ds.optimize.optimize_indices(index_names=[name], num_indices_to_merge=state["segments"] if merge else 0)
     seconds = time.perf_counter() - t0
-    ds = open_dataset(table_uri(db_uri, table), storage)
+    ds = storage.lance_dataset(table_uri(db_uri, table))
     _record(ds, {META_ANN: {**trained, "added_rows": added, "removed_rows": removed,
                             "indexed_rows": index_state(ds, name)["indexed_rows"]}})
     if merge:

@@ -26,7 +26,7 @@ import numpy as np
 from medembed import schema as S
 from medembed.index.indexes import DEFAULT_NPROBES, DEFAULT_REFINE_FACTOR, has_vector_index
 from medembed.index.sql import in_filter
-from medembed.index.tables import connect, table_metadata, table_names
+from medembed.index.tables import table_metadata, table_names
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Retriever:
         """
         from medembed.index import serving
 
-        db = connect(db_uri, storage)
+        db = storage.lancedb_connect(db_uri)
         names = table_names(db)
         served = serving.list_serving_names(db_uri, storage)
         if table is None:

@@ -167,9 +167,9 @@ def open_served(db: Any, ref: ServedVersion) -> Any:
 def resolve(db_uri: str, name: str, storage: Storage = DEFAULT_STORAGE) -> tuple[str, int | None]:
     """(table, version) a reader should open for ``name``: a table of that name (its latest version), else
     the table and version the serving name ``name`` points to; unknown names come back unchanged."""
-    from medembed.index.tables import open_dataset, table_uri
+    from medembed.index.tables import table_uri
 
-    if open_dataset(table_uri(db_uri, name), storage) is not None:
+    if storage.lance_dataset(table_uri(db_uri, name)) is not None:
         return name, None
     ptr = read_pointer(db_uri, name, storage)
     return (ptr.current.table, ptr.current.version) if ptr else (name, None)
@@ -178,15 +178,15 @@ def resolve(db_uri: str, name: str, storage: Storage = DEFAULT_STORAGE) -> tuple
 def cleanup(db_uri: str, pointer: Pointer, older_than: timedelta, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
     """After a switch: drop serving tags the pointer no longer remembers, versions older than ``older_than``
     (tagged ones are kept) of the tables it serves, and its other ``<name>__*`` tables idle that long."""
-    from medembed.index.tables import connect, open_dataset, table_names, table_uri
+    from medembed.index.tables import table_names, table_uri
 
     keep = pointer.referenced()
     served = {t for t, _ in keep}
     cutoff = datetime.now(timezone.utc) - older_than
     out: dict[str, Any] = {"tags_deleted": [], "versions_removed": 0, "tables_dropped": []}
-    db = connect(db_uri, storage)
+    db = storage.lancedb_connect(db_uri)
     for tname in table_names(db):
-        ds = open_dataset(table_uri(db_uri, tname), storage) if tname.startswith(f"{pointer.name}__") else None
+        ds = storage.lance_dataset(table_uri(db_uri, tname)) if tname.startswith(f"{pointer.name}__") else None
         if ds is None:
             continue
         for tag, meta in list(ds.tags.list().items()):

@@ -1,6 +1,8 @@
-"""LanceDB tables: where they are, opening them, their metadata and the model they belong to.
+"""LanceDB tables: their names, where they are, their metadata and the model they belong to.
 
-The index layer knows tables, not models: model identity arrives as schema metadata. Writing is
+Opening a table is the job's storage context: ``storage.lance_dataset(table_uri(db_uri, name))`` or
+``storage.lancedb_connect(db_uri)`` (``runtime.storage.Storage``). The index layer knows tables, not models:
+model identity arrives as schema metadata. Writing is
 ``index.writer``, change detection ``index.changes``, indexes ``index.indexes``, search ``index.search``.
 """
 
@@ -11,7 +13,7 @@ import logging
 from typing import Any
 
 from medembed import schema as S
-from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
+from medembed.runtime.storage import join
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,6 @@ def table_name(*parts: str, key: str | None = None, configured: str | None = Non
 
 def table_uri(db_uri: str, table: str) -> str:
     return join(db_uri, f"{table}.lance")
-
-
-def connect(db_uri: str, storage: Storage = DEFAULT_STORAGE):
-    """A LanceDB connection (:meth:`Storage.lancedb_connect`)."""
-    return storage.lancedb_connect(db_uri)
-
-
-def open_dataset(uri: str, storage: Storage = DEFAULT_STORAGE):
-    """The Lance dataset at ``uri``, or None if there is none yet (:meth:`Storage.lance_dataset`)."""
-    return storage.lance_dataset(uri)
 
 
 def table_names(db: Any) -> list[str]:

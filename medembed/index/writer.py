@@ -21,7 +21,6 @@ import ray
 
 from medembed import schema as S
 from medembed.index.sql import in_filter
-from medembed.index.tables import open_dataset
 from medembed.runtime.console import Progress
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.runtime.watchdog import watch
@@ -96,7 +95,7 @@ class Committer:
         self.pending: list[Any] = []
         self.pending_docs: list[str] = []
         self.stats = CommitStats()
-        self._ds = open_dataset(uri, storage)
+        self._ds = storage.lance_dataset(uri)
 
     def add(self, fragment_json: str, rows: int, doc_ids: list[str], tokens: int) -> None:
         from lance.fragment import FragmentMetadata

@@ -26,7 +26,7 @@ from medembed.embedding.quality import require_quality_passed
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
-from medembed.index.tables import check_model, open_dataset, table_name, table_uri
+from medembed.index.tables import check_model, table_name, table_uri
 from medembed.index.writer import CommitStats, WriteResult, commit_fragments, write_dataset
 from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
@@ -115,7 +115,7 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         worker = one_actor.start_worker(EmbedStage.create(cfg.model, cfg.embed, storage, card).fn_constructor_kwargs,
                                         cfg.embed.num_cpus, cfg.embed.num_gpus, keep_memory=cfg.embed.cpu_keep_memory)
     try:
-        existing = open_dataset(target.uri, storage)
+        existing = storage.lance_dataset(target.uri)
         if existing is not None:
             check_model(existing, card.model_id, card.dim, target.uri)
         existing, migrated = ensure_doc_hash(existing)  # a table from before doc_hash: each document changed once

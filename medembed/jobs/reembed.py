@@ -33,7 +33,7 @@ from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
-from medembed.index.tables import check_model, connect, open_dataset, table_name, table_uri
+from medembed.index.tables import check_model, table_name, table_uri
 from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
@@ -60,7 +60,7 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
                  corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, storage: Storage) -> dict[str, Any]:
     """Row count, model and dimension, ids and hashes (a second diff: every document unchanged), a sample search."""
     uri = table_uri(db_uri, table)
-    ds = open_dataset(uri, storage).checkout_version(version)
+    ds = storage.lance_dataset(uri).checkout_version(version)
     check_model(ds, card.model_id, card.dim, uri)
     rows = ds.count_rows()
     problems = []
@@ -75,7 +75,7 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
         if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
             problems.append(f"the table does not hold the corpus: {recheck.counts}")
     if sample and rows:
-        tbl = connect(db_uri, storage).open_table(table)
+        tbl = storage.lancedb_connect(db_uri).open_table(table)
         tbl.checkout(version)
         probe = ds.to_table(columns=[S.CHUNK_ID, S.VECTOR], limit=sample)
         scores = []
@@ -141,7 +141,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
     uri = table_uri(db_uri, tname)
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision, doc_hash=True)
     before = serving.read_pointer(db_uri, name, storage)
-    existing = open_dataset(uri, storage)
+    existing = storage.lance_dataset(uri)
     if existing is not None:
         check_model(existing, card.model_id, card.dim, uri)
     manifest.set("model", card.to_dict())
@@ -212,11 +212,11 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
                                                                     "model_id": card.model_id}, storage)
         with manifest.timed("indexes"):
             manifest.set("indexes", refresh_indexes(cfg, tname, fresh=read_version is None, storage=storage))
-        latest = open_dataset(uri, storage).version
+        latest = storage.lance_dataset(uri).version
         fresh_target = before is None or before.current.table != tname
         deferred_rows = 0
         if deferred:
-            deferred_rows = open_dataset(uri, storage).count_rows(doc_filter(deferred))
+            deferred_rows = storage.lance_dataset(uri).count_rows(doc_filter(deferred))
         with manifest.timed("verify"):
             manifest.set("verification", verify_table(
                 db_uri, tname, latest, card, expected_rows=n_chunks + deferred_rows,
@@ -224,7 +224,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
                 partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, storage=storage))
         with manifest.timed("switch"):
             lease.check()
-            ds = open_dataset(uri, storage)
+            ds = storage.lance_dataset(uri)
             tag = serving.serving_tag(latest)
             if tag not in ds.tags.list():
                 ds.tags.create(tag, latest)

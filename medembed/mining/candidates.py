@@ -22,7 +22,7 @@ from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import whole_document_chunks
 from medembed.index import serving
 from medembed.index.indexes import finalize_table
-from medembed.index.tables import check_model, connect, open_dataset, table_name, table_uri
+from medembed.index.tables import check_model, table_name, table_uri
 from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
 from medembed.mining.config import MineNegativesJobConfig
@@ -91,9 +91,9 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
     name = table_name("mining_candidates", card.slug, configured=cc.store_table)
     uri = table_uri(cc.store_uri, name)
     schema = S.table_schema(card.dim, card.model_id, card.revision, card.backend, card.precision)
-    if open_dataset(uri, storage) is not None:  # derived data: rebuilt so stale candidates never leak in
+    if storage.lance_dataset(uri) is not None:  # derived data: rebuilt so stale candidates never leak in
         log.info("dropping the previous candidate table %s", uri)
-        connect(cc.store_uri, storage).drop_table(name)
+        storage.lancedb_connect(cc.store_uri).drop_table(name)
 
     positives = positive_rows(pairs)
     corpus = corpus_candidates(cfg, card, schema, storage)
@@ -123,7 +123,7 @@ def corpus_candidates(cfg: MineNegativesJobConfig, card: ModelCard, schema: pa.S
         return None
     corpus_table, corpus_version = serving.resolve(cc.uri, cc.table, storage)
     corpus_uri = table_uri(cc.uri, corpus_table)
-    corpus = open_dataset(corpus_uri, storage)
+    corpus = storage.lance_dataset(corpus_uri)
     if corpus is None:
         raise FileNotFoundError(f"candidates.table {cc.table!r} not found in {cc.uri}")
     check_model(corpus, card.model_id, card.dim, corpus_uri)

@@ -14,7 +14,7 @@ from medembed.config import EmbedConfig, ModelConfig, S3Config, StoreConfig
 from medembed.embedding.card import resolve_card
 from medembed.embedding.encoders import build_encoder, encoder_actor_kwargs
 from medembed.index.indexes import finalize_table, has_vector_index
-from medembed.index.tables import connect, table_uri
+from medembed.index.tables import table_uri
 from medembed.index.writer import Committer, FragmentWriter
 from medembed.mining import columns as M
 from medembed.mining.miner import NegativeMiner
@@ -60,7 +60,7 @@ def candidate_db(tmp_path_factory):
 
 def test_ann_mining_matches_exact(candidate_db):
     db, texts, docs = candidate_db
-    assert has_vector_index(connect(db).open_table("cands"))
+    assert has_vector_index(DEFAULT_STORAGE.lancedb_connect(db).open_table("cands"))
     picks = range(0, len(texts), 40)
     batch = pa.table({P.PAIR_ID: [f"q{i}" for i in picks], P.NOTE_ID: [docs[i] for i in picks],
                       P.QUERY: [texts[i].split(" with ")[0] for i in picks], P.PASSAGE: [texts[i] for i in picks]})

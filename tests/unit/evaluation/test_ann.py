@@ -16,8 +16,9 @@ from medembed.evaluation.corpus_table import corpus_fingerprint, corpus_table_na
 from medembed.evaluation.datasets import Corpus
 from medembed.evaluation.retrieval import retrieve
 from medembed.index.search import Retriever
-from medembed.index.tables import connect, open_dataset, table_uri
+from medembed.index.tables import table_uri
 from medembed.runtime import artifacts
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 N = 600
 
@@ -38,7 +39,7 @@ def _reusable_table(tmp_path) -> tuple[Corpus, object, ModelConfig, np.ndarray, 
         S.EMBEDDED_AT: pa.array([datetime.now(timezone.utc)] * N, pa.timestamp("us", tz="UTC"))},
         schema=S.table_schema(card.dim, card.model_id, card.revision))
     name = corpus_table_name("set", card, model)
-    connect(str(tmp_path)).create_table(name, t)
+    DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).create_table(name, t)
     artifacts.mark_complete(table_uri(str(tmp_path), name), "eval_corpus_table", "earlier",
                             {"model_id": card.model_id, "revision": card.revision,
                              "document_key": document_key(card, model), "corpus": corpus_fingerprint(corpus),
@@ -51,12 +52,12 @@ def test_reused_table_gets_the_vector_index_and_ann_agrees_with_exact(tmp_path):
     high = EvalStoreConfig(uri=str(tmp_path), ann_min_rows=100_000)
     got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), high, None, "run1")
     assert got.reused and not Retriever.open(str(tmp_path), name).has_ann_index
-    version = open_dataset(table_uri(str(tmp_path), name)).version
+    version = DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), name)).version
 
     forced = EvalStoreConfig(uri=str(tmp_path), ann_min_rows=256)
     got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), forced, None, "run2")
     assert got.reused and got.rows == N  # reused, not re-embedded (no Ray here)
-    assert open_dataset(table_uri(str(tmp_path), name)).version > version
+    assert DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), name)).version > version
     r = Retriever.open(str(tmp_path), name, nprobes=forced.nprobes, refine_factor=forced.refine_factor)
     assert r.has_ann_index
     q = v[[0, 10, 599]] + 0.01

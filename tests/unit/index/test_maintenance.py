@@ -14,7 +14,8 @@ from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.index.indexes import META_ANN, META_CHOICE, finalize_table, index_state
 from medembed.index.search import Retriever
-from medembed.index.tables import connect, open_dataset, table_metadata, table_uri
+from medembed.index.tables import table_metadata, table_uri
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 DIM = 32
 WORDS = ["sepsis", "stroke", "pancreatitis", "lamotrigine"]
@@ -48,12 +49,12 @@ def _append(tmp_path, start: int, n: int, seed: int, word: str | None = None) ->
 
 def _base(tmp_path, n=600) -> tuple[dict, np.ndarray]:
     t, v = _rows(0, n, seed=0)
-    connect(str(tmp_path)).create_table("t", t)
+    DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).create_table("t", t)
     return finalize_table(str(tmp_path), "t", _cfg(tmp_path), None), v
 
 
 def _ann(tmp_path, queries: np.ndarray, k: int = 3) -> list[list[str]]:
-    r = Retriever(connect(str(tmp_path)).open_table("t"), nprobes=1000, refine_factor=50)
+    r = Retriever(DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t"), nprobes=1000, refine_factor=50)
     assert r.has_ann_index
     idx, _ = r.search_vectors(queries, k, "ann")
     ids = r.rows()[S.CHUNK_ID]
@@ -61,12 +62,12 @@ def _ann(tmp_path, queries: np.ndarray, k: int = 3) -> list[list[str]]:
 
 
 def _fts(tmp_path, text: str, k: int = 50) -> list[str]:
-    tbl = connect(str(tmp_path)).open_table("t")
+    tbl = DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t")
     return tbl.search(text, query_type="fts").select([S.CHUNK_ID]).limit(k).to_arrow()[S.CHUNK_ID].to_pylist()
 
 
 def _state(tmp_path, name: str = "vector_idx") -> dict:
-    return index_state(open_dataset(table_uri(str(tmp_path), "t")), name)
+    return index_state(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")), name)
 
 
 def test_first_run_trains_and_records_the_index_in_table_metadata(tmp_path):
@@ -74,7 +75,7 @@ def test_first_run_trains_and_records_the_index_in_table_metadata(tmp_path):
     assert info["fts_index"] == "built"
     ann = info["ann_index"]
     assert ann["action"] == "trained" and ann["type"] == "IVF_RQ" and ann["partitions"] == 2  # min(sqrt, n/256)
-    md = table_metadata(open_dataset(table_uri(str(tmp_path), "t")))
+    md = table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))
     rec = json.loads(md[META_ANN])
     assert rec["trained_rows"] == 600 and rec["type"] == "IVF_RQ" and rec["params"] == {"partitions": 2, "num_bits": 1}
     assert rec["trained_at"][:4].isdigit() and json.loads(md[META_CHOICE])["default"] == "IVF_RQ"
@@ -85,9 +86,9 @@ def test_first_run_trains_and_records_the_index_in_table_metadata(tmp_path):
 
 def test_nightly_rows_go_into_delta_indexes_and_search_stays_exact(tmp_path):
     _, v = _base(tmp_path)
-    trained_at = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
+    trained_at = json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
     new_v = _append(tmp_path, 600, 40, seed=1, word="tachycardia")
-    open_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d3', 'd7', 'd11')")  # all about lamotrigine
+    DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d3', 'd7', 'd11')")  # all about lamotrigine
     info = finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
     assert info["rows"] == 637
     assert info["fts_index"] == "updated"
@@ -95,7 +96,7 @@ def test_nightly_rows_go_into_delta_indexes_and_search_stays_exact(tmp_path):
     st = _state(tmp_path)
     assert st["segments"] == 2 and st["rows_per_segment"] == [597, 40] and st["unindexed_rows"] == 0
     assert _state(tmp_path, "text_idx")["unindexed_rows"] == 0
-    rec = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])
+    rec = json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])
     assert rec["trained_at"] == trained_at and rec["trained_rows"] == 600  # not retrained
     # new rows: found by full text and by the vector index (each its own nearest neighbour)
     assert sorted(_fts(tmp_path, "tachycardia")) == sorted(S.chunk_id(f"d{i}", 0) for i in range(600, 640))
@@ -107,7 +108,7 @@ def test_nightly_rows_go_into_delta_indexes_and_search_stays_exact(tmp_path):
     lamotrigine = _fts(tmp_path, "lamotrigine", k=1000)
     assert len(lamotrigine) == 150 - 3 and S.chunk_id("d3", 0) not in lamotrigine
     # ANN over base and delta equals exact search on every row
-    r = Retriever(connect(str(tmp_path)).open_table("t"), nprobes=1000, refine_factor=50)
+    r = Retriever(DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t"), nprobes=1000, refine_factor=50)
     q = np.concatenate([v[[0, 100, 599]], new_v[[5]]])
     assert [list(i) for i in r.search_vectors(q, 5, "ann")[0]] == [list(i) for i in r.search_vectors(q, 5, "exact")[0]]
 
@@ -117,7 +118,7 @@ def test_compaction_after_deletes_keeps_indexes_and_deltas_correct(tmp_path):
     new_v = _append(tmp_path, 600, 30, seed=2, word="tachycardia")
     finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
     gone = [f"d{i}" for i in range(0, 140, 2)] + ["d601"]  # 70 of fragment 0's 600 rows: Lance rewrites it
-    open_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ({', '.join(repr(d) for d in gone)})")
+    DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ({', '.join(repr(d) for d in gone)})")
     info = finalize_table(str(tmp_path), "t", _cfg(tmp_path, compact=True, ann_retrain_fraction=1.0), None)
     assert info["rows"] == 559 and info["fragments_compacted"] == 1
     assert info["fts_index"] == "current" and info["ann_index"]["action"] == "current"
@@ -136,18 +137,18 @@ def test_retrain_when_the_changed_rows_pass_the_fraction(tmp_path):
     assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
     _append(tmp_path, 640, 15, seed=4)                  # 55 / 600 = 9.2%: delta
     assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
-    open_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
+    DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
     _append(tmp_path, 655, 1, seed=5)                   # 56 added + 6 removed = 62 > 60: retrain
     info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
     assert info["action"] == "trained" and "56 rows added and 6 removed" in info["reason"]
     st = _state(tmp_path)
     assert st["segments"] == 1 and st["rows_per_segment"] == [650] and st["unindexed_rows"] == 0
-    assert json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_rows"] == 650
+    assert json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_rows"] == 650
 
 
 def test_deltas_past_the_limit_are_merged_without_retraining_and_still_count_towards_it(tmp_path):
     _, v = _base(tmp_path)
-    trained_at = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
+    trained_at = json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
     cfg = _cfg(tmp_path, ann_max_deltas=2, ann_retrain_fraction=0.1, fts=False)
     vs = []
     for night in range(2):
@@ -159,15 +160,15 @@ def test_deltas_past_the_limit_are_merged_without_retraining_and_still_count_tow
     assert info["action"] == "merged" and "3 delta indexes" in info["reason"]
     st = _state(tmp_path)
     assert st["segments"] == 1 and st["rows_per_segment"] == [615] and st["unindexed_rows"] == 0
-    rec = json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])
+    rec = json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])
     assert rec["trained_at"] == trained_at and rec["trained_rows"] == 600  # same centroids
     assert (rec["added_rows"], rec["removed_rows"], rec["indexed_rows"]) == (15, 0, 615)
     new = np.concatenate(vs)
     assert [h[0] for h in _ann(tmp_path, new[[0, 7, 14]])] == [S.chunk_id(f"d{i}", 0) for i in (600, 607, 614)]
     # the merged rows still count as changed since training: 15 + 40 new + 6 removed = 61 > 60 retrains
-    open_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
+    DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
     assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "current"
-    assert json.loads(table_metadata(open_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["removed_rows"] == 6
+    assert json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["removed_rows"] == 6
     _append(tmp_path, 615, 40, seed=13)
     info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
     assert info["action"] == "trained" and "55 rows added and 6 removed" in info["reason"]
@@ -177,6 +178,6 @@ def test_retrain_when_the_config_changes(tmp_path):
     _base(tmp_path)
     hnsw = finalize_table(str(tmp_path), "t", _cfg(tmp_path, ann_index="IVF_HNSW_SQ", fts=False), None)["ann_index"]
     assert hnsw["action"] == "trained" and hnsw["type"] == "IVF_HNSW_SQ" and "type 'IVF_HNSW_SQ'" in hnsw["reason"]
-    types = {i.index_type for i in connect(str(tmp_path)).open_table("t").list_indices()}
+    types = {i.index_type for i in DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfHnswSq"}
     assert finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)["ann_index"]["type"] == "IVF_RQ"  # the config's

@@ -12,7 +12,7 @@ from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.index.indexes import finalize_table
 from medembed.index.search import Retriever, top_k_exact
-from medembed.index.tables import connect
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 DIM = 16
 
@@ -42,7 +42,7 @@ def _table(tmp_path, n=300, seed=0):
         S.CONTENT_HASH: [S.content_hash(str(i)) for i in range(n)], S.N_TOKENS: pa.array([5] * n, pa.int32()),
         S.EMBEDDED_AT: pa.array([datetime.now(timezone.utc)] * n, pa.timestamp("us", tz="UTC"))},
         schema=S.table_schema(DIM, "m", "r"))
-    db = connect(str(tmp_path))
+    db = DEFAULT_STORAGE.lancedb_connect(str(tmp_path))
     db.create_table("t", t)
     return db, v
 

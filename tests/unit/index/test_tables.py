@@ -9,7 +9,7 @@ from medembed.config import StoreConfig
 from medembed.index.changes import ensure_doc_hash
 from medembed.index.diff import STORED_COLUMNS, classify, stored_hashes
 from medembed.index.indexes import finalize_table
-from medembed.index.tables import connect, open_dataset, table_uri
+from medembed.index.tables import table_uri
 from medembed.index.writer import Committer, FragmentWriter
 from medembed.runtime.storage import DEFAULT_STORAGE
 
@@ -50,7 +50,7 @@ def test_two_phase_write_commits_each_fragment_once(tmp_path):
     assert orphan.num_rows == 1
     st = write(uri, data)
     assert st.rows == 300 and st.commits == 2 and st.fragments == 4
-    ds = open_dataset(uri)
+    ds = DEFAULT_STORAGE.lance_dataset(uri)
     assert ds.count_rows() == 300
     ids = ds.to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()
     assert len(set(ids)) == 300
@@ -63,7 +63,7 @@ def test_indexes_fts_and_ann_threshold(tmp_path):
     assert info["fts_index"] and info["ann_index"] is None
     info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=256), None)
     assert info["ann_index"]["type"] == "IVF_RQ"
-    types = {i.index_type for i in connect(str(tmp_path)).open_table("t").list_indices()}
+    types = {i.index_type for i in DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfRq"}
 
 
@@ -71,11 +71,11 @@ def test_table_from_before_doc_hash_is_migrated_and_every_document_changes_once(
     uri = table_uri(str(tmp_path), "t")
     data = rows(6)
     write(uri, data, parts=1)  # the schema of tables written before doc_hash
-    ds, added = ensure_doc_hash(open_dataset(uri))
+    ds, added = ensure_doc_hash(DEFAULT_STORAGE.lance_dataset(uri))
     assert added and ds.version == 2 and ds.count_rows() == 6
     assert ds.schema.metadata[S.META_MODEL_ID.encode()] == b"m"  # the model metadata survives
-    assert ensure_doc_hash(open_dataset(uri))[1] is False
-    stored = stored_hashes(open_dataset(uri).to_table(columns=STORED_COLUMNS))
+    assert ensure_doc_hash(DEFAULT_STORAGE.lance_dataset(uri))[1] is False
+    stored = stored_hashes(DEFAULT_STORAGE.lance_dataset(uri).to_table(columns=STORED_COLUMNS))
     corpus = pa.table({S.DOC_ID: [f"d{i}" for i in range(6)], S.DOC_HASH: ["h"] * 6})
     assert classify(corpus, stored)["changed"] == [f"d{i}" for i in range(6)]
     # re-writing a changed doc (with its hash) replaces its old chunks: no duplicate chunk ids
@@ -86,14 +86,14 @@ def test_table_from_before_doc_hash_is_migrated_and_every_document_changes_once(
         c.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
     c.flush()
     assert c.stats.documents_replaced == 1
-    t = open_dataset(uri).to_table()
+    t = DEFAULT_STORAGE.lance_dataset(uri).to_table()
     assert t.num_rows == 6 and len(set(t.column(S.CHUNK_ID).to_pylist())) == 6
-    after = classify(corpus, stored_hashes(open_dataset(uri).to_table(columns=STORED_COLUMNS)))
+    after = classify(corpus, stored_hashes(DEFAULT_STORAGE.lance_dataset(uri).to_table(columns=STORED_COLUMNS)))
     assert after["unchanged"] == ["d2"] and len(after["changed"]) == 5
 
 
-def test_open_dataset_absent_is_none(tmp_path):
-    assert open_dataset(str(tmp_path / "nothing.lance")) is None
+def test_absent_dataset_is_none(tmp_path):
+    assert DEFAULT_STORAGE.lance_dataset(str(tmp_path / "nothing.lance")) is None
 
 
 def test_compaction_keeps_tagged_versions(tmp_path):
@@ -107,31 +107,31 @@ def test_compaction_keeps_tagged_versions(tmp_path):
 
     uri = table_uri(str(tmp_path), "t")
     write(uri, rows(40), every=1, parts=4)
-    ds = open_dataset(uri)
+    ds = DEFAULT_STORAGE.lance_dataset(uri)
     first = ds.version
     ds.tags.create("medembed-serving-v1", first)
     write(uri, rows(8, prefix="e", seed=1), every=1, parts=2)
-    before = len(open_dataset(uri).get_fragments())
+    before = len(DEFAULT_STORAGE.lance_dataset(uri).get_fragments())
     info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=10_000), None)
-    after = open_dataset(uri)
+    after = DEFAULT_STORAGE.lance_dataset(uri)
     assert before == 6 and info["fragments_compacted"] == before and len(after.get_fragments()) == 1
     assert after.count_rows() == 48
-    assert open_dataset(uri).checkout_version("medembed-serving-v1").count_rows() == 40
+    assert DEFAULT_STORAGE.lance_dataset(uri).checkout_version("medembed-serving-v1").count_rows() == 40
     with pytest.raises(Exception, match="(?i)tag"):  # what finalize_table used to call
-        connect(str(tmp_path)).open_table("t").optimize(cleanup_older_than=timedelta(0))
+        DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").optimize(cleanup_older_than=timedelta(0))
 
 
 def test_finalize_compacts_a_single_fragment_only_when_it_has_deleted_rows(tmp_path):
     uri = table_uri(str(tmp_path), "t")
     write(uri, rows(10), every=1, parts=1)
     cfg = StoreConfig(ann_min_rows=10_000, fts=False)
-    v = open_dataset(uri).version
+    v = DEFAULT_STORAGE.lance_dataset(uri).version
     info = finalize_table(str(tmp_path), "t", cfg, None)
     assert info == {"rows": 10, "fts_index": False, "ann_index": None, "fragments_compacted": 0}
-    assert open_dataset(uri).version == v  # nothing rewritten
-    open_dataset(uri).delete(f"{S.DOC_ID} IN ('d1', 'd3', 'd5', 'd7', 'd9')")  # past Lance's 10% threshold
+    assert DEFAULT_STORAGE.lance_dataset(uri).version == v  # nothing rewritten
+    DEFAULT_STORAGE.lance_dataset(uri).delete(f"{S.DOC_ID} IN ('d1', 'd3', 'd5', 'd7', 'd9')")  # past Lance's 10% threshold
     info = finalize_table(str(tmp_path), "t", cfg, None)
-    frags = open_dataset(uri).get_fragments()
+    frags = DEFAULT_STORAGE.lance_dataset(uri).get_fragments()
     assert info["rows"] == 5 and info["fragments_compacted"] == 1
     assert len(frags) == 1 and frags[0].metadata.deletion_file is None and frags[0].physical_rows == 5
     with pytest.raises(FileNotFoundError, match="no table 'absent'"):

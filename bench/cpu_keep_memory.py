@@ -88,9 +88,10 @@ import json, resource, sys, time
 from medembed.config import EmbedConfig, ModelConfig
 from medembed.embedding.encoders import build_encoder
 from medembed.runtime.memory import keep_freed_memory, kept_from_start
+from medembed.runtime.storage import DEFAULT_STORAGE
 a = json.loads(sys.argv[1])
 kept = keep_freed_memory() if a["mode"] == "mallopt" else kept_from_start()
-enc = build_encoder(ModelConfig(), EmbedConfig(torch_threads=a["threads"]))
+enc = build_encoder(ModelConfig(), EmbedConfig(torch_threads=a["threads"]), DEFAULT_STORAGE)
 enc.st.max_seq_length = a["max_length"]
 notes = [json.loads(line)["text"] for line in open(a["sample"], encoding="utf-8") if line.startswith("{")]
 # eight consecutive sample notes from a different start each (at least 791 tokens): every passage fills max_length

@@ -154,8 +154,9 @@ def model_settings(backend: str) -> dict[str, str]:
 def encoder(backend: str, cache_dir: str, threads: int | None):
     from medembed.config import EmbedConfig, ModelConfig
     from medembed.embedding.encoders import build_encoder
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
-    return build_encoder(ModelConfig(**model_settings(backend), cache_dir=cache_dir), EmbedConfig(torch_threads=threads))
+    return build_encoder(ModelConfig(**model_settings(backend), cache_dir=cache_dir), EmbedConfig(torch_threads=threads), DEFAULT_STORAGE)
 
 
 def ndcg10(enc, ds, qrows: list[int], rows: list[int]) -> float:

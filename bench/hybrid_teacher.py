@@ -26,6 +26,7 @@ from medembed.embedding.encoders import build_encoder
 from medembed.evaluation.datasets import load_beir
 from medembed.evaluation.retrieval import exact_scores
 from medembed.mining.lexical import BM25, hybrid_scores
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDEMBED_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -53,7 +54,7 @@ def main() -> int:
     qtext = dict(zip(ds.queries.ids, ds.queries.texts))
     qids = sorted(q for q in ds.qrels if q in qtext)
     queries = [qtext[q] for q in qids]
-    enc = build_encoder(ModelConfig())
+    enc = build_encoder(ModelConfig(), None, DEFAULT_STORAGE)
     dense = enc.encode_queries(queries) @ enc.encode_documents(docs).T
     lexical = BM25(docs).scores(queries)
     rows = [("bundled MiniLM (dense)", ndcg10(dense, qids, doc_ids, ds.qrels)),

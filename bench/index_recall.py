@@ -55,11 +55,12 @@ def embed(args: argparse.Namespace) -> None:
     from medembed.embedding.chunking import chunk_batch, chunk_params, document_input
     from medembed.embedding.encoders import build_encoder
     from medembed.evaluation.datasets import load_beir
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     WORK.mkdir(parents=True, exist_ok=True)
     model = ModelConfig(name="bundled:all-MiniLM-L6-v2")
     card = resolve_card(model)
-    enc = build_encoder(model, None, None, card)
+    enc = build_encoder(model, None, DEFAULT_STORAGE, card)
     docs: list[str] = []
     queries: list[str] = []
     sources: list[str] = []
@@ -142,7 +143,7 @@ def _build(args: argparse.Namespace) -> None:
     rss0 = _vm("VmRSS")
     cfg = StoreConfig(uri=args.db, ann_min_rows=256, fts=False, compact=False, ann_index=args.type)
     t0 = time.perf_counter()
-    info = finalize_table(args.db, "t", cfg, None, retrain=True)
+    info = finalize_table(args.db, "t", cfg, DEFAULT_STORAGE, retrain=True)
     print(json.dumps({"build_s": time.perf_counter() - t0, "peak_rss_mib": _vm("VmHWM"), "rss_before_mib": rss0,
                       "info": info}, default=str))
 
@@ -379,7 +380,7 @@ def scale(args: argparse.Namespace) -> None:
             commit_s = time.perf_counter() - t0
             before = index_state(DEFAULT_STORAGE.lance_dataset(uri), "vector_idx")
             t0 = time.perf_counter()
-            info = finalize_table(db, "t", keep, None)
+            info = finalize_table(db, "t", keep, DEFAULT_STORAGE)
             maint_s = time.perf_counter() - t0
             ds = DEFAULT_STORAGE.lance_dataset(uri)
             st = index_state(ds, "vector_idx")
@@ -398,7 +399,7 @@ def scale(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
         final_truth = _scale_truth(gen, n, alive, added, queries)
         t0 = time.perf_counter()
-        merged_info = finalize_table(db, "t", keep.model_copy(update={"ann_max_deltas": 0}), None)["ann_index"]
+        merged_info = finalize_table(db, "t", keep.model_copy(update={"ann_max_deltas": 0}), DEFAULT_STORAGE)["ann_index"]
         merge_s = time.perf_counter() - t0
         merged = measure(db, queries, final_truth)
         print("merged", merge_s, json.dumps(merged_info), json.dumps(merged), flush=True)

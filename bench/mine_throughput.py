@@ -71,7 +71,7 @@ def numpy_baseline(cfg, pairs, cand_uri: str | None, exclude_same_note: bool, to
         enc, t = embedder.encoder, embedder(positive_rows(pairs))
     else:
         t = DEFAULT_STORAGE.lance_dataset(cand_uri).to_table(columns=[S.CHUNK_ID, S.DOC_ID, S.VECTOR])
-        enc = build_encoder(cfg.model, cfg.embed)
+        enc = build_encoder(cfg.model, cfg.embed, DEFAULT_STORAGE)
         t0 = time.perf_counter()
     ids = np.asarray(t[S.CHUNK_ID].to_pylist(), dtype=object)
     notes = np.asarray(t[S.DOC_ID].to_pylist(), dtype=object)
@@ -144,8 +144,9 @@ def warm_up(cfg, pairs) -> None:
     every timed run here (the job's executions, loop A, loop W) starts from the same warm process; the
     cold loop W is the reference for a fresh process."""
     from medembed.embedding.encoders import build_encoder
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
-    build_encoder(cfg.model, cfg.embed).encode_queries(pairs["query"].to_pylist()[:32])
+    build_encoder(cfg.model, cfg.embed, DEFAULT_STORAGE).encode_queries(pairs["query"].to_pylist()[:32])
 
 
 def run_job(cfg, mode: str):

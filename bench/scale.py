@@ -279,17 +279,18 @@ def rss_peak_during(fn):
 
 def build_indexes(db: Path, table: str, extra: list[str], ann: bool = True) -> dict:
     from medembed.index.indexes import finalize_table
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     store = load_cfg([f"store.uri={db}", *[e for e in extra if e.startswith("store.")]]).store
     out = {}
     fts_cfg = store.model_copy(update={"fts": True, "ann_min_rows": 10**12, "compact": False})
-    info, s, peak = rss_peak_during(lambda: finalize_table(str(db), table, fts_cfg, None))
+    info, s, peak = rss_peak_during(lambda: finalize_table(str(db), table, fts_cfg, DEFAULT_STORAGE))
     out["fts"] = {"seconds": s, "peak_rss": peak, "result": info.get("fts_index")}
     if not ann:
         out["ann"] = {"seconds": None, "peak_rss": None, "result": "not built (--table-side-ann)"}
         return out
     ann_cfg = store.model_copy(update={"fts": True, "ann_min_rows": 0, "compact": False})
-    info, s, peak = rss_peak_during(lambda: finalize_table(str(db), table, ann_cfg, None))
+    info, s, peak = rss_peak_during(lambda: finalize_table(str(db), table, ann_cfg, DEFAULT_STORAGE))
     out["ann"] = {"seconds": s, "peak_rss": peak, "result": info.get("ann_index")}
     return out
 

@@ -169,11 +169,11 @@ class OnnxEncoder(BucketedEncoder):
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None = None, storage: Storage | None = None,
+def build_encoder(model_cfg: ModelConfig, embed_cfg: EmbedConfig | None, storage: Storage,
                   card: ModelCard | None = None, backend: str | None = None) -> Encoder:
-    """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model (``storage`` None:
-    the environment only)."""
-    backend, storage = backend or model_cfg.backend, storage or DEFAULT_STORAGE
+    """The encoder of ``backend`` (default: ``model_cfg.backend``) for the configured model (``embed_cfg`` None:
+    the encoder's defaults)."""
+    backend = backend or model_cfg.backend
     if card is not None and card.backend == "instrument":  # benchmarks only (env-gated, see embedding.instrument)
         from medembed.embedding.instrument import InstrumentEncoder
 

@@ -27,7 +27,7 @@ from medembed.index.indexes import finalize_table, has_vector_index
 from medembed.index.tables import table_name, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
-from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,10 @@ def _index_cfg(store: EvalStoreConfig, name: str) -> StoreConfig:
 
 
 def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg: ModelConfig,
-                        embed: EmbedConfig, store: EvalStoreConfig, storage: Storage | None, run_id: str,
+                        embed: EmbedConfig, store: EvalStoreConfig, storage: Storage, run_id: str,
                         embed_rows: Callable[[pa.Table], ray.data.Dataset] | None = None) -> CorpusTable:
     """The complete corpus table of ``dataset`` for ``card``: reused when its marker matches, else (re)built with
-    ``embed_rows`` (the job's embed stage, ``stages.embed.EmbedStage.over_table``: chunk rows -> embedded rows)
-    (``storage`` None: the environment only)."""
-    storage = storage or DEFAULT_STORAGE
+    ``embed_rows`` (the job's embed stage, ``stages.embed.EmbedStage.over_table``: chunk rows -> embedded rows)."""
     if not len(corpus):
         raise ValueError(f"{dataset}: the corpus is empty")
     name = corpus_table_name(dataset, card, model_cfg)

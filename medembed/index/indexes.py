@@ -32,7 +32,7 @@ from typing import Any
 from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.index.tables import table_metadata, table_uri
-from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _fts_index_name(ds: Any) -> str | None:
     return next((i["name"] for i in _indices(ds) if S.TEXT in i["fields"] and _is_fts(i["type"])), None)
 
 
-def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage | None = None, *,
+def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, *,
                    retrain: bool = False) -> dict[str, Any]:
     """Compact, then bring the full-text index and (past ``store.ann_min_rows``) the vector index up to date.
 
@@ -204,9 +204,8 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage |
     trained/delta/merged/current and the reason).
 
     A table of one fragment without deleted rows has nothing to compact, and LanceDB (seconds of imports
-    on a small job) is opened only when an index is to be built. ``storage`` None: the environment only.
+    on a small job) is opened only when an index is to be built.
     """
-    storage = storage or DEFAULT_STORAGE
     uri = table_uri(db_uri, table)
     ds = storage.lance_dataset(uri)
     if ds is None:

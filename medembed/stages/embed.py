@@ -25,7 +25,7 @@ from medembed.embedding.encoders import encoder_actor_kwargs
 from medembed.index.changes import chunk_selected_documents
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.ray_setup import require_resources
-from medembed.runtime.storage import DEFAULT_STORAGE, Storage
+from medembed.runtime.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ class EmbedStage:
     input_columns: tuple[str, ...] = field(default=ChunkEmbedder.REQUIRED)
 
     @classmethod
-    def create(cls, model_cfg: ModelConfig, embed: EmbedConfig, storage: Storage | None, card: ModelCard) -> EmbedStage:
+    def create(cls, model_cfg: ModelConfig, embed: EmbedConfig, storage: Storage, card: ModelCard) -> EmbedStage:
         """The stage of ``card`` with the pool of ``embed`` (``embed.num_actors`` actors of ``embed.num_cpus``
-        CPUs and ``embed.num_gpus`` GPUs, ``embed.batch_size`` rows per call); ``storage`` None: the environment."""
-        return cls(fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, storage or DEFAULT_STORAGE, card),
+        CPUs and ``embed.num_gpus`` GPUs, ``embed.batch_size`` rows per call)."""
+        return cls(fn_constructor_kwargs=encoder_actor_kwargs(model_cfg, embed, storage, card),
                    map_batches_kwargs={"batch_size": embed.batch_size, "batch_format": "pyarrow",
                                        "compute": ray.data.ActorPoolStrategy(size=embed.num_actors),
                                        "num_gpus": embed.num_gpus, "num_cpus": embed.num_cpus,

@@ -13,6 +13,7 @@ from medembed.embedding.onnx_export import DONE_FILE, export_folder
 from medembed.embedding.quality import BackendNotValidated, write_quality_record
 from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +31,14 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_vectors():
-    enc = build_encoder(ModelConfig(query_prompt="query: "), EMBED)
+    enc = build_encoder(ModelConfig(query_prompt="query: "), EMBED, DEFAULT_STORAGE)
     assert isinstance(enc, SentenceTransformerEncoder) and enc.model.backend == "torch"
     return enc.encode_documents(DOCS), enc.encode_queries(QUERIES)
 
 
 @pytest.mark.parametrize("backend,min_cos,precision", [("onnx", 0.9999, "float32"), ("onnx-int8", 0.98, "int8")])
 def test_onnx_backends_match_torch(cache, torch_vectors, backend, min_cos, precision):
-    enc = build_encoder(ModelConfig(backend=backend, cache_dir=cache, query_prompt="query: "), EMBED)
+    enc = build_encoder(ModelConfig(backend=backend, cache_dir=cache, query_prompt="query: "), EMBED, DEFAULT_STORAGE)
     assert isinstance(enc, OnnxEncoder)
     assert (enc.model.backend, enc.model.precision, enc.dim) == (backend, precision, 384)
     docs, queries = enc.encode_documents(DOCS), enc.encode_queries(QUERIES)
@@ -53,7 +54,7 @@ def test_onnx_backends_match_torch(cache, torch_vectors, backend, min_cos, preci
 def test_bfloat16_vectors_are_unit_length_in_float32(torch_vectors):
     """bf16 (the GPU default; here on CPU) computes the vectors, float32 normalizes them: unit norms to 1e-6,
     where normalizing in bf16 left norms of 0.9994 to 1.0025."""
-    enc = build_encoder(ModelConfig(dtype="bfloat16", query_prompt="query: "), EMBED)
+    enc = build_encoder(ModelConfig(dtype="bfloat16", query_prompt="query: "), EMBED, DEFAULT_STORAGE)
     assert (enc.model.backend, enc.model.precision) == ("torch", "bfloat16")
     docs, queries = enc.encode_documents(DOCS), enc.encode_queries(QUERIES)
     for vecs, ref in zip((docs, queries), torch_vectors):
@@ -62,10 +63,10 @@ def test_bfloat16_vectors_are_unit_length_in_float32(torch_vectors):
 
 
 def test_export_is_made_once_and_reused(cache):
-    card = build_encoder(ModelConfig(backend="onnx", cache_dir=cache), EMBED).model
+    card = build_encoder(ModelConfig(backend="onnx", cache_dir=cache), EMBED, DEFAULT_STORAGE).model
     folder = export_folder(card, cache, "onnx")
     stamp = (folder / "model.onnx").stat().st_mtime_ns
-    enc = build_encoder(ModelConfig(backend="onnx", cache_dir=cache), EMBED)
+    enc = build_encoder(ModelConfig(backend="onnx", cache_dir=cache), EMBED, DEFAULT_STORAGE)
     assert (export_folder(enc.model, cache, "onnx") / "model.onnx").stat().st_mtime_ns == stamp
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
 
@@ -76,7 +77,7 @@ def test_embed_job_refuses_unchecked_backend_before_any_work(cache, tmp_path):
     manifest = RunManifest("embed", str(tmp_path / "runs"), cfg.model_dump())
     with pytest.raises(BackendNotValidated, match="'onnx-int8'.*no quality check"):
         embed(cfg, manifest)
-    card = build_encoder(cfg.model, EMBED).model
+    card = build_encoder(cfg.model, EMBED, DEFAULT_STORAGE).model
     write_quality_record(card, cache, "onnx-int8", {"scifact": (0.60, 0.65)}, 0.995, n_chunks=10)
     with pytest.raises(BackendNotValidated, match="failed its quality check"):
         embed(cfg, manifest)

@@ -11,6 +11,7 @@ from medembed.config import EmbedConfig, ModelConfig
 from medembed.embedding import encoders
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET, build_encoder
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ TEXTS = ["Fever.", "A 60-year-old man with ARDS from COVID-19 was treated with d
 
 @pytest.fixture(scope="module")
 def encoder():
-    return build_encoder(ModelConfig(), EmbedConfig(torch_threads=2))
+    return build_encoder(ModelConfig(), EmbedConfig(torch_threads=2), DEFAULT_STORAGE)
 
 
 def test_the_token_budget_defaults_by_device_and_a_set_one_wins(encoder):

@@ -173,10 +173,11 @@ def local_selection(scores: np.ndarray, row: dict, passages: list[str], notes: n
 def test_ray_result_equals_a_local_numpy_computation(mined_run):
     from medembed.config import ModelConfig
     from medembed.embedding.encoders import build_encoder
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     pairs, manifest, files = mined_run
     got = {r[M.QUERY_ID]: r for r in pq.read_table(files).to_pylist()}
-    enc = build_encoder(ModelConfig())
+    enc = build_encoder(ModelConfig(), None, DEFAULT_STORAGE)
     passages, notes = candidates_of(pairs)
     scores = enc.encode_queries(pairs[P.QUERY].to_pylist()) @ enc.encode_documents(passages).T
     params = SelectParams(**{k: v for k, v in WINDOW.items() if k != "top_k"})
@@ -217,6 +218,7 @@ def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path,
     from medembed.config import ModelConfig
     from medembed.embedding.encoders import build_encoder
     from medembed.mining.lexical import BM25, hybrid_scores
+    from medembed.runtime.storage import DEFAULT_STORAGE
     from medembed.training.data import read_triplets
 
     pairs = sample_pairs_table(N_NOTES)
@@ -229,7 +231,7 @@ def test_hybrid_teacher_ranks_by_fused_scores_like_a_local_computation(tmp_path,
     out_dir = tmp_path / "triplets" / "hy" / "triplets"
     got = {r[M.QUERY_ID]: r for r in pq.read_table(sorted(glob.glob(str(out_dir / "*.parquet")))).to_pylist()}
 
-    enc = build_encoder(ModelConfig())
+    enc = build_encoder(ModelConfig(), None, DEFAULT_STORAGE)
     passages, notes = candidates_of(pairs)
     queries = pairs[P.QUERY].to_pylist()
     dense = enc.encode_queries(queries) @ enc.encode_documents(passages).T

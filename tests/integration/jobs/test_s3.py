@@ -181,9 +181,10 @@ def test_vector_search_on_the_s3_table_finds_the_source_note(first_run):
     from medembed.embedding.chunking import document_input
     from medembed.embedding.encoders import build_encoder
     from medembed.index.search import Retriever
+    from medembed.runtime.storage import DEFAULT_STORAGE
 
     note = next(n for n in _sample_notes() if n["id"] == "synth-0042")
-    enc = build_encoder(ModelConfig())
+    enc = build_encoder(ModelConfig(), None, DEFAULT_STORAGE)
     qv = enc.encode_queries([document_input(note["title"], note["text"])])[0]
     retriever = Retriever(_open_table())
     idx, scores = retriever.search_vectors(qv[None, :], k=3)

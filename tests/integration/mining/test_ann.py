@@ -37,7 +37,7 @@ def candidate_db(tmp_path_factory):
         for sent in re.split(r"(?<=[.!?])\s+", n["text"]):
             rows.setdefault(sent, n["id"])  # deduplicated by text, like the miner's positives
     texts, docs = list(rows), list(rows.values())
-    enc = build_encoder(ModelConfig(), EmbedConfig(torch_threads=2))
+    enc = build_encoder(ModelConfig(), EmbedConfig(torch_threads=2), DEFAULT_STORAGE)
     vecs = enc.encode_documents(texts)
     n = len(texts)
     now = datetime.now(timezone.utc)
@@ -53,7 +53,7 @@ def candidate_db(tmp_path_factory):
     for r in FragmentWriter(uri, schema)(table).to_pylist():
         committer.add(r["fragment"], r["rows"], r["doc_ids"], r["tokens"])
     committer.flush()
-    info = finalize_table(str(db), "cands", StoreConfig(ann_min_rows=256), None)
+    info = finalize_table(str(db), "cands", StoreConfig(ann_min_rows=256), DEFAULT_STORAGE)
     assert info["ann_index"] is not None and n >= 256
     return str(db), texts, docs
 

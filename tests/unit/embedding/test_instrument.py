@@ -12,6 +12,7 @@ from medembed.config import ConfigError, EmbedJobConfig, ModelConfig, load_confi
 from medembed.embedding.card import resolve_card
 from medembed.embedding.encoders import build_encoder
 from medembed.embedding.instrument import ENV, InstrumentRefused, hash_vectors, refuse_in_preset, text_seeds
+from medembed.runtime.storage import DEFAULT_STORAGE
 
 
 def test_refused_without_env(monkeypatch):
@@ -52,7 +53,7 @@ def test_card_and_vectors(monkeypatch):
     assert (card.model_id, card.dim, card.backend, card.max_seq_length) == ("instrument:hash-96", 96, "instrument", 256)
     assert S.table_schema(card.dim, card.model_id, card.revision, card.backend).metadata[b"medembed.instrument"] == b"true"
     assert b"medembed.instrument" not in S.table_schema(384, "m", "r", "torch").metadata
-    enc = build_encoder(ModelConfig(name="instrument:hash-96"), card=card)
+    enc = build_encoder(ModelConfig(name="instrument:hash-96"), None, DEFAULT_STORAGE, card=card)
     texts = ["Title\nchest pain", "Title\nchest pain", "Title\nchest pains", ""]
     v = enc.encode_documents(texts)
     assert v.shape == (4, 96) and v.dtype == np.float32

@@ -50,12 +50,12 @@ def _reusable_table(tmp_path) -> tuple[Corpus, object, ModelConfig, np.ndarray, 
 def test_reused_table_gets_the_vector_index_and_ann_agrees_with_exact(tmp_path):
     corpus, card, model, v, name = _reusable_table(tmp_path)
     high = EvalStoreConfig(uri=str(tmp_path), ann_min_rows=100_000)
-    got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), high, None, "run1")
+    got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), high, DEFAULT_STORAGE, "run1")
     assert got.reused and not Retriever.open(str(tmp_path), name).has_ann_index
     version = DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), name)).version
 
     forced = EvalStoreConfig(uri=str(tmp_path), ann_min_rows=256)
-    got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), forced, None, "run2")
+    got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), forced, DEFAULT_STORAGE, "run2")
     assert got.reused and got.rows == N  # reused, not re-embedded (no Ray here)
     assert DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), name)).version > version
     r = Retriever.open(str(tmp_path), name, nprobes=forced.nprobes, refine_factor=forced.refine_factor)

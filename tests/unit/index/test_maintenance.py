@@ -50,7 +50,7 @@ def _append(tmp_path, start: int, n: int, seed: int, word: str | None = None) ->
 def _base(tmp_path, n=600) -> tuple[dict, np.ndarray]:
     t, v = _rows(0, n, seed=0)
     DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).create_table("t", t)
-    return finalize_table(str(tmp_path), "t", _cfg(tmp_path), None), v
+    return finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE), v
 
 
 def _ann(tmp_path, queries: np.ndarray, k: int = 3) -> list[list[str]]:
@@ -80,7 +80,7 @@ def test_first_run_trains_and_records_the_index_in_table_metadata(tmp_path):
     assert rec["trained_rows"] == 600 and rec["type"] == "IVF_RQ" and rec["params"] == {"partitions": 2, "num_bits": 1}
     assert rec["trained_at"][:4].isdigit() and json.loads(md[META_CHOICE])["default"] == "IVF_RQ"
     # a second run with nothing new touches nothing
-    again = finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
+    again = finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE)
     assert again["fts_index"] == "current" and again["ann_index"]["action"] == "current"
 
 
@@ -89,7 +89,7 @@ def test_nightly_rows_go_into_delta_indexes_and_search_stays_exact(tmp_path):
     trained_at = json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["trained_at"]
     new_v = _append(tmp_path, 600, 40, seed=1, word="tachycardia")
     DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d3', 'd7', 'd11')")  # all about lamotrigine
-    info = finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
+    info = finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE)
     assert info["rows"] == 637
     assert info["fts_index"] == "updated"
     assert info["ann_index"]["action"] == "delta" and info["ann_index"]["rows_added"] == 40
@@ -116,10 +116,10 @@ def test_nightly_rows_go_into_delta_indexes_and_search_stays_exact(tmp_path):
 def test_compaction_after_deletes_keeps_indexes_and_deltas_correct(tmp_path):
     _, v = _base(tmp_path)
     new_v = _append(tmp_path, 600, 30, seed=2, word="tachycardia")
-    finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)
+    finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE)
     gone = [f"d{i}" for i in range(0, 140, 2)] + ["d601"]  # 70 of fragment 0's 600 rows: Lance rewrites it
     DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ({', '.join(repr(d) for d in gone)})")
-    info = finalize_table(str(tmp_path), "t", _cfg(tmp_path, compact=True, ann_retrain_fraction=1.0), None)
+    info = finalize_table(str(tmp_path), "t", _cfg(tmp_path, compact=True, ann_retrain_fraction=1.0), DEFAULT_STORAGE)
     assert info["rows"] == 559 and info["fragments_compacted"] == 1
     assert info["fts_index"] == "current" and info["ann_index"]["action"] == "current"
     assert _state(tmp_path)["indexed_rows"] == 559 and _state(tmp_path, "text_idx")["unindexed_rows"] == 0
@@ -134,12 +134,12 @@ def test_retrain_when_the_changed_rows_pass_the_fraction(tmp_path):
     _base(tmp_path)
     cfg = _cfg(tmp_path, ann_retrain_fraction=0.1)
     _append(tmp_path, 600, 40, seed=3)                  # 40 / 600 = 6.7%: delta
-    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
+    assert finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]["action"] == "delta"
     _append(tmp_path, 640, 15, seed=4)                  # 55 / 600 = 9.2%: delta
-    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
+    assert finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]["action"] == "delta"
     DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
     _append(tmp_path, 655, 1, seed=5)                   # 56 added + 6 removed = 62 > 60: retrain
-    info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
+    info = finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]
     assert info["action"] == "trained" and "56 rows added and 6 removed" in info["reason"]
     st = _state(tmp_path)
     assert st["segments"] == 1 and st["rows_per_segment"] == [650] and st["unindexed_rows"] == 0
@@ -153,10 +153,10 @@ def test_deltas_past_the_limit_are_merged_without_retraining_and_still_count_tow
     vs = []
     for night in range(2):
         vs.append(_append(tmp_path, 600 + 5 * night, 5, seed=10 + night))
-        assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "delta"
+        assert finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]["action"] == "delta"
     assert _state(tmp_path)["rows_per_segment"] == [600, 5, 5]
     vs.append(_append(tmp_path, 610, 5, seed=12))       # would be the third delta: merged instead
-    info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
+    info = finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]
     assert info["action"] == "merged" and "3 delta indexes" in info["reason"]
     st = _state(tmp_path)
     assert st["segments"] == 1 and st["rows_per_segment"] == [615] and st["unindexed_rows"] == 0
@@ -167,17 +167,17 @@ def test_deltas_past_the_limit_are_merged_without_retraining_and_still_count_tow
     assert [h[0] for h in _ann(tmp_path, new[[0, 7, 14]])] == [S.chunk_id(f"d{i}", 0) for i in (600, 607, 614)]
     # the merged rows still count as changed since training: 15 + 40 new + 6 removed = 61 > 60 retrains
     DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")).delete(f"{S.DOC_ID} IN ('d1', 'd2', 'd4', 'd5', 'd6', 'd8')")
-    assert finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]["action"] == "current"
+    assert finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]["action"] == "current"
     assert json.loads(table_metadata(DEFAULT_STORAGE.lance_dataset(table_uri(str(tmp_path), "t")))[META_ANN])["removed_rows"] == 6
     _append(tmp_path, 615, 40, seed=13)
-    info = finalize_table(str(tmp_path), "t", cfg, None)["ann_index"]
+    info = finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)["ann_index"]
     assert info["action"] == "trained" and "55 rows added and 6 removed" in info["reason"]
 
 
 def test_retrain_when_the_config_changes(tmp_path):
     _base(tmp_path)
-    hnsw = finalize_table(str(tmp_path), "t", _cfg(tmp_path, ann_index="IVF_HNSW_SQ", fts=False), None)["ann_index"]
+    hnsw = finalize_table(str(tmp_path), "t", _cfg(tmp_path, ann_index="IVF_HNSW_SQ", fts=False), DEFAULT_STORAGE)["ann_index"]
     assert hnsw["action"] == "trained" and hnsw["type"] == "IVF_HNSW_SQ" and "type 'IVF_HNSW_SQ'" in hnsw["reason"]
     types = {i.index_type for i in DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfHnswSq"}
-    assert finalize_table(str(tmp_path), "t", _cfg(tmp_path), None)["ann_index"]["type"] == "IVF_RQ"  # the config's
+    assert finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE)["ann_index"]["type"] == "IVF_RQ"  # the config's

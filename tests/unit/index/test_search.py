@@ -82,7 +82,7 @@ def test_text_search_encodes_queries_once_and_returns_hits(tmp_path):
 
 def test_fts_and_hybrid(tmp_path):
     db, v = _table(tmp_path, n=40)
-    finalize_table(str(tmp_path), "t", StoreConfig(uri=str(tmp_path), ann_min_rows=10**9), None)
+    finalize_table(str(tmp_path), "t", StoreConfig(uri=str(tmp_path), ann_min_rows=10**9), DEFAULT_STORAGE)
     r = Retriever(db.open_table("t"), FakeEncoder(v))
     fts = r.search("pancreatitis", k=5, mode="fts")[0]
     assert len(fts) == 5 and all("pancreatitis" in h.text for h in fts)
@@ -95,7 +95,7 @@ def test_fts_and_hybrid(tmp_path):
 def test_ivf_pq_index_is_used_and_finds_exact_matches(tmp_path):
     db, v = _table(tmp_path, n=600)
     info = finalize_table(str(tmp_path), "t", StoreConfig(uri=str(tmp_path), ann_min_rows=256, fts=False,
-                                                          ann_index="IVF_PQ"), None)
+                                                          ann_index="IVF_PQ"), DEFAULT_STORAGE)
     assert info["ann_index"]["type"] == "IVF_PQ"
     r = Retriever(db.open_table("t"), FakeEncoder(v), nprobes=info["ann_index"]["partitions"], refine_factor=50)
     assert r.has_ann_index

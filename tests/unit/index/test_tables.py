@@ -59,9 +59,9 @@ def test_two_phase_write_commits_each_fragment_once(tmp_path):
 def test_indexes_fts_and_ann_threshold(tmp_path):
     uri = table_uri(str(tmp_path), "t")
     write(uri, rows(300))
-    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=1000), None)
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=1000), DEFAULT_STORAGE)
     assert info["fts_index"] and info["ann_index"] is None
-    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=256), None)
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=256), DEFAULT_STORAGE)
     assert info["ann_index"]["type"] == "IVF_RQ"
     types = {i.index_type for i in DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfRq"}
@@ -112,7 +112,7 @@ def test_compaction_keeps_tagged_versions(tmp_path):
     ds.tags.create("medembed-serving-v1", first)
     write(uri, rows(8, prefix="e", seed=1), every=1, parts=2)
     before = len(DEFAULT_STORAGE.lance_dataset(uri).get_fragments())
-    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=10_000), None)
+    info = finalize_table(str(tmp_path), "t", StoreConfig(ann_min_rows=10_000), DEFAULT_STORAGE)
     after = DEFAULT_STORAGE.lance_dataset(uri)
     assert before == 6 and info["fragments_compacted"] == before and len(after.get_fragments()) == 1
     assert after.count_rows() == 48
@@ -126,13 +126,13 @@ def test_finalize_compacts_a_single_fragment_only_when_it_has_deleted_rows(tmp_p
     write(uri, rows(10), every=1, parts=1)
     cfg = StoreConfig(ann_min_rows=10_000, fts=False)
     v = DEFAULT_STORAGE.lance_dataset(uri).version
-    info = finalize_table(str(tmp_path), "t", cfg, None)
+    info = finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)
     assert info == {"rows": 10, "fts_index": False, "ann_index": None, "fragments_compacted": 0}
     assert DEFAULT_STORAGE.lance_dataset(uri).version == v  # nothing rewritten
     DEFAULT_STORAGE.lance_dataset(uri).delete(f"{S.DOC_ID} IN ('d1', 'd3', 'd5', 'd7', 'd9')")  # past Lance's 10% threshold
-    info = finalize_table(str(tmp_path), "t", cfg, None)
+    info = finalize_table(str(tmp_path), "t", cfg, DEFAULT_STORAGE)
     frags = DEFAULT_STORAGE.lance_dataset(uri).get_fragments()
     assert info["rows"] == 5 and info["fragments_compacted"] == 1
     assert len(frags) == 1 and frags[0].metadata.deletion_file is None and frags[0].physical_rows == 5
     with pytest.raises(FileNotFoundError, match="no table 'absent'"):
-        finalize_table(str(tmp_path), "absent", cfg, None)
+        finalize_table(str(tmp_path), "absent", cfg, DEFAULT_STORAGE)

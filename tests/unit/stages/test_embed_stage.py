@@ -22,7 +22,7 @@ CARD = ModelCard(source="x", path="/nowhere", model_id="org/tiny-model", revisio
 
 def test_stage_carries_what_the_pools_passed_by_hand():
     embed = EmbedConfig(batch_size=7, num_actors=3, num_cpus=2, num_gpus=0)
-    stage = EmbedStage.create(ModelConfig(), embed, None, CARD)
+    stage = EmbedStage.create(ModelConfig(), embed, DEFAULT_STORAGE, CARD)
     assert stage.fn is ChunkEmbedder
     assert stage.fn_constructor_kwargs["card"] == CARD.to_dict()
     assert stage.fn_constructor_kwargs["storage"] is DEFAULT_STORAGE
@@ -33,7 +33,7 @@ def test_stage_carries_what_the_pools_passed_by_hand():
 
 
 def test_input_columns_are_checked_before_any_actor_starts():
-    stage = EmbedStage.create(ModelConfig(), EmbedConfig(), None, CARD)
+    stage = EmbedStage.create(ModelConfig(), EmbedConfig(), DEFAULT_STORAGE, CARD)
     stage.check_input([S.TITLE, S.TEXT, S.N_TOKENS, S.CHUNK_ID])
     with pytest.raises(KeyError, match="n_tokens"):
         stage.over_table(pa.table({S.TITLE: ["t"], S.TEXT: ["x"]}))

@@ -10,7 +10,7 @@ of chunks at ``--max-tokens`` (128) tokens per chunk. Per run, in this order:
    (``RAYON_NUM_THREADS=1``), batches of 256 documents, on the corpus's first ``--sample-docs`` documents, with
    and without offsets; tokens/s, repeated ``--repeats`` times.
 2. **stage costs, one core**: the job's own functions in this process on the same sample: read + normalize
-   (``ReadPlan.blocks``: reader, id registry, quarantine), chunk (``stage.chunk_new_documents``: tokenizer with
+   (``ReadPlan.blocks``: reader, id registry, quarantine), chunk (``index.changes.chunk_selected_documents``: tokenizer with
    offsets, windows, hashes), embed (``ChunkEmbedder`` with the instrument), write (``FragmentWriter``, blocks of
    ``embed.block_mib``), commit (``commit_fragments``, groups of ``store.commit_every``): CPU seconds per million
    chunks and tokens/s per core for each.
@@ -120,10 +120,10 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
     from medembed.embedding.chunking import chunk_params
     from medembed.embedding.embedder import ChunkEmbedder
     from medembed.embedding.encoders import encoder_actor_kwargs
+    from medembed.index.changes import chunk_selected_documents
     from medembed.index.writer import FragmentWriter, commit_fragments
     from medembed.ingest import plan_read
     from medembed.runtime.storage import DEFAULT_STORAGE
-    from medembed.stages.embed import chunk_new_documents
 
     work = WORK / "stages"
     shutil.rmtree(work, ignore_errors=True)
@@ -142,7 +142,7 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
     plan = plan_read(cfg.input, str(work / "quarantine"))
     plan.start_registry()
     docs = timed("read_normalize", lambda: list(plan.blocks()))
-    chunks = [timed("chunk", chunk_new_documents, b, params, None, None) for b in docs]
+    chunks = [timed("chunk", chunk_selected_documents, b, params, None, None) for b in docs]
     chunks = pa.concat_tables([c for c in chunks if c.num_rows])
     kw = encoder_actor_kwargs(cfg.model, cfg.embed, DEFAULT_STORAGE, card)
     embedder = timed("embed_init", lambda: ChunkEmbedder(**kw))

@@ -23,7 +23,7 @@ from medembed.config import EmbedJobConfig
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import ChunkParams, chunk_params
 from medembed.embedding.quality import require_quality_passed
-from medembed.index.changes import ensure_doc_hash
+from medembed.index.changes import chunk_selected_documents, ensure_doc_hash
 from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
 from medembed.index.tables import check_model, table_name, table_uri
@@ -33,7 +33,7 @@ from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
 from medembed.stages import one_actor
-from medembed.stages.embed import EmbedStage, check_resources, chunk_new_documents
+from medembed.stages.embed import EmbedStage, check_resources
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
                                               storage, cfg.embed.stall_timeout_s)
         return commit_fragments(fragments, target.uri, schema, **write)
     chunks = plan.dataset().map_batches(
-        chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+        chunk_selected_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
         num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
     return write_dataset(EmbedStage.create(cfg.model, cfg.embed, storage, card)(chunks), target.uri, schema,
                          block_mib=cfg.embed.block_mib, stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)

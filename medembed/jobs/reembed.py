@@ -27,7 +27,7 @@ from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import chunk_params
 from medembed.embedding.quality import require_quality_passed
 from medembed.index import serving
-from medembed.index.changes import ensure_doc_hash
+from medembed.index.changes import chunk_selected_documents, ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import Diff, diff_hashes, hash_documents
 from medembed.index.indexes import finalize_table
@@ -39,7 +39,7 @@ from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
-from medembed.stages.embed import EmbedStage, check_resources, chunk_new_documents
+from medembed.stages.embed import EmbedStage, check_resources
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
                 docs, embed_sets = plan.dataset(), None
             else:
                 docs, embed_sets = plan.restrict(diff.sources(LOCATE_MAX_DOCS)).dataset(), diff.embed_sets
-            chunks = docs.map_batches(chunk_new_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+            chunks = docs.map_batches(chunk_selected_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                                       num_cpus=cfg.chunking.num_cpus,
                                       fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
             staged = stage_fragments(EmbedStage.create(cfg.model, cfg.embed, storage, card)(chunks), uri, schema,

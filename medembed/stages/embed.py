@@ -4,8 +4,8 @@ constructor arguments, ``map_batches`` arguments and the input columns it needs.
 Every place that embeds chunk rows on a Ray actor pool (the embed and reembed jobs, evaluation's corpus
 tables, mining's candidate table) builds an :class:`EmbedStage` from its model and ``embed`` configs and
 applies it; the one-actor paths build their worker from the same constructor arguments. Also here: the
-chunking UDF that drops documents the change detection did not select (chunking + ``index.changes``) and
-the resource check of an embedding plan.
+resource check of an embedding plan. The chunking UDF that drops documents the change detection did not
+select is ``index.changes.chunk_selected_documents``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import ray
 
 from medembed.config import EmbedConfig, EmbedJobConfig, ModelConfig
 from medembed.embedding.card import ModelCard
-from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.embedder import ChunkEmbedder
 from medembed.embedding.encoders import encoder_actor_kwargs
-from medembed.index.changes import chunk_selected_documents
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.ray_setup import require_resources
 from medembed.runtime.storage import Storage
@@ -69,12 +67,6 @@ class EmbedStage:
         step = self.batch_size
         blocks = [rows.slice(i, step) for i in range(0, rows.num_rows, step)] or [rows]
         return self(ray.data.from_arrow(blocks))
-
-
-def chunk_new_documents(batch: pa.Table, params: ChunkParams, embed_sets: Any = None, counters: Any = None) -> pa.Table:
-    """Ray Data UDF: chunk the documents the change detection selected (``embed_sets``; None: all of them);
-    the others are dropped before tokenization (``index.changes.chunk_selected_documents``)."""
-    return chunk_selected_documents(batch, params, embed_sets, counters)
 
 
 def check_resources(cfg: EmbedJobConfig) -> None:

@@ -3,7 +3,7 @@
 On small inputs Ray's fixed costs dominate the embed job. The streaming pipeline starts Ray Data's own
 actors (stats, autoscaling, block locations), the embedder pool and the writer actor: five process starts
 that share a small machine with the model load. :class:`CorpusWorker` runs the streaming path's own stage
-functions (``ReadPlan.blocks`` over ``read_task_batches``, ``chunk_new_documents``, ``ChunkEmbedder``,
+functions (``ReadPlan.blocks`` over ``read_task_batches``, ``chunk_selected_documents``, ``ChunkEmbedder``,
 ``FragmentWriter``) in one actor. The job starts it as soon as the model is known, so the model loads
 while the driver plans. The driver commits the fragments it returns through the same ``Committer``
 (``index.writer.commit_fragments``): one write path, exactly once. The job picks it with
@@ -19,12 +19,12 @@ import ray
 
 from medembed.embedding.chunking import ChunkParams
 from medembed.embedding.embedder import ChunkEmbedder
+from medembed.index.changes import chunk_selected_documents
 from medembed.index.writer import FRAGMENT_SCHEMA, FragmentWriter
 from medembed.ingest import ReadPlan
 from medembed.runtime.memory import cpu_actor_options
 from medembed.runtime.storage import Storage
 from medembed.runtime.watchdog import StalledError
-from medembed.stages.embed import chunk_new_documents
 
 
 class CorpusWorker:
@@ -43,7 +43,7 @@ class CorpusWorker:
                         schema: pa.Schema, storage: Storage) -> pa.Table:
         """The fragments written for every document of ``plan`` that ``embed_sets`` selects (None: all of them)
         (``FRAGMENT_SCHEMA`` rows)."""
-        chunks = [c for c in (chunk_new_documents(docs, params, embed_sets, counters) for docs in plan.blocks())
+        chunks = [c for c in (chunk_selected_documents(docs, params, embed_sets, counters) for docs in plan.blocks())
                   if c.num_rows]
         if not chunks:
             return FRAGMENT_SCHEMA.empty_table()

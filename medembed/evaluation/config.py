@@ -46,7 +46,7 @@ class PairsDevConfig(_Model):
 
 
 class EvalStoreConfig(_Model):
-    uri: str = Field("./output/eval/lancedb", description="LanceDB database of the per-(model, dataset) corpus "
+    uri: str = Field("./output/evaluate/lancedb", description="LanceDB database of the per-(model, dataset) corpus "
                      "tables; a complete table of the same model revision and corpus is reused")
     ann_min_rows: int = Field(100_000, ge=0, description="build the vector index (store.ann_index of the embed job's "
                               "default) once a corpus table has this many rows; a reused table gets it then too")
@@ -57,7 +57,7 @@ class EvalStoreConfig(_Model):
 
 
 class EvalOutputConfig(OutputConfig):
-    dir: str = Field("./output/eval", description="results go to <dir>/<run id>/ (results/, comparison.md, "
+    dir: str = Field("./output/evaluate", description="results go to <dir>/<run id>/ (results/, comparison.md, "
                      "ndcg_at_10.png)")
 
 

@@ -306,6 +306,15 @@ def _scale_truth(gen: Perturbed, n: int, alive: np.ndarray, added: list[tuple[st
     return [{i for _, i in sorted(b, reverse=True)[:k]} for b in best]
 
 
+def _night(rng: np.random.Generator, alive: np.ndarray, gen: Perturbed, change: int, next_id: int):
+    """One simulated night: ``change`` live rows replaced (their documents changed: old row out, new row in);
+    marks them dead in ``alive``; returns (rows gone, new vectors, new doc ids). Deterministic given ``rng``."""
+    gone = rng.choice(np.flatnonzero(alive), size=change, replace=False)
+    alive[gone] = False
+    new = gen.make(gen.docs[gone % len(gen.docs)], rng)
+    return gone, new, [f"r{i}" for i in range(next_id, next_id + change)]
+
+
 def scale(args: argparse.Namespace) -> None:
     import shutil
 
@@ -366,11 +375,7 @@ def scale(args: argparse.Namespace) -> None:
         policy_fired = merge_fired = None
         next_id = n
         for night in range(1, args.nights + 1):
-            live_base = np.flatnonzero(alive)
-            gone = rng.choice(live_base, size=change, replace=False)  # changed documents: old row out, new row in
-            alive[gone] = False
-            new = gen.make(docs[gone % len(docs)], rng)
-            ids = [f"r{i}" for i in range(next_id, next_id + change)]
+            gone, new, ids = _night(rng, alive, gen, change, next_id)
             next_id += change
             added += [(f"{d}#0", v) for d, v in zip(ids, new)]
             t0 = time.perf_counter()
@@ -407,7 +412,8 @@ def scale(args: argparse.Namespace) -> None:
         after = measure(db, queries, final_truth)
         print("retrained", json.dumps(rb), json.dumps(after), flush=True)
     disk = _dir_mib(Path(uri))
-    shutil.rmtree(db, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(db, ignore_errors=True)
     lines = _header(f"{n:,} rows", " ".join(["python bench/index_recall.py", *sys.argv[1:]]),
                     f"{n:,} vectors = the {len(docs)} real document vectors (bundled all-MiniLM-L6-v2, 384-dim) with "
                     f"small perturbations: row i = normalize(x_(i mod {len(docs)}) + e), e Gaussian of norm "
@@ -449,6 +455,53 @@ def scale(args: argparse.Namespace) -> None:
                   f"first merge at night {merge_fired}; retrain "
                   + (f"at night {policy_fired[0]} ({policy_fired[1]})" if policy_fired else "not within these nights")
                   + "."]
+    if args.append:
+        from results_file import append_section
+
+        append_section(lines)
+    else:
+        print("\n".join(lines))
+
+
+def settings(args: argparse.Namespace) -> None:
+    """Search settings on a table ``scale --keep`` left (after ``--nights-done`` of its nights): recall and latency
+    each, against the exact top-10 of the rows live at that point (the nights replayed from their seed)."""
+    docs, queries = np.load(WORK / "docs.npy"), np.load(WORK / "queries.npy")
+    queries = queries[np.random.default_rng(1).permutation(len(queries))[:args.queries]]
+    n = args.rows
+    gen = Perturbed(docs, args.noise, seed=0)
+    alive, added, rng, change = np.ones(n, bool), [], np.random.default_rng(7), max(1, int(n * args.change))
+    for night in range(args.nights_done):
+        _, new, ids = _night(rng, alive, gen, change, n + night * change)
+        added += [(f"{d}#0", v) for d, v in zip(ids, new)]
+    cached = Path(args.db) / f"truth_{args.nights_done}_{args.queries}_{args.noise}.json"  # beside the table
+    if cached.exists():
+        truth = [set(t) for t in json.loads(cached.read_text())]
+    else:
+        t0 = time.perf_counter()
+        truth = _scale_truth(gen, n, alive, added, queries)
+        cached.write_text(json.dumps([sorted(t) for t in truth]))
+        print(f"exact truth {time.perf_counter() - t0:.0f} s", flush=True)
+    from medembed.index.indexes import ann_metadata, index_state
+    from medembed.index.tables import table_uri
+    from medembed.runtime.storage import DEFAULT_STORAGE
+
+    ds = DEFAULT_STORAGE.lance_dataset(table_uri(args.db, "t"))
+    built, st = ann_metadata(ds), index_state(ds, "vector_idx")
+    rows = []
+    for item in args.settings.split(";"):
+        search = {k: (None if v == "none" else int(v)) for k, v in (kv.split("=") for kv in item.split(",") if kv)}
+        m = measure(args.db, queries, truth, **search)
+        rows.append((item or "default", m))
+        print(item or "default", json.dumps(m), flush=True)
+    lines = _header(f"{n:,} rows, search settings", " ".join(["python bench/index_recall.py", *sys.argv[1:]]),
+                    f"the table `scale --rows {n} --keep` left after {args.nights_done} of its nightly runs "
+                    f"({ds.count_rows():,} rows; index {built and built.get('type')} {built and built.get('params')}, "
+                    f"{st['segments']} segment(s)); {len(queries)} real query vectors; recall@10 vs exact inner product "
+                    "over the live rows (nights replayed from their seed); one query per call, after a warm-up")
+    lines += ["| search settings | recall@10 | min | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {m['recall']:.4f} | {m['recall_min']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} |"
+              for label, m in rows]
     if args.append:
         from results_file import append_section
 
@@ -522,7 +575,18 @@ def main() -> None:
     sc.add_argument("--change", type=float, default=0.001)
     sc.add_argument("--measure-nights", type=lambda s: {int(x) for x in s.split(",")}, default={1, 10, 20, 30})
     sc.add_argument("--sweep", action="store_true", help="also measure other search settings (SCALE_SWEEP)")
+    sc.add_argument("--keep", action="store_true", help="leave the table in bench/_work (for `settings`)")
     sc.add_argument("--no-append", dest="append", action="store_false")
+    st = sub.add_parser("settings")
+    st.add_argument("--db", required=True, help="the folder `scale --keep` left (bench/_work/index_recall/scale_<rows>)")
+    st.add_argument("--rows", type=int, required=True)
+    st.add_argument("--nights-done", type=int, default=0)
+    st.add_argument("--noise", type=float, default=0.5)
+    st.add_argument("--change", type=float, default=0.001)
+    st.add_argument("--queries", type=int, default=300)
+    st.add_argument("--settings", default=";nprobes=40;nprobes=80",
+                    help="';'-separated Retriever settings, each 'k=v,...' (empty: the defaults; v 'none' = off)")
+    st.add_argument("--no-append", dest="append", action="store_false")
     ev = sub.add_parser("eval")
     ev.add_argument("--ann-min-rows", type=int, default=256)
     ev.add_argument("--no-append", dest="append", action="store_false")
@@ -530,7 +594,8 @@ def main() -> None:
     b.add_argument("--db", required=True)
     b.add_argument("--type", required=True)
     a = p.parse_args()
-    {"embed": embed, "real": real, "scale": scale, "eval": eval_compare, "_build": _build}[a.cmd](a)
+    {"embed": embed, "real": real, "scale": scale, "settings": settings, "eval": eval_compare,
+     "_build": _build}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_train_job_killed_then_resubmitted_resumes(cluster, jobs, tmp_path):
 # --- pair generation -------------------------------------------------------------------------------------
 def pairs_job(jobs: Jobs, server: FakeOpenAIServer, tmp_path: Path, run: str) -> str:
     # one 1-CPU actor (a worker node to itself; the read task runs on the other), 8 notes a batch, 4 requests
-    # in flight, 1 s per answer
+    # in flight, 0.4 s per answer
     sets = ["synth.backend=openai", f"synth.openai.base_url={server.url}", "synth.openai.max_retries=1",
             "synth.openai.max_concurrency=4", "synth.concurrency=1", "synth.actor_num_cpus=1", "synth.batch_size=8",
             "synth.batches_per_actor=1", f"synth.output_dir={tmp_path / 'pairs'}",
@@ -96,7 +96,7 @@ def pairs_job(jobs: Jobs, server: FakeOpenAIServer, tmp_path: Path, run: str) ->
 def test_pairs_node_killed_every_note_once(cluster, jobs, tmp_path):
     from medembed.synth.ledger import read_ledger, read_pairs
 
-    with FakeOpenAIServer(latency_s=1.0) as server:
+    with FakeOpenAIServer(latency_s=0.4) as server:
         job = pairs_job(jobs, server, tmp_path, "pkill")
         jobs.wait_until(job, lambda: len(server.log) >= 40, "40 requests", timeout_s=300)
         pids = cluster.find_pids(b"NoteGenerator")

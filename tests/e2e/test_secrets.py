@@ -20,8 +20,10 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,8 @@ def hub(bundled_model_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with running_cluster(num_workers=1, cpus_per_node=1, extra_env=SECRETS) as c:
+    # 3 CPUs a node: the jobs run at the same time, and each must find a CPU for its tasks beside the others' actors
+    with running_cluster(num_workers=1, cpus_per_node=3, extra_env=SECRETS) as c:
         yield c
 
 
@@ -119,25 +122,37 @@ def job_env(work: Path, hub: FakeHubServer) -> dict[str, list[str]]:
                       "HF_HUB_DISABLE_TELEMETRY=1"]}
 
 
+# a job waits for the one whose output it reads; the others run at the same time (the cluster queues their tasks)
+AFTER = {"mine-negatives": "generate-pairs", "evaluate": "generate-pairs", "train": "mine-negatives"}
+
+
 @pytest.fixture(scope="module")
 def runs(cluster, server, s3, hub, work):
     env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    out = {}
     extra_env = job_env(work, hub)
-    for command, sets in job_sets(work, server, s3).items():
-        if command not in COMMANDS:
-            continue
+    sets_of = {c: s for c, s in job_sets(work, server, s3).items() if c in COMMANDS}
+    done = {c: threading.Event() for c in sets_of}
+
+    def submit(command: str) -> subprocess.CompletedProcess:
+        if command in AFTER:
+            assert done[AFTER[command]].wait(900), f"{AFTER[command]} did not end"
         args = [sys.executable, "-m", "medembed.app.cli", "submit", command, "--address", cluster.dashboard_url,
                 "--set", f"output.run_dir={work / 'runs'}", "--set", f"output.run_name={command}"]
         for e in extra_env.get(command, []):
             args += ["--env", e]
-        for s in sets:
+        for s in sets_of[command]:
             args += ["--set", s]
         t0 = time.monotonic()
-        p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        try:
+            p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        finally:
+            done[command].set()
         log.info("medembed submit %s: exit %d in %.1f s", command, p.returncode, time.monotonic() - t0)
-        out[command] = p
-    return out
+        return p
+
+    with ThreadPoolExecutor(len(sets_of)) as pool:
+        futures = {c: pool.submit(submit, c) for c in sets_of}
+        return {c: f.result() for c, f in futures.items()}
 
 
 def test_every_registered_job_was_run(runs):

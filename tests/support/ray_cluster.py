@@ -74,7 +74,11 @@ class RayCluster:
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.env = {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                    "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+                    "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                    # the GCS checks each raylet every second (default 3 s) and declares a node dead after 5 failed
+                    # checks in a row: a killed node is seen in ~5 s, not ~15 s (a check still waits 10 s for an answer
+                    # before it fails, so a slow but live node is not declared dead)
+                    "RAY_health_check_period_ms": "1000"}
         self.env.pop("RAY_ADDRESS", None)
         self._fresh()
 

@@ -79,7 +79,9 @@ def _strict(node: Any) -> None:
 
 
 @functools.cache
+@functools.cache
 def crd(kind: str) -> dict:
+    """The vendored CRD of ``kind``, parsed once (about 1 MB of YAML each; callers must not change it)."""
     path = CRD_DIR / CRD_FILES[kind]
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 

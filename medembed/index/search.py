@@ -172,24 +172,36 @@ class Retriever:
         self.rows()
         idxs, vals = [], []
         for q in query_vectors:
-            query = self.tbl.search(q, vector_column_name=S.VECTOR).metric(self.metric)
-            if self.has_ann_index:
-                query = query.nprobes(self.nprobes)
-                if self.refine_factor:
-                    query = query.refine_factor(self.refine_factor)
-                if self.ef:
-                    query = query.ef(self.ef)
-            hits = query.select([S.CHUNK_ID]).limit(k).to_arrow()
+            hits = self._ann(q, k, [S.CHUNK_ID])
             idxs.append(np.asarray([self._row_of[c] for c in hits[S.CHUNK_ID].to_pylist()], dtype=np.int64))
             vals.append((1.0 - hits["_distance"].to_numpy()).astype(np.float32))
         return idxs, vals
+
+    def _ann(self, query_vector: np.ndarray, k: int, columns: list[str]) -> Any:
+        """LanceDB's vector search (the index at this retriever's settings; a flat scan without one): the top-k
+        rows' ``columns`` and ``_distance``, best first, as an Arrow table."""
+        query = self.tbl.search(query_vector, vector_column_name=S.VECTOR).metric(self.metric)
+        if self.has_ann_index:
+            query = query.nprobes(self.nprobes)
+            if self.refine_factor:
+                query = query.refine_factor(self.refine_factor)
+            if self.ef:
+                query = query.ef(self.ef)
+        return query.select(columns).limit(k).to_arrow()
 
     def search(self, queries: str | Sequence[str], k: int = 10, mode: str = "vector") -> list[list[Hit]]:
         """Top-k hits per query text. Scores: cosine (vector/exact/ann), BM25 (fts), RRF (hybrid)."""
         texts = [queries] if isinstance(queries, str) else list(queries)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r} ({', '.join(MODES)})")
-        if mode in ("vector", "exact", "ann"):
+        if mode == "vector":
+            mode = "ann" if self.has_ann_index else "exact"
+        if mode == "ann":  # the hits' columns come with the search: no table-wide row arrays in memory
+            cols = [S.CHUNK_ID, S.DOC_ID, S.TITLE, S.TEXT]
+            return [[Hit(r[S.CHUNK_ID], r[S.DOC_ID], float(np.float32(1.0) - np.float32(r["_distance"])),
+                         r[S.TITLE] or "", r[S.TEXT] or "") for r in self._ann(q, k, cols).to_pylist()]
+                    for q in self.encode(texts)]
+        if mode == "exact":
             idxs, vals = self.search_vectors(self.encode(texts), k, mode)
             rows = self.rows()
             return [[Hit(rows[S.CHUNK_ID][i], rows[S.DOC_ID][i], float(s), rows[S.TITLE][i] or "",

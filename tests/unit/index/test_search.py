@@ -102,6 +102,13 @@ def test_ivf_pq_index_is_used_and_finds_exact_matches(tmp_path):
     idx, val = r.search_vectors(v[[5, 77]], 5, "vector")  # vector -> ANN when indexed
     assert [int(i[0]) for i in idx] == [5, 77]
     assert [float(s[0]) for s in val] == pytest.approx([1.0, 1.0], abs=1e-4)
+    # text search on an indexed table: the hits' columns come with the search, no table-wide rows are loaded
+    fresh = Retriever(db.open_table("t"), FakeEncoder(v), nprobes=info["ann_index"]["partitions"], refine_factor=50)
+    hits = fresh.search(["doc5", "doc77"], k=5)
+    assert fresh._rows is None and fresh._vectors is None
+    assert [[h.chunk_id for h in hs] for hs in hits] == [[r.rows()[S.CHUNK_ID][i] for i in ix] for ix in idx]
+    assert [[h.score for h in hs] for hs in hits] == [[float(x) for x in s] for s in val]
+    assert hits[0][0].doc_id == "d5" and hits[0][0].text == r.rows()[S.TEXT][5] and hits[0][0].text.startswith("note 5")
 
 
 def test_open_names_missing_tables(tmp_path):

@@ -88,20 +88,25 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("secrets")
 
 
-def mlflow_store(work: Path) -> Path:
-    return work / "mlflow" / "mlflow.db"
+TRACKED = ("embed", "generate-pairs", "pipeline")
+
+
+def mlflow_store(work: Path, command: str) -> Path:
+    """The tracked job's own local MLflow store (the jobs run at the same time; one SQLite file each)."""
+    return work / "mlflow" / command / "mlflow.db"
 
 
 def job_sets(work: Path, server: FakeOpenAIServer, s3: S3Process) -> dict[str, list[str]]:
     """Tiny runs of every job; pairs feed negatives and evaluation. The embed job reads and writes S3 and
-    loads its model from the Hub (see job_env). The embed, pairs and pipeline jobs are tracked in a local MLflow
+    loads its model from the Hub (see job_env). The embed, pairs and pipeline jobs are each tracked in a local MLflow
     store (its database and artifacts lie under ``work``, so the leak scan covers them)."""
-    mlflow_store(work).parent.mkdir(parents=True, exist_ok=True)
-    track = f"tracking.mlflow_uri=sqlite:///{mlflow_store(work)}"
+    for command in TRACKED:
+        mlflow_store(work, command).parent.mkdir(parents=True, exist_ok=True)
+    track = {c: f"tracking.mlflow_uri=sqlite:///{mlflow_store(work, c)}" for c in TRACKED}
     return {
-        "embed": [track, "input.limit=10", f"input.uri={CORPUS}", f"store.uri={DB}", f"s3.endpoint_url={s3.endpoint}",
+        "embed": [track["embed"], "input.limit=10", f"input.uri={CORPUS}", f"store.uri={DB}", f"s3.endpoint_url={s3.endpoint}",
                   f"s3.region={REGION}", f"model.name={HUB_MODEL}", *CHUNKING],
-        "generate-pairs": [track, "input.limit=6", "synth.backend=openai", f"synth.openai.base_url={server.url}",
+        "generate-pairs": [track["generate-pairs"], "input.limit=6", "synth.backend=openai", f"synth.openai.base_url={server.url}",
                            "synth.openai.max_retries=0", f"synth.output_dir={work / 'pairs'}"],
         "mine-negatives": [f"pairs.path={work / 'pairs'}", f"candidates.store_uri={work / 'mining'}",
                            f"output.dir={work / 'triplets'}", "mining.max_rank=10", "mining.num_negatives=2"],
@@ -111,7 +116,7 @@ def job_sets(work: Path, server: FakeOpenAIServer, s3: S3Process) -> dict[str, l
                   "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1", "train.num_negatives=2",
                   "train.batch_size=4", "train.max_steps=2", "train.interpolate=null", f"output.dir={work / 'models'}"],
         "reembed": ["input.limit=10", f"store.uri={work / 'reembed_db'}", *CHUNKING],
-        "pipeline": [track, "input.limit=10", f"output.dir={work / 'pipeline'}", "train.train.max_steps=2",
+        "pipeline": [track["pipeline"], "input.limit=10", f"output.dir={work / 'pipeline'}", "train.train.max_steps=2",
                      "train.train.num_workers=1", "train.train.cpus_per_worker=1", f"embed.store.uri={work / 'pipeline_db'}"],
     }
 
@@ -214,10 +219,10 @@ def test_no_secret_in_outputs_manifests_or_tables(runs, work, s3):
     files = [f for f in work.rglob("*") if f.is_file()]
     assert any(f.name == "manifest.json" for f in files) and any(f.suffix == ".lance" for f in files)
     # the tracked jobs wrote their MLflow runs (params, tags, metrics, artifacts) into the scanned folder
-    for command in ("embed", "generate-pairs", "pipeline"):
+    for command in TRACKED:
         m = json.loads((work / "runs" / command / "manifest.json").read_text())
         assert m.get("mlflow", {}).get("run_id"), f"{command} was not tracked"
-    assert mlflow_store(work).stat().st_size > 0 and any("mlartifacts" in f.parts for f in files)
+    assert all(mlflow_store(work, c).stat().st_size > 0 for c in TRACKED) and any("mlartifacts" in f.parts for f in files)
     assert any("hf_home" in f.parts for f in files), "the Hub model cache was not written"
     assert not _leaks(work, SECRETS)
     client, keys = s3.client(), list(s3.keys(BUCKET))

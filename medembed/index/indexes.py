@@ -40,19 +40,21 @@ META_ANN = "medembed.ann_index"
 META_CHOICE = "medembed.index_choice"
 ANN_TYPES = ("IVF_PQ", "IVF_HNSW_SQ", "IVF_RQ")
 
-# Search defaults of the default index (Retriever, eval, mining); measured by bench/index_recall.py.
+# Search defaults of the default index (Retriever, eval); measured by bench/index_recall.py. The exact re-ranking
+# (refine_factor x k candidates) is what keeps recall as tables grow: 1-bit codes cannot order near-ties, and probing
+# more partitions does not help (10M rows: nprobes 20 -> 160 moved recall@10 0.658 -> 0.672; refine 10 -> 50, 0.958).
 DEFAULT_NPROBES = 20
-DEFAULT_REFINE_FACTOR = 10
+DEFAULT_REFINE_FACTOR = 50
 
 INDEX_CHOICE = {
     "default": "IVF_RQ",
     "search": {"nprobes": DEFAULT_NPROBES, "refine_factor": DEFAULT_REFINE_FACTOR},
-    "why": ("recall@10 vs exact at the default search settings, bundled MiniLM vectors: IVF_RQ 0.991 on 12,164 "
-            "real vectors and 0.955-0.969 on 1M perturbed ones (4 builds), built in 46-65 s at 1M (IVF_PQ 84 s, "
-            "IVF_HNSW_SQ 138-140 s), 64 MiB of index (IVF_HNSW_SQ 546 MiB), p50 4.4-6.2 ms; IVF_PQ (dim/16 "
-            "sub-vectors) misses the 0.95 target at 1M (0.895); IVF_HNSW_SQ reaches 0.977-0.979 at about 1.6x the "
-            "latency, 2-3x the build time and 9x the size; nprobes 40 + refine_factor 20 gives IVF_RQ 0.988 "
-            "for ~+1 ms"),
+    "why": ("recall@10 vs exact, bundled MiniLM vectors: IVF_RQ 0.991 on 12,164 real vectors (refine 10); on the real "
+            "vectors with small perturbations, 0.978 at 1M rows (refine 50; 0.955-0.969 with refine 10) and 0.959 at "
+            "10M rows (0.658 with refine 10: 822 near-copies of each real vector leave 1-bit codes unable to order "
+            "near-ties; more probes do not help); p50 13-14 ms at 1M (8 ms with refine 10); built in 46-67 s at 1M "
+            "and 568 s at 10M (peak RSS 2.7 GiB), 64 / 618 MiB of index; IVF_PQ (dim/16 sub-vectors) misses 0.95 at "
+            "1M (0.895); IVF_HNSW_SQ reaches 0.977-0.979 at 1M for 2-3x the build time and 9x the size"),
     "measured_by": "bench/index_recall.py (bench/RESULTS.md, index_recall, 2026-12-06, 2-core CPU)",
 }
 

@@ -42,7 +42,7 @@ ANN_TYPES = ("IVF_PQ", "IVF_HNSW_SQ", "IVF_RQ")
 
 # Search defaults of the default index (Retriever, eval); measured by bench/index_recall.py. The exact re-ranking
 # (refine_factor x k candidates) is what keeps recall as tables grow: 1-bit codes cannot order near-ties, and probing
-# more partitions does not help (10M rows: nprobes 20 -> 160 moved recall@10 0.658 -> 0.672; refine 10 -> 50, 0.958).
+# more partitions does not help (10M rows: nprobes 20 -> 160 moved recall@10 0.658 -> 0.672; refine 10 -> 50, 0.959).
 DEFAULT_NPROBES = 20
 DEFAULT_REFINE_FACTOR = 50
 

@@ -61,13 +61,12 @@ def runs(tmp_path_factory, ray_local):
             f"tracking.mlflow_uri={uri}", "embed.torch_threads=1"]
     assert main_for("reembed", [a for s in sets for a in ("--set", s)]) == 0
     nightly = json.loads((tmp / "runs" / "nightly" / "manifest.json").read_text())
-    return tmp, first, second, third, nightly
+    return tmp, first, second, third, nightly, uri
 
 
 @pytest.fixture(scope="module")
 def tracked(runs):
-    tmp, first, _, third, nightly = runs
-    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    tmp, first, _, third, nightly, uri = runs
     return tmp, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri), first, third, nightly
 
 
@@ -78,7 +77,7 @@ def _children(client, parent_id: str) -> dict:
 
 
 def test_first_run_completes_every_stage(runs):
-    tmp, first, _, _, _ = runs
+    tmp, first, _, _, _, _ = runs
     assert first["status"] == "succeeded" and list(first["stages"]) == list(STAGES)
     for stage, info in first["stages"].items():
         assert info["status"] == "ran", stage
@@ -100,7 +99,7 @@ def test_first_run_completes_every_stage(runs):
 
 
 def test_gate_decision_and_promoted_model_are_recorded(runs):
-    _, first, _, _, _ = runs
+    _, first, _, _, _, _ = runs
     gate = first["gate"]
     row = gate["datasets"]["pairs-dev"]
     assert list(gate["datasets"]) == ["pairs-dev"] and gate["metric"] == "ndcg_at_10"
@@ -122,7 +121,7 @@ def test_gate_decision_and_promoted_model_are_recorded(runs):
 def test_table_holds_the_promoted_models_vectors(runs):
     import lance
 
-    _, first, _, _, _ = runs
+    _, first, _, _, _, _ = runs
     promoted = first["promoted"]
     ds = lance.dataset(first["table"]["uri"])
     md = {k.decode(): v.decode() for k, v in ds.schema.metadata.items()}
@@ -133,7 +132,7 @@ def test_table_holds_the_promoted_models_vectors(runs):
 
 
 def test_rerun_reuses_every_stage(runs):
-    tmp, first, second, _, _ = runs
+    tmp, first, second, _, _, _ = runs
     assert second["status"] == "succeeded"
     assert {s: i["status"] for s, i in second["stages"].items()} == {s: "reused" for s in STAGES}
     for stage in STAGES:
@@ -144,7 +143,7 @@ def test_rerun_reuses_every_stage(runs):
 
 
 def test_incomplete_stage_is_redone_with_everything_after_it(runs):
-    tmp, first, _, third, _ = runs
+    tmp, first, _, third, _, _ = runs
     status = {s: i["status"] for s, i in third["stages"].items()}
     assert status == {"generate_pairs": "reused", "mine_negatives": "reused", "train": "reused",
                       "evaluate": "ran", "promote": "ran", "embed": "ran"}
@@ -162,7 +161,7 @@ def test_incomplete_stage_is_redone_with_everything_after_it(runs):
 def test_runs_list_and_show_read_the_pipeline_runs(runs):
     from medembed.runtime.runs import find_run, list_runs, summary
 
-    tmp, first, _, third, _ = runs
+    tmp, first, _, third, _, _ = runs
     rows, unreadable = list_runs(str(tmp / "runs"), job="pipeline")
     assert unreadable == [] and [r.run_id for r in rows] == ["p3", "p2", "p1"]
     assert all(r.status == "succeeded" for r in rows)

@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import lance
 import pytest
@@ -20,6 +19,7 @@ from medembed.config import EmbedJobConfig, load_config
 from medembed.jobs.embed import embed
 from medembed.runtime.manifest import RunManifest
 from tests.support.e2e_jobs import MAX_TOKENS, OVERLAP, SAMPLE_TABLE, sample_chunk_ids
+from tests.support.ray_cluster import RayCluster, pids_titled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -27,15 +27,10 @@ TITLE = "CorpusWorker.embed_and_write"  # Ray's process title while the actor ru
 
 
 def _busy_worker() -> int | None:
-    """The pid of the process running the actor's call (its title, as /proc shows it), if any."""
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if TITLE in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    return int(d.name)
-            except OSError:  # ended meanwhile
-                continue
-    return None
+    """The pid of the process running the actor's call (its title, as /proc shows it), if any: one of this test
+    process's local Ray instance (its descendants), never a worker of another test run on the machine."""
+    found = pids_titled(TITLE.encode(), RayCluster.process_tree(os.getpid()))
+    return found[0] if found else None
 
 
 def test_one_actor_killed_mid_run_leaves_every_chunk_once(ray_local, bundled_model_path, tmp_path):

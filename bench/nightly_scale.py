@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -127,6 +128,8 @@ def overrides(args: argparse.Namespace, corpus_dir: Path, run: str) -> list[str]
 
 
 def run_reembed(args: argparse.Namespace, corpus_dir: Path, run: str) -> dict[str, Any]:
+    if PER_PROCESS:
+        return run_reembed_process(args, corpus_dir, run)
     from medembed.app.registry import by_name
     from medembed.app.runner import run_job
 
@@ -140,6 +143,36 @@ def run_reembed(args: argparse.Namespace, corpus_dir: Path, run: str) -> dict[st
         raise RuntimeError(f"reembed run {run} exited {code}: {m.get('error')}")
     print(f"{run}: {wall:.1f} s, counts {m['counts']}", flush=True)
     return {"run": run, "wall_s": wall, "rss_mib": rss.mib, "manifest": m}
+
+
+PER_PROCESS: dict[str, Any] = {}  # --per-process: {"address": the bench's Ray instance, "memray": folder or None}
+
+
+def run_reembed_process(args: argparse.Namespace, corpus_dir: Path, run: str) -> dict[str, Any]:
+    """One run as `medembed reembed` runs from cron: its own driver process, connected to the bench's Ray instance.
+
+    The driver's peak RSS is the kernel's own figure for that process (``ru_maxrss`` from ``wait4``), so it holds
+    only what one night holds: no build, no earlier night, no baseline, no bench state. With ``--memray DIR`` the
+    driver runs under memray and its capture is written to ``DIR/<run>.bin`` (``memray flamegraph``/``stats``)."""
+    cli = [sys.executable, "-m", "medembed.app.cli", "reembed"]
+    cli += [x for o in overrides(args, corpus_dir, run) for x in ("--set", o)]
+    if PER_PROCESS.get("memray"):
+        out = Path(PER_PROCESS["memray"]) / f"{run}.bin"
+        out.unlink(missing_ok=True)
+        cli = [sys.executable, "-m", "memray", "run", "--quiet", "--native", "-o", str(out), *cli[1:]]
+    env = {**os.environ, "RAY_ADDRESS": PER_PROCESS["address"], "MEDEMBED_ALLOW_INSTRUMENT": "1"}
+    with cpu_lock():
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cli, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    m = json.loads((WORK / "runs" / run / "manifest.json").read_text())
+    if code != 0:
+        raise RuntimeError(f"reembed run {run} exited {code}: {m.get('error')}")
+    rss_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    print(f"{run}: {wall:.1f} s, own process, peak RSS {rss_mib:.0f} MiB, counts {m['counts']}", flush=True)
+    return {"run": run, "wall_s": wall, "rss_mib": rss_mib, "manifest": m}
 
 
 def corpus_hashes(args: argparse.Namespace, corpus_dir: Path) -> tuple[Any, float, float]:
@@ -241,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-old-baseline", action="store_true", help="skip baseline (b), the old path's read+chunk")
     p.add_argument("--set", action="append", default=[], help="extra job config overrides")
     p.add_argument("--keep", action="store_true", help="keep bench/_work/nightly (corpora are reused anyway)")
+    p.add_argument("--per-process", action="store_true",
+                   help="run the build and every night as its own `medembed reembed` process (as cron runs it), "
+                   "connected to the bench's Ray instance; driver peak RSS is then that process's own (ru_maxrss)")
+    p.add_argument("--memray", metavar="DIR", help="with --per-process: run each driver under memray (pip install "
+                   "memray), captures in DIR/<run>.bin; its times are then not comparable")
     p.add_argument("--no-append", action="store_true")
     p.add_argument("--lock", help="take this flock file around each measured step (a shared machine), not "
                    "around the whole run; run the script itself without flock then")
@@ -273,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     from medembed.runtime.ray_setup import init_ray
 
     init_ray(RayConfig())
+    if args.per_process:
+        import ray
+
+        PER_PROCESS.update(address=ray.get_runtime_context().gcs_address, memray=args.memray)
+        if args.memray:
+            Path(args.memray).mkdir(parents=True, exist_ok=True)
+    elif args.memray:
+        p.error("--memray needs --per-process")
     hashes_base, hash_s, hash_rss = corpus_hashes(args, cdir / "base")
     hashes_night, hash_s2, _ = corpus_hashes(args, cdir / "night")
     old = None if args.no_old_baseline else old_path_baseline(args, cdir / "base")
@@ -298,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         f"shards; nightly version: {args.changed:.2%} changed, {args.added:.2%} added, {args.deleted:.2%} deleted "
         f"({night['delta']['changed']} / {night['delta']['added']} / {night['delta']['deleted']} documents)",
         f"- encoder: `instrument:hash-{args.dim}` (no model; chunking with the bundled MiniLM tokenizer); job "
-        f"defaults otherwise ({', '.join(args.set) or 'no --set'}); one local Ray instance, started once",
+        f"defaults otherwise ({', '.join(args.set) or 'no --set'}); one local Ray instance, started once; "
+        + ("the build and each night in its own `medembed reembed` process connected to it (driver peak RSS = that "
+           "process's ru_maxrss)" if PER_PROCESS else "every run in the bench's process (driver peak RSS = this "
+           "process's, sampled)") + (f"; drivers under memray ({args.memray})" if args.memray else ""),
         f"- baseline (a), read + normalize + hash every document (the floor for an unchanged night): "
         f"**{hash_s:.1f} s** (base), {hash_s2:.1f} s (nightly version); driver peak RSS {hash_rss:.0f} MiB",
     ]

@@ -126,6 +126,15 @@ class StoreConfig(_Model):
     fts: bool = Field(True, description="build a full-text index on text (for fts and hybrid search)")
     commit_every: int = Field(64, gt=0, description="commit written fragments in groups of this many")
     compact: bool = Field(True, description="compact small fragments at the end of a run")
+    index_off_driver_rows: int = Field(100_000, ge=0, description="from this many rows, compaction, index "
+                                       "maintenance and the verification's sample searches run in a Ray task of "
+                                       "their own (a worker process that exits after), not in the job's driver: "
+                                       "their memory grows with the table (0: always; below: in the driver, which "
+                                       "saves a small job the task's start)")
+    index_num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for that task (Lance's builders use "
+                                  "the node's threads whatever this says)")
+    index_memory_gb: float | None = Field(None, gt=0, description="memory Ray reserves for that task (GiB), so a "
+                                          "cluster places it on a node that has it; null: no reservation")
 
 
 LOCAL_NODE_IP = "127.0.0.2"

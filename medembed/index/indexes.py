@@ -32,6 +32,7 @@ from typing import Any
 from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.index.tables import table_metadata, table_uri
+from medembed.runtime.offload import run_off_driver
 from medembed.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,30 @@ def finalize_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, 
         ds = storage.lance_dataset(uri)
         info["ann_index"] = _maintain_vector(db_uri, table, cfg, storage, ds, vec_name, retrain)
     return info
+
+
+def off_driver(cfg: StoreConfig, rows: int) -> bool:
+    """Whether a table of ``rows`` rows has its table-wide steps run off the driver (``store.index_off_driver_rows``;
+    only on Ray: without it, e.g. a library call, everything stays in this process)."""
+    import ray
+
+    return rows >= cfg.index_off_driver_rows and ray.is_initialized()
+
+
+def maintain_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, *,
+                   retrain: bool = False) -> dict[str, Any]:
+    """:func:`finalize_table`, in the driver for a small table, else in a Ray task of its own
+    (``medembed.runtime.offload``: its memory grows with the table). The result says where it ran (``ran_in``:
+    the process, and the task's peak RSS and seconds)."""
+    ds = storage.lance_dataset(table_uri(db_uri, table))
+    rows = ds.count_rows() if ds is not None else 0
+    if not off_driver(cfg, rows):
+        return {**finalize_table(db_uri, table, cfg, storage, retrain=retrain), "ran_in": {"process": "driver"}}
+    info, where = run_off_driver(finalize_table, db_uri, table, cfg, storage, retrain=retrain,
+                                 num_cpus=cfg.index_num_cpus, memory_gb=cfg.index_memory_gb)
+    log.info("indexes of %s maintained in a Ray task of their own (%d rows, %.1f s, peak RSS %.0f MiB)", table, rows,
+             where["seconds"], where["peak_rss_mib"])
+    return {**info, "ran_in": where}
 
 
 def _maintain_fts(db_uri: str, table: str, ds: Any, storage: Storage) -> str:

@@ -25,7 +25,7 @@ from medembed.embedding.chunking import ChunkParams, chunk_params
 from medembed.embedding.quality import require_quality_passed
 from medembed.index.changes import chunk_selected_documents, ensure_doc_hash
 from medembed.index.diff import Diff, diff_hashes, hash_documents
-from medembed.index.indexes import finalize_table
+from medembed.index.indexes import maintain_table
 from medembed.index.tables import check_model, table_name, table_uri
 from medembed.index.writer import CommitStats, WriteResult, commit_fragments, write_dataset
 from medembed.ingest import ReadPlan, documents_accepted, plan_read, read_quarantine_counts
@@ -137,7 +137,7 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     st = written.stats
     with manifest.timed("indexes"):
         if st.rows:
-            index_info = finalize_table(target.db_uri, target.name, cfg.store, storage)
+            index_info = maintain_table(target.db_uri, target.name, cfg.store, storage)
         else:  # nothing new: the table (and its indexes) are as the last run left them
             index_info = {"rows": rows_before, "unchanged": True}
     if st.rows or artifacts.read_marker(target.uri, storage) is None:

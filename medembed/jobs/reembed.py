@@ -23,6 +23,7 @@ import numpy as np
 import ray
 
 from medembed import schema as S
+from medembed.config import StoreConfig
 from medembed.embedding.card import ModelCard, resolve_card
 from medembed.embedding.chunking import chunk_params
 from medembed.embedding.quality import require_quality_passed
@@ -30,7 +31,7 @@ from medembed.index import serving
 from medembed.index.changes import chunk_selected_documents, ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import Diff, diff_hashes, hash_documents
-from medembed.index.indexes import finalize_table
+from medembed.index.indexes import maintain_table, off_driver
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, table_name, table_uri
@@ -38,6 +39,7 @@ from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
+from medembed.runtime.offload import run_off_driver
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.stages.embed import EmbedStage, check_resources
 
@@ -57,8 +59,10 @@ class VerificationError(RuntimeError):
 
 
 def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expected_rows: int,
-                 corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, storage: Storage) -> dict[str, Any]:
-    """Row count, model and dimension, ids and hashes (a second diff: every document unchanged), a sample search."""
+                 corpus_docs: ray.data.Dataset | None, partitions: int, sample: int, storage: Storage,
+                 store: StoreConfig | None = None) -> dict[str, Any]:
+    """Row count, model and dimension, ids and hashes (a second diff: every document unchanged), a sample search
+    (:func:`sample_search`; off the driver past ``store.index_off_driver_rows``, in the driver without ``store``)."""
     uri = table_uri(db_uri, table)
     ds = storage.lance_dataset(uri).checkout_version(version)
     check_model(ds, card.model_id, card.dim, uri)
@@ -75,22 +79,36 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
         if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
             problems.append(f"the table does not hold the corpus: {recheck.counts}")
     if sample and rows:
-        tbl = storage.lancedb_connect(db_uri).open_table(table)
-        tbl.checkout(version)
-        probe = ds.to_table(columns=[S.CHUNK_ID, S.VECTOR], limit=sample)
-        scores = []
-        for cid, vec in zip(probe[S.CHUNK_ID].to_pylist(), probe[S.VECTOR].to_pylist()):
-            norm = float(np.linalg.norm(vec))
-            hit = tbl.search(np.asarray(vec, np.float32), vector_column_name=S.VECTOR).metric("cosine") \
-                .bypass_vector_index().select([S.CHUNK_ID, "_distance"]).limit(1).to_arrow()  # exact: no PQ error
-            score = 1.0 - float(hit["_distance"][0].as_py()) if hit.num_rows else 0.0
-            scores.append(round(score, 5))
-            if abs(norm - 1.0) > 1e-3 or score < 0.99:
-                problems.append(f"sample search for {cid}: norm {norm:.4f}, best score {score:.4f}")
+        if store is not None and off_driver(store, rows):  # exact scans of every vector: off the driver
+            (scores, found), info["sample_ran_in"] = run_off_driver(
+                sample_search, db_uri, table, version, sample, storage, num_cpus=store.index_num_cpus,
+                memory_gb=store.index_memory_gb)
+        else:
+            scores, found = sample_search(db_uri, table, version, sample, storage)
         info["sample_scores"] = scores
+        problems += found
     if problems:
         raise VerificationError(f"table {uri} version {version} failed verification: " + "; ".join(problems))
     return info
+
+
+def sample_search(db_uri: str, table: str, version: int, sample: int, storage: Storage) -> tuple[list[float], list[str]]:
+    """The first ``sample`` rows' vectors searched exactly (no index, so no quantization error) in the table at
+    ``version``: each must be a unit vector and find itself (cosine >= 0.99). Returns (scores, problems)."""
+    ds = storage.lance_dataset(table_uri(db_uri, table)).checkout_version(version)
+    tbl = storage.lancedb_connect(db_uri).open_table(table)
+    tbl.checkout(version)
+    probe = ds.to_table(columns=[S.CHUNK_ID, S.VECTOR], limit=sample)
+    scores, problems = [], []
+    for cid, vec in zip(probe[S.CHUNK_ID].to_pylist(), probe[S.VECTOR].to_pylist()):
+        norm = float(np.linalg.norm(vec))
+        hit = tbl.search(np.asarray(vec, np.float32), vector_column_name=S.VECTOR).metric("cosine") \
+            .bypass_vector_index().select([S.CHUNK_ID, "_distance"]).limit(1).to_arrow()
+        score = 1.0 - float(hit["_distance"][0].as_py()) if hit.num_rows else 0.0
+        scores.append(round(score, 5))
+        if abs(norm - 1.0) > 1e-3 or score < 0.99:
+            problems.append(f"sample search for {cid}: norm {norm:.4f}, best score {score:.4f}")
+    return scores, problems
 
 
 def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool, storage: Storage = DEFAULT_STORAGE) -> dict[str, Any]:
@@ -100,7 +118,7 @@ def refresh_indexes(cfg: ReembedJobConfig, table: str, fresh: bool, storage: Sto
     ``Table.optimize``, which refuses while old versions are tagged for serving); a synced table's new rows
     go into the existing FTS and vector indexes (delta indexes, merged or retrained by its policy).
     """
-    info = finalize_table(cfg.store.uri, table, cfg.store, storage)
+    info = maintain_table(cfg.store.uri, table, cfg.store, storage)
     return info if fresh else {"optimized": True, **info}
 
 
@@ -221,7 +239,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
             manifest.set("verification", verify_table(
                 db_uri, tname, latest, card, expected_rows=n_chunks + deferred_rows,
                 corpus_docs=corpus_docs if fresh_target and not deferred else None,
-                partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, storage=storage))
+                partitions=cfg.sync.partitions, sample=cfg.sync.verify_sample, storage=storage, store=cfg.store))
         with manifest.timed("switch"):
             lease.check()
             ds = storage.lance_dataset(uri)

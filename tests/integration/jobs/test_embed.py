@@ -115,8 +115,13 @@ def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_p
     tmp, corpus, first, m = built
     assert m.data["execution"] == "one actor"
     counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
-                     "embed.writer_actors=2", name="streamed")  # two writer actors, fragments in any order
+                     "embed.writer_actors=2", "store.index_off_driver_rows=0", name="streamed")
+    # two writer actors (fragments in any order); compaction and indexes in a Ray task of their own, not the driver
     assert m2.data["execution"] == "streaming"
+    assert m.data["indexes"]["ran_in"] == {"process": "driver"}
+    ran_in = m2.data["indexes"]["ran_in"]
+    assert ran_in["process"] == "ray task" and ran_in["peak_rss_mib"] > 50 and ran_in["seconds"] > 0
+    assert m2.data["indexes"]["fts_index"] == "built" and m2.data["indexes"]["rows"] == counts["rows_after"]
     for k in ("documents_accepted", "quarantine_by_reason", "chunks_written", "tokens_embedded"):
         assert counts[k] == first[k], k
     assert counts["commits"] > 1  # blocks committed as they came

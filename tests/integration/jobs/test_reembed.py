@@ -107,9 +107,15 @@ def test_incremental_run_equals_a_fresh_full_embed(world):
     changed_chunks = sum(1 for cid in table_rows(uri, v["after_commit"]) if cid.split("#")[0] in ("d01", "d02", "d05", "d20"))
     assert c["chunks_embedded"] == changed_chunks
 
-    # a fresh full embed of today's corpus into another database
-    code, fresh = run(tmp, corpus, "fresh", db="db_fresh")
+    # a fresh full embed of today's corpus into another database, its table-wide steps (indexes, the sample
+    # searches) in Ray tasks of their own as a large table's are: the same table
+    code, fresh = run(tmp, corpus, "fresh", "store.index_off_driver_rows=0", db="db_fresh")
     assert code == 0 and fresh["counts"]["documents_new"] == 12
+    assert m["indexes"]["ran_in"] == {"process": "driver"} and "sample_ran_in" not in m["verification"]
+    for where in (fresh["indexes"]["ran_in"], fresh["verification"]["sample_ran_in"]):
+        assert where["process"] == "ray task" and where["peak_rss_mib"] > 50 and where["num_cpus"] == 1.0
+    assert fresh["indexes"]["fts_index"] == "built" and min(fresh["verification"]["sample_scores"]) > 0.99
+    assert fresh["indexes"]["rows"] == fresh["counts"]["rows_after"] == c["rows_after"]
     got, want = table_rows(uri), table_rows(str(tmp / "db_fresh" / f"{TABLE}.lance"))
     assert sorted(got) == sorted(want)
     assert {k: h for k, (h, _) in got.items()} == {k: h for k, (h, _) in want.items()}

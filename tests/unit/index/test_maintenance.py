@@ -181,3 +181,19 @@ def test_retrain_when_the_config_changes(tmp_path):
     types = {i.index_type for i in DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).open_table("t").list_indices()}
     assert types == {"FTS", "IvfHnswSq"}
     assert finalize_table(str(tmp_path), "t", _cfg(tmp_path), DEFAULT_STORAGE)["ann_index"]["type"] == "IVF_RQ"  # the config's
+
+
+def test_maintain_table_stays_in_the_driver_below_the_threshold_or_without_ray(tmp_path):
+    """A small table (or any table without Ray) is maintained in this process, and the result says so; the
+    off-driver path (a Ray task) is covered by the embed and reembed job tests."""
+    import ray
+
+    from medembed.index.indexes import maintain_table, off_driver
+
+    assert not ray.is_initialized()
+    t, _ = _rows(0, 300, seed=0)
+    DEFAULT_STORAGE.lancedb_connect(str(tmp_path)).create_table("t", t)
+    info = maintain_table(str(tmp_path), "t", _cfg(tmp_path, index_off_driver_rows=0), DEFAULT_STORAGE)
+    assert info["ran_in"] == {"process": "driver"} and info["rows"] == 300 and info["fts_index"] == "built"
+    assert info["ann_index"]["action"] == "trained"
+    assert not off_driver(_cfg(tmp_path, index_off_driver_rows=0), 10**9)  # no Ray: never off the driver

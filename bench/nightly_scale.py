@@ -3,7 +3,8 @@ deleted, through the real `reembed` job with the benchmark instrument encoder.
 
     MEDEMBED_ALLOW_INSTRUMENT=1 HF_HUB_OFFLINE=1 python bench/nightly_scale.py --chunks 1000000
 
-In ONE process and ONE local Ray instance (Ray start paid once, excluded from every timing):
+In ONE process and ONE local Ray instance (Ray start paid once, excluded from every timing; with ``--per-process``
+the build and each night run as their own ``medembed reembed`` process connected to that instance):
   1. corpora (``bench/corpus_gen.py``, reused when ``corpus.json`` matches): the base corpus of about ``--chunks``
      chunks of ``--max-tokens`` tokens, and its nightly version (``--changed``/``--added``/``--deleted`` of the
      documents, fractions of the base corpus);

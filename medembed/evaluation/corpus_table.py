@@ -23,7 +23,7 @@ from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import whole_document_chunks
 from medembed.evaluation.config import EvalStoreConfig
 from medembed.evaluation.datasets import Corpus
-from medembed.index.indexes import finalize_table, has_vector_index
+from medembed.index.indexes import has_vector_index, maintain_table
 from medembed.index.tables import table_name, table_names, table_uri
 from medembed.index.writer import write_dataset
 from medembed.runtime import artifacts
@@ -95,7 +95,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
             log.info("%s: reusing corpus table %s (%d rows, model %s)", dataset, uri, len(corpus), card.model_id)
             if len(corpus) >= max(store.ann_min_rows, 256) and not has_vector_index(storage.lancedb_connect(store.uri).open_table(name)):
                 # built under a higher store.ann_min_rows: index it now, or `retrieval: ann` would scan every row
-                index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
+                index = maintain_table(store.uri, name, _index_cfg(store, name), storage)
                 log.info("%s: built the vector index of the reused table: %s", dataset, index.get("ann_index"))
             return CorpusTable(store.uri, name, uri, len(corpus), True, marker)
     if name in table_names(storage.lancedb_connect(store.uri)):
@@ -111,7 +111,7 @@ def ensure_corpus_table(dataset: str, corpus: Corpus, card: ModelCard, model_cfg
                            progress=f"{dataset} documents embedded")
     if result.stats.rows != len(corpus):
         raise RuntimeError(f"{dataset}: wrote {result.stats.rows} rows for {len(corpus)} documents into {uri}")
-    index = finalize_table(store.uri, name, _index_cfg(store, name), storage)
+    index = maintain_table(store.uri, name, _index_cfg(store, name), storage)
     summary = {**expect, "dataset": dataset, "version": storage.lance_dataset(uri).version,
                "ann_index": index.get("ann_index"), "embed_s": round(result.elapsed_s, 3)}
     artifacts.mark_complete(uri, KIND, run_id, summary, storage)

@@ -21,7 +21,7 @@ from medembed.config import StoreConfig
 from medembed.embedding.card import ModelCard
 from medembed.embedding.chunking import whole_document_chunks
 from medembed.index import serving
-from medembed.index.indexes import finalize_table
+from medembed.index.indexes import maintain_table
 from medembed.index.tables import check_model, table_name, table_uri
 from medembed.index.writer import commit_fragments, write_dataset
 from medembed.mining import columns as M
@@ -109,7 +109,7 @@ def build_candidate_table(cfg: MineNegativesJobConfig, card: ModelCard, pairs: p
         if corpus is not None:
             rows += write_dataset(corpus, uri, schema, block_mib=cfg.embed.block_mib, **write).stats.rows
     store_cfg = StoreConfig(uri=cc.store_uri, table=name, fts=False, ann_min_rows=cc.ann_min_rows, compact=True)
-    index = finalize_table(cc.store_uri, name, store_cfg, storage) if rows else {"rows": 0, "ann_index": None}
+    index = maintain_table(cc.store_uri, name, store_cfg, storage) if rows else {"rows": 0, "ann_index": None}
     log.info("candidate table %s: %d rows (%d positives, %d corpus chunks)", uri, rows, positives.num_rows,
              rows - positives.num_rows)
     return CandidateTable(cc.store_uri, name, join(uri), rows, positives.num_rows, rows - positives.num_rows, index)

@@ -168,9 +168,10 @@ def run_reembed_process(args: argparse.Namespace, corpus_dir: Path, run: str) ->
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
-    m = json.loads((WORK / "runs" / run / "manifest.json").read_text())
-    if code != 0:
-        raise RuntimeError(f"reembed run {run} exited {code}: {m.get('error')}")
+    mf = WORK / "runs" / run / "manifest.json"
+    m = json.loads(mf.read_text()) if mf.exists() else {}
+    if code != 0:  # a process that died before its manifest still says how it ended
+        raise RuntimeError(f"reembed run {run} exited {code}: {m.get('error', f'no manifest at {mf}')}")
     rss_mib = usage.ru_maxrss / 1024  # KiB on Linux
     print(f"{run}: {wall:.1f} s, own process, peak RSS {rss_mib:.0f} MiB, counts {m['counts']}", flush=True)
     return {"run": run, "wall_s": wall, "rss_mib": rss_mib, "manifest": m}

@@ -99,6 +99,15 @@ def bundled_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_path(bundled_model_path, tmp_path_factory) -> str:
+    """A one-layer, 32-wide model on the bundled tokenizer (tests.support.tiny_model): for fault and resume tests
+    of training, whose subject is the run, not the model."""
+    from tests.support.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(Path(bundled_model_path), tmp_path_factory.mktemp("tiny_model")))
+
+
+@pytest.fixture(scope="session")
 def st_model(bundled_model_path):
     """The bundled model loaded once per session (plain sentence-transformers, for reference results)."""
     from sentence_transformers import SentenceTransformer

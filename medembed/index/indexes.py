@@ -26,14 +26,17 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from medembed import schema as S
 from medembed.config import StoreConfig
 from medembed.index.tables import table_metadata, table_uri
 from medembed.runtime.offload import run_off_driver
 from medembed.runtime.storage import Storage
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -240,19 +243,27 @@ def off_driver(cfg: StoreConfig, rows: int) -> bool:
     return rows >= cfg.index_off_driver_rows and ray.is_initialized()
 
 
+def run_table_step(store: StoreConfig | None, rows: int, fn: Callable[..., T], *args: Any,
+                   **kwargs: Any) -> tuple[T, dict[str, Any]]:
+    """``fn(*args, **kwargs)`` for a table of ``rows`` rows: in the driver below ``store.index_off_driver_rows``
+    (or without ``store``, or without Ray), else in a Ray task of its own (``medembed.runtime.offload``, with
+    ``store.index_num_cpus`` and ``store.index_memory_gb``). Returns (its result, where it ran: the process, and
+    for a task its peak RSS and seconds), which the jobs record in their manifests."""
+    if store is None or not off_driver(store, rows):
+        return fn(*args, **kwargs), {"process": "driver"}
+    out, where = run_off_driver(fn, *args, num_cpus=store.index_num_cpus, memory_gb=store.index_memory_gb, **kwargs)
+    log.info("%s ran in a Ray task of its own (a table of %d rows, %.1f s, peak RSS %.0f MiB)", fn.__name__, rows,
+             where["seconds"], where["peak_rss_mib"])
+    return out, where
+
+
 def maintain_table(db_uri: str, table: str, cfg: StoreConfig, storage: Storage, *,
                    retrain: bool = False) -> dict[str, Any]:
     """:func:`finalize_table`, in the driver for a small table, else in a Ray task of its own
-    (``medembed.runtime.offload``: its memory grows with the table). The result says where it ran (``ran_in``:
-    the process, and the task's peak RSS and seconds)."""
+    (:func:`run_table_step`: its memory grows with the table). The result says where it ran (``ran_in``)."""
     ds = storage.lance_dataset(table_uri(db_uri, table))
-    rows = ds.count_rows() if ds is not None else 0
-    if not off_driver(cfg, rows):
-        return {**finalize_table(db_uri, table, cfg, storage, retrain=retrain), "ran_in": {"process": "driver"}}
-    info, where = run_off_driver(finalize_table, db_uri, table, cfg, storage, retrain=retrain,
-                                 num_cpus=cfg.index_num_cpus, memory_gb=cfg.index_memory_gb)
-    log.info("indexes of %s maintained in a Ray task of their own (%d rows, %.1f s, peak RSS %.0f MiB)", table, rows,
-             where["seconds"], where["peak_rss_mib"])
+    info, where = run_table_step(cfg, ds.count_rows() if ds is not None else 0, finalize_table, db_uri, table, cfg,
+                                 storage, retrain=retrain)
     return {**info, "ran_in": where}
 
 

@@ -31,7 +31,7 @@ from medembed.index import serving
 from medembed.index.changes import chunk_selected_documents, ensure_doc_hash
 from medembed.index.config import EXIT_QUARANTINED, ReembedJobConfig
 from medembed.index.diff import Diff, diff_hashes, hash_documents
-from medembed.index.indexes import maintain_table, off_driver
+from medembed.index.indexes import maintain_table, run_table_step
 from medembed.index.lease import WriterLease
 from medembed.index.sync import Staged, SyncCommit, commit_sync, doc_filter, stage_fragments
 from medembed.index.tables import check_model, table_name, table_uri
@@ -39,7 +39,6 @@ from medembed.ingest import plan_read, read_quarantine_counts
 from medembed.runtime import artifacts
 from medembed.runtime.counters import driver_counters
 from medembed.runtime.manifest import RunManifest
-from medembed.runtime.offload import run_off_driver
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.stages.embed import EmbedStage, check_resources
 
@@ -79,12 +78,9 @@ def verify_table(db_uri: str, table: str, version: int, card: ModelCard, *, expe
         if recheck.counts["new"] or recheck.counts["changed"] or recheck.counts["deleted"]:
             problems.append(f"the table does not hold the corpus: {recheck.counts}")
     if sample and rows:
-        if store is not None and off_driver(store, rows):  # exact scans of every vector: off the driver
-            (scores, found), info["sample_ran_in"] = run_off_driver(
-                sample_search, db_uri, table, version, sample, storage, num_cpus=store.index_num_cpus,
-                memory_gb=store.index_memory_gb)
-        else:
-            scores, found = sample_search(db_uri, table, version, sample, storage)
+        # exact scans of every vector: off the driver for a large table
+        (scores, found), info["sample_ran_in"] = run_table_step(store, rows, sample_search, db_uri, table, version,
+                                                                sample, storage)
         info["sample_scores"] = scores
         problems += found
     if problems:

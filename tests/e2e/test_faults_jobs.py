@@ -7,6 +7,8 @@ machine (loopback only): a head with 0 CPUs (it runs drivers, no tasks) and two 
   failure, exactly once; what was done is not redone (the fake LLM server counts requests per note);
 * the S3 location of the table starts rejecting writes (403 AccessDenied, as after a bucket-policy change):
   the job fails naming the location, the table stays readable at its last commit, the next run finishes.
+
+Training runs a tiny one-layer model (tests.support.tiny_model): these tests are about the run, not the model.
 """
 
 from __future__ import annotations
@@ -35,16 +37,16 @@ SAMPLE_IDS = [n["id"] for n in sample_notes()]
 
 
 # --- training --------------------------------------------------------------------------------------------
-def train_job(jobs: Jobs, tmp_path: Path, run: str) -> str:
+def train_job(jobs: Jobs, tmp_path: Path, run: str, model: str) -> str:
     trip = tmp_path / "triplets" / "mine_negatives-test" / "triplets"
     if not trip.exists():  # 64 triplets, 2 workers x 4: 8 steps per epoch, 16 in all, a checkpoint every 2
         write_triplets_run(tmp_path / "triplets", sample_triplets_table(n_notes=32, per_note=2))
-    sets = tiny_train_overrides(trip, tmp_path, run, epochs=2, max_failures=2, cpus_per_worker=1)
+    sets = tiny_train_overrides(trip, tmp_path, run, model, epochs=2, max_failures=2, cpus_per_worker=1)
     return jobs.submit(job_command("train", "train", sets))
 
 
-def test_train_worker_killed_on_the_cluster_resumes_from_a_checkpoint(cluster, jobs, tmp_path):
-    job = train_job(jobs, tmp_path, "tkill")
+def test_train_worker_killed_on_the_cluster_resumes_from_a_checkpoint(cluster, jobs, tmp_path, tiny_model_path):
+    job = train_job(jobs, tmp_path, "tkill", tiny_model_path)
     run_dir = tmp_path / "models" / "tkill"
     at_kill = jobs.wait_until(job, lambda: checkpoint_steps(run_dir), "a training checkpoint", timeout_s=500)
     pids = cluster.find_pids(b"RayTrainWorker")
@@ -60,8 +62,8 @@ def test_train_worker_killed_on_the_cluster_resumes_from_a_checkpoint(cluster, j
     assert json.loads((run_dir / "model" / "_SUCCESS.json").read_text())["steps"] == 16
 
 
-def test_train_job_killed_then_resubmitted_resumes(cluster, jobs, tmp_path):
-    job = train_job(jobs, tmp_path, "tjob")
+def test_train_job_killed_then_resubmitted_resumes(cluster, jobs, tmp_path, tiny_model_path):
+    job = train_job(jobs, tmp_path, "tjob", tiny_model_path)
     run_dir = tmp_path / "models" / "tjob"
     jobs.wait_until(job, lambda: checkpoint_steps(run_dir), "a training checkpoint", timeout_s=500)
     os.kill(jobs.driver_pid(job), signal.SIGKILL)
@@ -73,7 +75,7 @@ def test_train_job_killed_then_resubmitted_resumes(cluster, jobs, tmp_path):
     at_kill = checkpoint_steps(run_dir)
     assert not (run_dir / "model" / "_SUCCESS.json").exists(), "the kill landed after the run finished"
 
-    again = train_job(jobs, tmp_path, "tjob")
+    again = train_job(jobs, tmp_path, "tjob", tiny_model_path)
     assert jobs.wait(again) == "SUCCEEDED", jobs.logs(again)[-5000:]
     c = read_manifest(tmp_path / "runs", "tjob")["counts"]
     # the run's attempts: the killed job's from step 0, this one from the latest checkpoint

@@ -36,9 +36,11 @@ def write_triplets_run(root: Path, table: pa.Table, run_id: str = "mine_negative
     return out
 
 
-def tiny_train_overrides(triplets: Path, out: Path, run_name: str, **train: object) -> list[str]:
-    """``--set`` overrides of a tiny CPU fine-tuning run of the bundled model (few steps, 32 tokens)."""
-    settings = {"triplets.path": str(triplets), "model.name": "bundled:all-MiniLM-L6-v2",
+def tiny_train_overrides(triplets: Path, out: Path, run_name: str, model: str = "bundled:all-MiniLM-L6-v2",
+                         **train: object) -> list[str]:
+    """``--set`` overrides of a tiny CPU fine-tuning run (few steps, 32 tokens) of the bundled model, or of
+    ``model`` (the fault tests pass ``tiny_model_path``)."""
+    settings = {"triplets.path": str(triplets), "model.name": model,
                 "output.dir": str(out / "models"), "output.run_dir": str(out / "runs"), "output.run_name": run_name,
                 "train.num_workers": 2, "train.batch_size": 4, "train.num_negatives": 1,
                 "train.query_max_length": 32, "train.passage_max_length": 32, "train.learning_rate": 1e-4,

@@ -32,9 +32,9 @@ def node_start_timed_out(log: Path) -> bool:
     return "timed out during startup" in log.read_text(errors="replace")
 
 
-def test_killed_job_resumes_with_the_same_run_name(tmp_path):
+def test_killed_job_resumes_with_the_same_run_name(tmp_path, tiny_model_path):
     trip = write_triplets_run(tmp_path / "triplets", sample_triplets_table(n_notes=32, per_note=2))
-    overrides = tiny_train_overrides(trip, tmp_path, "jkill", epochs=2)
+    overrides = tiny_train_overrides(trip, tmp_path, "jkill", tiny_model_path, epochs=2)  # the run, not the model
     run_dir = tmp_path / "models" / "jkill"
     log = tmp_path / "job.log"
     for _ in range(3):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.e2e_jobs import EXCLUDES, Jobs, job_command, read_manifest, running_cluster
+from tests.support.e2e_jobs import EXCLUDES, Jobs, job_command, read_manifest
 from tests.support.paths import REPO, sample_notes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -31,9 +31,9 @@ def _sample_notes() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(num_workers=1, cpus_per_node=1) as c:
-        yield c
+def cluster(one_worker_cluster):
+    """A head and one worker node, shared with the other module that uses this layout (tests/e2e/conftest.py)."""
+    return one_worker_cluster
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.e2e_jobs import running_cluster
 from tests.support.paths import REPO
 from tests.support.ray_cluster import RayCluster
 
@@ -27,9 +26,9 @@ TABLE = "sample__all_minilm_l6_v2"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with running_cluster(num_workers=1, cpus_per_node=1) as c:
-        yield c
+def cluster(one_worker_cluster):
+    """A head and one worker node, shared with the other module that uses this layout (tests/e2e/conftest.py)."""
+    return one_worker_cluster
 
 
 def cli_env(cluster: RayCluster, **extra: str) -> dict[str, str]:

@@ -56,6 +56,40 @@ def running_cluster(**kwargs: object) -> Iterator[RayCluster]:
         assert c._our_pids() == [], "processes of the test cluster survived its teardown"
 
 
+class SharedCluster:
+    """One test cluster of a given layout shared by the modules that ask for it (run one after another: see
+    ``tests.support.ray_retry.order_modules``), started on first use and stopped (with the survivor check of
+    :func:`running_cluster`) before a module that does not use it and at the end of the session. A fault test
+    that kills a worker node starts a replacement; should it fail before that, the next module's ``acquire``
+    starts the missing workers, so every module gets the full layout."""
+
+    def __init__(self, **kwargs: object):
+        self.kwargs = kwargs
+        self.cluster: RayCluster | None = None
+        self.starts = 0
+
+    def acquire(self) -> RayCluster:
+        c = self.cluster
+        if c is not None and (not c.procs or c.procs[0].poll() is not None):  # head gone: start afresh
+            self.release()
+            c = None
+        if c is None:
+            c = RayCluster(**{"start_timeout_s": 180, **self.kwargs})
+            c.start(attempts=6)
+            self.cluster, self.starts = c, self.starts + 1
+        else:
+            missing = c.num_workers - sum(p.poll() is None for p in c.procs[1:])
+            for _ in range(missing):
+                c.add_worker()
+        return c
+
+    def release(self) -> None:
+        c, self.cluster = self.cluster, None
+        if c is not None:
+            c.stop()
+            assert c._our_pids() == [], "processes of the test cluster survived its teardown"
+
+
 def runtime_env(**env_vars: str) -> dict:
     return {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": {**JOB_ENV, **env_vars}}
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -106,6 +105,7 @@ def build_one(uri: str, variant: str) -> dict:
     from lancedb.index import FTS
 
     from medembed import schema as S
+    from medembed.runtime.memory import peak_rss_mib
 
     params, env = variant_spec(variant)
     db, table = str(Path(uri).parent), Path(uri).name[:-len(".lance")]
@@ -119,7 +119,7 @@ def build_one(uri: str, variant: str) -> dict:
     parts = len({f.name.split("_")[1] for f in files if f.name.startswith("part_")})
     out = {"variant": variant, "params": params, "env": env, "wall_s": round(wall, 2),
            "cpu_s": round((c1.user - c0.user) + (c1.system - c0.system), 2),
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+           "peak_rss_mib": round(peak_rss_mib()),  # VmHWM: its own, not its parent's
            "partitions": parts, "index_mib": round(sum(f.stat().st_size for f in files) / 2**20, 1)}
     tbl.drop_index(name)
     lance.dataset(uri).cleanup_old_versions(older_than=__import__("datetime").timedelta(0), delete_unverified=True)

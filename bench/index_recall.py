@@ -15,7 +15,7 @@ all rows (vectors are unit norm: cosine), mean over queries. ANN runs through th
 ``Retriever.search_vectors(mode="ann")`` at the index's default search settings
 (``medembed.index.config.IndexSettings``), on a table whose index is built by ``finalize_table``.
 Latency: one query at a time, p50/p99 over the queries (warm: one untimed pass first). Build: wall time of
-the index build and the peak RSS of the process that builds it (a fresh subprocess, ``ru_maxrss``).
+the index build and the peak RSS of the process that builds it (a fresh subprocess, its VmHWM).
 
 ``scale``: ``--rows`` vectors made from the real document vectors: row i = normalize(x_j + e), x_j a real
 vector (round-robin), e Gaussian with norm ``--noise`` (0.5: cos(row, x_j) ~ 0.89). Queries: the real query

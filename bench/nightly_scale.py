@@ -152,7 +152,7 @@ PER_PROCESS: dict[str, Any] = {}  # --per-process: {"address": the bench's Ray i
 def run_reembed_process(args: argparse.Namespace, corpus_dir: Path, run: str) -> dict[str, Any]:
     """One run as `medembed reembed` runs from cron: its own driver process, connected to the bench's Ray instance.
 
-    The driver's peak RSS is the kernel's own figure for that process (``ru_maxrss`` from ``wait4``), so it holds
+    The driver's peak RSS is the process's own (VmHWM, which the job writes to its manifest), so it holds
     only what one night holds: no build, no earlier night, no baseline, no bench state. With ``--memray DIR`` the
     driver runs under memray and its capture is written to ``DIR/<run>.bin`` (``memray flamegraph``/``stats``)."""
     cli = [sys.executable, "-m", "medembed.app.cli", "reembed"]
@@ -165,14 +165,16 @@ def run_reembed_process(args: argparse.Namespace, corpus_dir: Path, run: str) ->
     with cpu_lock():
         t0 = time.perf_counter()
         proc = subprocess.Popen(cli, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     mf = WORK / "runs" / run / "manifest.json"
     m = json.loads(mf.read_text()) if mf.exists() else {}
     if code != 0:  # a process that died before its manifest still says how it ended
         raise RuntimeError(f"reembed run {run} exited {code}: {m.get('error', f'no manifest at {mf}')}")
-    rss_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    # the driver's own peak (VmHWM, in its manifest): not wait4's ru_maxrss, which carries this bench process's
+    # high-water mark into the child it started (medembed.runtime.memory.peak_rss_mib)
+    rss_mib = m["driver_peak_rss_mib"]
     print(f"{run}: {wall:.1f} s, own process, peak RSS {rss_mib:.0f} MiB, counts {m['counts']}", flush=True)
     return {"run": run, "wall_s": wall, "rss_mib": rss_mib, "manifest": m}
 
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep bench/_work/nightly (corpora are reused anyway)")
     p.add_argument("--per-process", action="store_true",
                    help="run the build and every night as its own `medembed reembed` process (as cron runs it), "
-                   "connected to the bench's Ray instance; driver peak RSS is then that process's own (ru_maxrss)")
+                   "connected to the bench's Ray instance; driver peak RSS is then that process's own (VmHWM, from its "
+                        "manifest)")
     p.add_argument("--memray", metavar="DIR", help="with --per-process: run each driver under memray (pip install "
                    "memray), captures in DIR/<run>.bin; its times are then not comparable")
     p.add_argument("--no-append", action="store_true")
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- encoder: `instrument:hash-{args.dim}` (no model; chunking with the bundled MiniLM tokenizer); job "
         f"defaults otherwise ({', '.join(args.set) or 'no --set'}); one local Ray instance, started once; "
         + ("the build and each night in its own `medembed reembed` process connected to it (driver peak RSS = that "
-           "process's ru_maxrss)" if PER_PROCESS else "every run in the bench's process (driver peak RSS = this "
+           "process's own VmHWM)" if PER_PROCESS else "every run in the bench's process (driver peak RSS = this "
            "process's, sampled)") + (f"; drivers under memray ({args.memray})" if args.memray else ""),
         f"- baseline (a), read + normalize + hash every document (the floor for an unchanged night): "
         f"**{hash_s:.1f} s** (base), {hash_s2:.1f} s (nightly version); driver peak RSS {hash_rss:.0f} MiB",

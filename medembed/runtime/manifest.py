@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from medembed.runtime.artifacts import new_run_id
+from medembed.runtime.memory import peak_rss_mib
 from medembed.runtime.storage import DEFAULT_STORAGE, Storage, join
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class RunManifest:
             self.data["error"] = error
         self.data["finished_at"] = datetime.now(timezone.utc).isoformat()
         self.data["durations_s"]["total"] = round(time.perf_counter() - self._t0, 3)
+        self.data["driver_peak_rss_mib"] = round(peak_rss_mib(), 1)  # this process's, so far (runtime.memory)
         path = self.write()
         hooks, self._on_finish = self._on_finish, []
         for hook in hooks:

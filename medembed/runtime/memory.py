@@ -71,3 +71,24 @@ def cpu_actor_options(num_gpus: float, keep: bool) -> dict:
 def kept_from_start() -> bool:
     """Whether this process started with :data:`KEEP_MEMORY_ENV` (every thread on the one arena)."""
     return all(os.environ.get(k) == v for k, v in KEEP_MEMORY_ENV.items())
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory, in MiB.
+
+    On Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's memory since it started
+    its program. Not ``ru_maxrss``: the kernel carries a parent's high-water mark into a child it forks (or
+    vforks, as Python's ``subprocess`` does) across ``exec``, so a job started by a large process (a benchmark
+    that holds a table, a Ray raylet) would report its parent's peak. Elsewhere: ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -13,22 +13,19 @@ held goes back to the system. The task reports its own peak RSS, which the job r
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ray
 
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+from medembed.runtime.memory import peak_rss_mib
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, float, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
-    return out, _peak_rss_mib(), time.perf_counter() - t0
+    return out, peak_rss_mib(), time.perf_counter() - t0
 
 
 def run_off_driver(fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, memory_gb: float | None = None,

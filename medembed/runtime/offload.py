@@ -7,8 +7,9 @@ index it extends, and an exact sample search buffers a scan of every vector (mea
 1M rows: the driver went from 272 MiB to ~600 MiB in the full-text update and ~1 GiB in the sample
 searches). Past ``store.index_off_driver_rows`` a job runs them with :func:`run_off_driver`: one Ray task
 (``store.index_num_cpus``, and ``store.index_memory_gb`` as Ray's memory resource when set, so a cluster
-places it on a node that has the memory) in a worker that exits afterwards (``max_calls=1``), so what it
-held goes back to the system. The task reports its own peak RSS, which the job records in its manifest.
+places it on a node that has the memory) in a fresh worker process (a runtime_env of its own, so no idle
+worker of earlier tasks is reused) that exits afterwards (``max_calls=1``), so what it held goes back to the
+system. The task reports its own peak RSS, which the job records in its manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import ray
 
 from medembed.runtime.memory import peak_rss_mib
+
+OFF_DRIVER_ENV = "MEDEMBED_OFF_DRIVER_TASK"  # set in the worker of an off-driver task (and nowhere else)
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, float, float]:
@@ -36,7 +39,10 @@ def run_off_driver(fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, me
     worker's own peak RSS and the call's time in it (the task's start is not counted). ``fn``'s exception is
     raised here (Ray's task error is also an instance of the original exception's class).
     """
-    opts: dict[str, Any] = {"num_cpus": num_cpus, "name": getattr(fn, "__name__", "off_driver")}
+    # a runtime_env of its own (merged with the job's) gives the task a worker pool of its own: a fresh process,
+    # not an idle worker that holds what earlier tasks left (its peak would be theirs), and gone after the call
+    opts: dict[str, Any] = {"num_cpus": num_cpus, "name": getattr(fn, "__name__", "off_driver"),
+                            "runtime_env": {"env_vars": {OFF_DRIVER_ENV: "1"}}}
     if memory_gb:
         opts["memory"] = int(memory_gb * 2**30)
     task = ray.remote(max_calls=1)(_call).options(**opts)

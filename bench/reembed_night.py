@@ -21,19 +21,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / "_work" / "nightly"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from nightly_scale import WORK, overrides  # noqa: E402 - bench/ is on sys.path (run as python bench/<name>.py)
 
 
-def night(corpus: Path, run: str, runs: Path) -> dict:
-    sets = [f"input.uri={corpus}/part-*", f"store.uri={WORK / 'db'}", "store.corpus_name=nightly",
-            f"output.run_dir={runs}", f"output.run_name={run}", "model.name=instrument:hash-384",
-            "chunking.max_tokens=128", "chunking.overlap_tokens=32", "sync.lease_ttl_s=120"]
+def night(args: argparse.Namespace, corpus: Path, run: str) -> dict:
+    """One ``medembed reembed`` with nightly_scale's own overrides (its table, runs folder and encoder)."""
+    sets = overrides(args, corpus, run)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(MEDEMBED_ALLOW_INSTRUMENT="1", HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "medembed.app.cli", "reembed", *[x for s in sets for x in ("--set", s)]],
                        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    m = json.loads((runs / run / "manifest.json").read_text())
+    m = json.loads((WORK / "runs" / run / "manifest.json").read_text())
     c = m["counts"]
     return {"run": run, "corpus": corpus.name, "rc": p.returncode, "wall_s": round(time.perf_counter() - t0, 1),
             "error": m.get("error"), "driver_peak_rss_mib": m.get("driver_peak_rss_mib"),
@@ -47,7 +48,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, required=True, help="the nightly_scale corpus size (its corpus folder)")
     ap.add_argument("--corpora", nargs="+", choices=("base", "night"), default=["base", "night", "base"])
-    ap.add_argument("--runs", type=Path, default=WORK / "runs-nights", help="where the runs' manifests go")
+    ap.add_argument("--max-tokens", type=int, default=128, help="as the kept table was built (nightly_scale's)")
+    ap.add_argument("--overlap", type=int, default=32, help="as the kept table was built")
+    ap.add_argument("--dim", type=int, default=384, help="as the kept table was built")
+    ap.add_argument("--set", action="append", default=[], help="extra job config overrides")
     args = ap.parse_args()
     corpus_dir = WORK / f"corpus-{args.chunks}"
     if not (WORK / "db").is_dir() or not corpus_dir.is_dir():
@@ -55,7 +59,7 @@ def main() -> int:
                  f"(run bench/nightly_scale.py --chunks {args.chunks} --keep first)")
     stamp = time.strftime("%H%M%S")
     for i, name in enumerate(args.corpora):
-        print(json.dumps(night(corpus_dir / name, f"{name}-{stamp}-{i}", args.runs)), flush=True)
+        print(json.dumps(night(args, corpus_dir / name, f"{name}-{stamp}-{i}")), flush=True)
     return 0
 
 

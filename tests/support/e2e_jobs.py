@@ -43,17 +43,27 @@ def sample_chunk_ids(model_path: str) -> set[str]:
     return set(ids)
 
 
-@contextmanager
-def running_cluster(**kwargs: object) -> Iterator[RayCluster]:
+def _started(**kwargs: object) -> RayCluster:
     """A started :class:`RayCluster` (``start`` retried: ``ray start`` has a fixed 30 s registration deadline a
-    loaded machine can miss), stopped at the end, with a check that none of its processes survived."""
+    loaded machine can miss)."""
     c = RayCluster(**{"start_timeout_s": 180, **kwargs})
     c.start(attempts=6)
+    return c
+
+
+def _stopped(c: RayCluster) -> None:
+    c.stop()
+    assert c._our_pids() == [], "processes of the test cluster survived its teardown"
+
+
+@contextmanager
+def running_cluster(**kwargs: object) -> Iterator[RayCluster]:
+    """A started cluster (:func:`_started`), stopped at the end, with a check that none of its processes survived."""
+    c = _started(**kwargs)
     try:
         yield c
     finally:
-        c.stop()
-        assert c._our_pids() == [], "processes of the test cluster survived its teardown"
+        _stopped(c)
 
 
 class SharedCluster:
@@ -66,7 +76,6 @@ class SharedCluster:
     def __init__(self, **kwargs: object):
         self.kwargs = kwargs
         self.cluster: RayCluster | None = None
-        self.starts = 0
 
     def acquire(self) -> RayCluster:
         c = self.cluster
@@ -74,20 +83,16 @@ class SharedCluster:
             self.release()
             c = None
         if c is None:
-            c = RayCluster(**{"start_timeout_s": 180, **self.kwargs})
-            c.start(attempts=6)
-            self.cluster, self.starts = c, self.starts + 1
+            c = self.cluster = _started(**self.kwargs)
         else:
-            missing = c.num_workers - sum(p.poll() is None for p in c.procs[1:])
-            for _ in range(missing):
+            for _ in range(c.num_workers - sum(p.poll() is None for p in c.procs[1:])):
                 c.add_worker()
         return c
 
     def release(self) -> None:
         c, self.cluster = self.cluster, None
         if c is not None:
-            c.stop()
-            assert c._our_pids() == [], "processes of the test cluster survived its teardown"
+            _stopped(c)
 
 
 def runtime_env(**env_vars: str) -> dict:

@@ -400,6 +400,7 @@ def summarize_job(n_target: int, job: dict, idx: dict, fig: dict, cpus: int, gen
             "tokens_per_s_per_core": round(tokens / pipe / cpus) if pipe else None,
             "tokens_per_cpu_s": round(tokens / job["tree_cpu_s"]) if job["tree_cpu_s"] else None,
             "tree_cpu_s": job["tree_cpu_s"], "driver_peak_rss_mib": round(job["driver_peak_rss"] / MiB),
+            "driver_vmhwm_mib": m.get("driver_peak_rss_mib"),
             "tree_peak_rss_mib": round(job["tree_peak_rss"] / MiB),
             "object_store_peak_mib": None if job["object_store_peak"] is None else round(job["object_store_peak"] / MiB),
             "fragments_committed": c.get("fragments"), "commits": c.get("commits"), **{f"table_{k}": v for k, v in fig.items()}}
@@ -528,7 +529,7 @@ def report(res: dict, argv: list[str]) -> list[str]:
                      "tokens/s per core")
     if res["jobs"]:
         lines += ["", "| chunks | docs | pipeline s | tokens/s | tokens/s/core | tokens/CPU-s | compact s | FTS s | ANN s "
-                  "| s/M chunks: pipeline, compact, FTS, ANN | driver peak RSS | tree peak RSS | object store peak "
+                  "| s/M chunks: pipeline, compact, FTS, ANN | driver peak RSS (sampled; VmHWM) | tree peak RSS | object store peak "
                   "| fragments, commits | table on disk (fragments, versions) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for j in res["jobs"]:
@@ -536,7 +537,7 @@ def report(res: dict, argv: list[str]) -> list[str]:
             lines.append(
                 f"| {j['chunks']:,} | {j['docs']:,} | {j['pipeline_s']} | {j['tokens_per_s']:,} | {j['tokens_per_s_per_core']:,} "
                 f"| {j['tokens_per_cpu_s']:,} | {j['compact_s']} | {j['fts_s']} | {j['ann_s']} "
-                f"| {p['pipeline']}, {p['compact']}, {p['fts']}, {p['ann']} | {j['driver_peak_rss_mib']} MiB "
+                f"| {p['pipeline']}, {p['compact']}, {p['fts']}, {p['ann']} | {j['driver_peak_rss_mib']}; {j.get('driver_vmhwm_mib')} MiB "
                 f"| {j['tree_peak_rss_mib']} MiB | {j['object_store_peak_mib']} MiB | {j['fragments_committed']}, {j['commits']} "
                 f"| {j['table_bytes_on_disk'] / MiB:,.0f} MiB ({j['table_fragments']}, {j['table_versions']}) |")
     for t in res.get("table_side", []):

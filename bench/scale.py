@@ -171,7 +171,7 @@ def stage_costs(sample: Path, extra: list[str], max_tokens: int, overlap: int) -
 # --- 3. the job, sampled ------------------------------------------------------------------------
 
 class Sampler(threading.Thread):
-    """Every 0.5 s: driver RSS, process-tree RSS and CPU seconds, Ray object store bytes."""
+    """Every 0.5 s: driver RSS, process-tree RSS and CPU seconds; every 15 s: Ray object store bytes."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -187,12 +187,14 @@ class Sampler(threading.Thread):
         self._last_store = 0.0
 
     def _object_store(self) -> None:
-        if self.gcs is None or time.time() - self._last_store < 5.0:
+        # `ray memory` is a Python process (~1.8 CPU s on this machine): every 15 s, not to weigh on what is measured
+        if self.gcs is None or time.time() - self._last_store < 15.0:
             return
         self._last_store = time.time()
         try:
             out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "memory", "--stats-only",
-                                  "--address", self.gcs], capture_output=True, text=True, timeout=60).stdout
+                                  "--address", self.gcs], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "RAY_AUTH_MODE": "token"}).stdout  # the job's instance: token auth
             m = re.search(r"Plasma memory usage (\d+) MiB", out)
             if m:
                 self.store = max(self.store, int(m.group(1)) * MiB)

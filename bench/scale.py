@@ -503,8 +503,8 @@ def mib(b: int | None) -> str:
 def report(res: dict, argv: list[str]) -> list[str]:
     from results_file import header_lines
 
-    lines = [*header_lines(f"scale ({res['started'][:10]})", "MEDEMBED_ALLOW_INSTRUMENT=1 HF_HUB_OFFLINE=1 flock "
-                           "/work/.cpu.lock python bench/scale.py " + " ".join(argv)),
+    lines = [*header_lines(f"scale ({res['started'][:10]})", "MEDEMBED_ALLOW_INSTRUMENT=1 HF_HUB_OFFLINE=1 python "
+                           "bench/scale.py " + " ".join(argv)),
              f"- run: {res['started']} to {res['finished']} on {res['machine']} (shared with other sessions)",
              "- encoder: the benchmark instrument (`instrument:hash`, 384-dim hash vectors; MiniLM tokenizer); "
              f"{res['args']['max_tokens']}-token chunks, overlap {res['args']['overlap']}; corpus: bench/corpus_gen.py "

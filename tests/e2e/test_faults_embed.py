@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from medembed import schema as S
-from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
+from tests.support.e2e_jobs import EMBED_RESUME, EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -32,8 +32,9 @@ def expected_ids(bundled_model_path) -> set[str]:
     return sample_chunk_ids(bundled_model_path)
 
 
-def submit(jobs: Jobs, work: Path, run: str) -> str:
-    sets = [f"store.uri={work / 'db'}", f"output.run_dir={work / 'runs'}", f"output.run_name={run}", *EMBED_STREAMING]
+def submit(jobs: Jobs, work: Path, run: str, resume: bool = False) -> str:
+    sets = [f"store.uri={work / 'db'}", f"output.run_dir={work / 'runs'}", f"output.run_name={run}",
+            *(EMBED_RESUME if resume else EMBED_STREAMING)]
     return jobs.submit(job_command("embed", "embed", sets))
 
 
@@ -87,7 +88,7 @@ def test_driver_killed_then_resubmitted_resumes(jobs, expected_ids, tmp_path):
     partial = rows(tmp_path)
     assert 0 < partial < len(expected_ids), partial
 
-    again = submit(jobs, tmp_path, "driver-kill-resume")
+    again = submit(jobs, tmp_path, "driver-kill-resume", resume=True)
     assert jobs.wait(again) == "SUCCEEDED", jobs.logs(again)[-5000:]
     ids = table_ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == expected_ids

@@ -24,7 +24,7 @@ import pytest
 
 from medembed import schema as S
 from medembed.synth import columns as C
-from tests.support.e2e_jobs import EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
+from tests.support.e2e_jobs import EMBED_RESUME, EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import sample_notes
 from tests.support.s3_server import S3Process, s3_environment
@@ -157,8 +157,9 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
         except (ValueError, OSError):
             return None
 
-    def submit(run: str) -> str:
-        sets = [f"store.uri={db}", f"output.run_dir={tmp_path / 'runs'}", f"output.run_name={run}", *EMBED_STREAMING]
+    def submit(run: str, resume: bool = False) -> str:
+        sets = [f"store.uri={db}", f"output.run_dir={tmp_path / 'runs'}", f"output.run_name={run}",
+                *(EMBED_RESUME if resume else EMBED_STREAMING)]
         return jobs.submit(job_command("embed", "embed", sets), **s3.env)
 
     every = sample_chunk_ids(bundled_model_path)
@@ -187,7 +188,7 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
     assert 0 < len(partial) == len(set(partial)), len(partial)
 
     s3.allow_writes()
-    again = submit("s3-resumed")
+    again = submit("s3-resumed", resume=True)
     assert jobs.wait(again) == "SUCCEEDED", jobs.logs(again)[-5000:]
     ids = table().to_table(columns=[S.CHUNK_ID]).column(0).to_pylist()
     assert len(ids) == len(set(ids)) and set(ids) == every > set(partial)

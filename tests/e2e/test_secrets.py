@@ -116,8 +116,11 @@ def job_sets(work: Path, server: FakeOpenAIServer, s3: S3Process) -> dict[str, l
                   "model.name=bundled:all-MiniLM-L6-v2", "train.num_workers=1", "train.num_negatives=2",
                   "train.batch_size=4", "train.max_steps=2", "train.interpolate=null", f"output.dir={work / 'models'}"],
         "reembed": ["input.limit=10", f"store.uri={work / 'reembed_db'}", *CHUNKING],
+        # the longest of the runs (five stages): the integration test's small slice (tests/integration/jobs/test_pipeline.py)
         "pipeline": [track["pipeline"], "input.limit=10", f"output.dir={work / 'pipeline'}", "train.train.max_steps=2",
-                     "train.train.num_workers=1", "train.train.cpus_per_worker=1", f"embed.store.uri={work / 'pipeline_db'}"],
+                     "train.train.num_workers=1", "train.train.cpus_per_worker=1", "train.train.batch_size=4",
+                     "train.train.passage_max_length=64", "generate_pairs.synth.queries_per_note=3",
+                     "mine_negatives.mining.max_rank=20", f"embed.store.uri={work / 'pipeline_db'}"],
     }
 
 

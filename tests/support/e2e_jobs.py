@@ -25,6 +25,11 @@ MAX_TOKENS, OVERLAP = 32, 8
 EMBED_STREAMING = ["embed.one_actor_max_mib=0", "input.rows_per_block=8", "chunking.batch_size=8", "embed.batch_size=16",
                    "store.commit_every=1", "embed.block_mib=0.01", "embed.stall_timeout_s=150", f"chunking.max_tokens={MAX_TOKENS}",
                    f"chunking.overlap_tokens={OVERLAP}", "store.compact=false"]
+# the run after a fault: the same chunking and path, but blocks and commits of the usual size (what it resumes is
+# in the table, not in how it commits; one commit instead of one per 8 rows)
+EMBED_RESUME = [s for s in EMBED_STREAMING
+                if s.split("=", 1)[0] not in ("input.rows_per_block", "chunking.batch_size", "store.commit_every",
+                                              "embed.block_mib")]
 
 
 def sample_chunk_ids(model_path: str) -> set[str]:

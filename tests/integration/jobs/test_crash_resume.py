@@ -20,12 +20,16 @@ STREAMING = ["--set", "embed.one_actor_max_mib=0", "--set", "input.rows_per_bloc
              "--set", "embed.batch_size=8", "--set", "store.commit_every=1", "--set", "embed.block_mib=0.01"]
 
 
-def start(cwd, run_name):
+# the run after the kill: the same path, blocks and commits of the usual size (what it resumes is in the table)
+RESUME = ["--set", "embed.one_actor_max_mib=0"]
+
+
+def start(cwd, run_name, sets=STREAMING):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["HF_HUB_OFFLINE"] = "1"
     return subprocess.Popen(
         [sys.executable, str(REPO / "jobs" / "embed.py"), "--config", "embed",
-         "--set", f"output.run_name={run_name}", *STREAMING],
+         "--set", f"output.run_name={run_name}", *sets],
         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -51,7 +55,7 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
     partial = rows(uri)
     assert 0 < partial < 200, f"kill landed outside the run (rows={partial}); the test needs a partial table"
 
-    job = start(tmp_path, "resumed")
+    job = start(tmp_path, "resumed", RESUME)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 0, err[-3000:]
     import lance

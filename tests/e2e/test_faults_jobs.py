@@ -24,7 +24,16 @@ import pytest
 
 from medembed import schema as S
 from medembed.synth import columns as C
-from tests.support.e2e_jobs import EMBED_RESUME, EMBED_STREAMING, SAMPLE_TABLE, Jobs, job_command, read_manifest, sample_chunk_ids
+from tests.support.e2e_jobs import (
+    EMBED_RESUME,
+    EMBED_STREAMING,
+    SAMPLE_TABLE,
+    Jobs,
+    job_command,
+    read_manifest,
+    sample_chunk_ids,
+    whole_documents_chunks,
+)
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.paths import sample_notes
 from tests.support.s3_server import S3Process, s3_environment
@@ -164,19 +173,12 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
 
     every = sample_chunk_ids(bundled_model_path)
 
-    def whole_documents_chunks(ids: list[str]) -> int:
-        """Chunks of the documents every chunk of which is in ``ids``: the resumed run skips those documents only
-        (a commit may end inside a document; that document is embedded again, replacing its committed chunks)."""
-        doc = lambda i: i.rsplit("#", 1)[0]
-        per_doc, held = Counter(map(doc, every)), Counter(map(doc, set(ids)))
-        return sum(n for d, n in held.items() if n == per_doc[d])
-
     def committed_ids() -> list[str]:
         t = table()
         return t.to_table(columns=[S.CHUNK_ID]).column(0).to_pylist() if t is not None else []
 
     job = submit("s3-denied")
-    jobs.wait_until(job, lambda: whole_documents_chunks(committed_ids()) > 0, "a whole document committed to S3")
+    jobs.wait_until(job, lambda: whole_documents_chunks(committed_ids(), every) > 0, "a whole document committed to S3")
     s3.deny_writes()
     assert jobs.wait(job) == "FAILED"
     logs = jobs.logs(job)
@@ -194,5 +196,5 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
     assert len(ids) == len(set(ids)) and set(ids) == every > set(partial)
     c = read_manifest(tmp_path / "runs", "s3-resumed")["counts"]
     assert c["rows_before"] == len(partial) and c["rows_after"] == len(ids) == c["chunks_total"], c
-    skipped = whole_documents_chunks(partial)
+    skipped = whole_documents_chunks(partial, every)
     assert c["chunks_unchanged_skipped"] == skipped > 0 and c["chunks_written"] == len(ids) - skipped, (c, len(partial))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,14 @@ EMBED_STREAMING = ["embed.one_actor_max_mib=0", "input.rows_per_block=8", "chunk
 EMBED_RESUME = [s for s in EMBED_STREAMING
                 if s.split("=", 1)[0] not in ("input.rows_per_block", "chunking.batch_size", "store.commit_every",
                                               "embed.block_mib")]
+
+
+def whole_documents_chunks(ids: list[str] | set[str], every: set[str]) -> int:
+    """Chunks of the documents every chunk of which is in ``ids``: what a resumed run skips (a commit may end
+    inside a document; that document is embedded again, replacing its committed chunks). ``every``: all chunk ids."""
+    doc = lambda i: i.rsplit("#", 1)[0]
+    per_doc, held = Counter(map(doc, every)), Counter(map(doc, set(ids)))
+    return sum(n for d, n in held.items() if n == per_doc[d])
 
 
 def sample_chunk_ids(model_path: str) -> set[str]:

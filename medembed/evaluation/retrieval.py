@@ -13,7 +13,7 @@ import numpy as np
 
 from medembed import schema as S
 from medembed.evaluation.metrics import DEFAULT_K, Qrels, RetrievalScores, evaluate
-from medembed.index.search import QueryEncoder, Retriever
+from medembed.index.search import SCORE, QueryEncoder, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,20 @@ def retrieve(retriever: Retriever, query_ids: Sequence[str], query_vectors: np.n
     if mode == "ann" and not retriever.has_ann_index:
         log.warning("retrieval ann: table %s has no vector index (fewer rows than store.ann_min_rows), so its "
                     "search is an exact scan", retriever.name)
-    idxs, vals = retriever.search_vectors(query_vectors, k, mode)
+    if retriever.vector_mode(mode) == "ann":  # the hits carry their doc ids: no table-wide arrays in memory
+        hits = retriever.ann_hits(query_vectors, k, [S.DOC_ID])
+        return {qid: _doc_scores(h[S.DOC_ID].to_pylist(), h[SCORE].to_numpy()) for qid, h in zip(query_ids, hits)}
+    idxs, vals = retriever.search_vectors(query_vectors, k, "exact")
     doc_ids = retriever.rows()[S.DOC_ID]
-    return {qid: {str(doc_ids[i]): float(s) for i, s in zip(ix, vs)} for qid, ix, vs in zip(query_ids, idxs, vals)}
+    return {qid: _doc_scores(doc_ids[ix], vs) for qid, ix, vs in zip(query_ids, idxs, vals)}
+
+
+def _doc_scores(doc_ids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """One run row from hits best first: a document scores its best chunk."""
+    row: dict[str, float] = {}
+    for d, s in zip(doc_ids, scores):
+        row.setdefault(str(d), float(s))
+    return row
 
 
 def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 100

@@ -32,6 +32,7 @@ from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 log = logging.getLogger(__name__)
 
 MODES = ("vector", "exact", "ann", "fts", "hybrid")
+SCORE = "score"  # the cosine score column of :meth:`Retriever.ann_hits`
 
 
 class QueryEncoder(Protocol):
@@ -156,26 +157,40 @@ class Retriever:
             raise ValueError("vector search of texts needs a query encoder (the table's model)")
         return self.encoder.encode_queries(list(queries))
 
+    def vector_mode(self, mode: str = "vector") -> str:
+        """``exact`` or ``ann``: ``vector`` picks ANN when the table has a vector index, exact search otherwise."""
+        if mode == "vector":
+            return "ann" if self.has_ann_index else "exact"
+        if mode not in ("exact", "ann"):
+            raise ValueError(f"vector search takes mode vector, exact or ann, not {mode!r}")
+        return mode
+
     def search_vectors(self, query_vectors: np.ndarray, k: int,
                        mode: str = "vector") -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Top-k per query vector as (row positions into ``rows()``, cosine scores), best first.
 
-        ``vector`` picks ANN when the table has a vector index, exact search otherwise.
+        Positions need ``rows()`` in memory, in either mode; readers of an ANN index at scale take the hits'
+        own columns from :meth:`ann_hits` instead.
         """
-        if mode == "vector":
-            mode = "ann" if self.has_ann_index else "exact"
-        if mode == "exact":
+        if self.vector_mode(mode) == "exact":
             idx, val = top_k_exact(np.asarray(query_vectors, dtype=np.float32), self.vectors(), k)
             return list(idx), list(val)
-        if mode != "ann":
-            raise ValueError(f"search_vectors takes mode vector, exact or ann, not {mode!r}")
         self.rows()
-        idxs, vals = [], []
+        hits = self.ann_hits(query_vectors, k, [S.CHUNK_ID])
+        return ([np.asarray([self._row_of[c] for c in h[S.CHUNK_ID].to_pylist()], dtype=np.int64) for h in hits],
+                [h[SCORE].to_numpy() for h in hits])
+
+    def ann_hits(self, query_vectors: np.ndarray, k: int, columns: Sequence[str]) -> list[Any]:
+        """LanceDB vector search (:meth:`_ann`) per query vector: an Arrow table of the top-k rows' ``columns`` and
+        their cosine ``score`` (float32), best first. Only the hits are read: no table-wide arrays in memory."""
+        import pyarrow as pa
+
+        out = []
         for q in query_vectors:
-            hits = self._ann(q, k, [S.CHUNK_ID])
-            idxs.append(np.asarray([self._row_of[c] for c in hits[S.CHUNK_ID].to_pylist()], dtype=np.int64))
-            vals.append((1.0 - hits["_distance"].to_numpy()).astype(np.float32))
-        return idxs, vals
+            t = self._ann(q, k, list(columns))
+            score = (np.float32(1.0) - t["_distance"].to_numpy().astype(np.float32)).astype(np.float32)
+            out.append(t.select(list(columns)).append_column(SCORE, pa.array(score, pa.float32())))
+        return out
 
     def _ann(self, query_vector: np.ndarray, k: int, columns: list[str]) -> Any:
         """LanceDB's vector search (the index at this retriever's settings; a flat scan without one): the top-k
@@ -195,12 +210,11 @@ class Retriever:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r} ({', '.join(MODES)})")
         if mode == "vector":
-            mode = "ann" if self.has_ann_index else "exact"
+            mode = self.vector_mode(mode)
         if mode == "ann":  # the hits' columns come with the search: no table-wide row arrays in memory
             cols = [S.CHUNK_ID, S.DOC_ID, S.TITLE, S.TEXT]
-            return [[Hit(r[S.CHUNK_ID], r[S.DOC_ID], float(np.float32(1.0) - np.float32(r["_distance"])),
-                         r[S.TITLE] or "", r[S.TEXT] or "") for r in self._ann(q, k, cols).to_pylist()]
-                    for q in self.encode(texts)]
+            return [[Hit(r[S.CHUNK_ID], r[S.DOC_ID], float(r[SCORE]), r[S.TITLE] or "", r[S.TEXT] or "")
+                     for r in h.to_pylist()] for h in self.ann_hits(self.encode(texts), k, cols)]
         if mode == "exact":
             idxs, vals = self.search_vectors(self.encode(texts), k, mode)
             rows = self.rows()

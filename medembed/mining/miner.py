@@ -11,6 +11,7 @@ fused per query (``z(cos) + w * z(bm25)``), and negatives are picked and scored 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from medembed import schema as S
 from medembed.embedding.encoders import Encoder, encoder_from_kwargs
-from medembed.index.search import Retriever
+from medembed.index.search import SCORE, Retriever
 from medembed.mining import columns as M
 from medembed.mining.config import DEFAULT_LEXICAL_WEIGHT
 from medembed.mining.lexical import BM25, hybrid_scores
@@ -27,6 +28,16 @@ from medembed.runtime.storage import DEFAULT_STORAGE, Storage
 from medembed.synth import columns as P
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidates:
+    """One query's retrieved candidates, best first: chunk ids, note (doc) ids, texts (object arrays), scores."""
+
+    ids: np.ndarray
+    notes: np.ndarray
+    texts: np.ndarray
+    scores: np.ndarray
 
 
 class NegativeMiner:
@@ -43,17 +54,19 @@ class NegativeMiner:
         enc = encoder_from_kwargs(**encoder) if isinstance(encoder, dict) else encoder  # kwargs, or a loaded one
         self.retriever = Retriever.open(db_uri, table, enc, storage, nprobes=nprobes,
                                         refine_factor=refine_factor)
-        self.mode = {"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval]
-        rows = self.retriever.rows()
-        self.ids, self.notes, self.texts = rows[S.CHUNK_ID], rows[S.DOC_ID], rows[S.TEXT]
         if teacher not in ("dense", "hybrid"):
             raise ValueError(f"mining teacher must be dense or hybrid, not {teacher!r}")
-        self.lexical = BM25(list(self.texts)) if teacher == "hybrid" else None
+        self.mode = self.retriever.vector_mode({"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval])
+        self.lexical: BM25 | None = None
         self.lexical_weight = lexical_weight
-        if self.lexical is not None or self.mode == "exact" or (
-                self.mode == "vector" and not self.retriever.has_ann_index):
-            self.retriever.vectors()  # load once, here, rather than on the first batch
-        log.info("miner: %d candidates, %s retrieval, %s teacher, top_k=%d", len(self.ids),
+        if teacher == "hybrid" or self.mode == "exact":  # every candidate scored here: rows and vectors, once
+            rows = self.retriever.rows()
+            self.ids, self.notes, self.texts = rows[S.CHUNK_ID], rows[S.DOC_ID], rows[S.TEXT]
+            self.lexical = BM25(list(self.texts)) if teacher == "hybrid" else None
+            self.retriever.vectors()
+        # ann: the index search returns each hit's id, note and text; nothing table-wide is held
+        log.info("miner: %s candidates, %s retrieval, %s teacher, top_k=%d",
+                 f"{len(self.ids):,}" if self.mode == "exact" or self.lexical is not None else "indexed",
                  "exact" if self.lexical is not None else self.mode, teacher, top_k)
 
     def __call__(self, batch: pa.Table, query_vectors: np.ndarray | None = None) -> pa.Table:
@@ -68,16 +81,28 @@ class NegativeMiner:
         qvecs = self.retriever.encode(queries) if query_vectors is None else query_vectors
         if self.lexical is not None:
             pos_scores, cand_idx, cand_scores = self._hybrid(queries, qvecs, pos_ids)
+            cands = [self._held(ci, cs) for ci, cs in zip(cand_idx, cand_scores)]
         else:
             pos_scores = np.einsum("ij,ij->i", qvecs, self.retriever.vectors_of(pos_ids))
-            cand_idx, cand_scores = self.retriever.search_vectors(qvecs, self.top_k, self.mode)
+            cands = self._dense(qvecs)
         rows = []
         for i, (pair_id, query, passage, note) in enumerate(zip(batch[P.PAIR_ID].to_pylist(), queries, passages, notes)):
-            ci = cand_idx[i]
-            is_pos = (self.ids[ci] == pos_ids[i]) | (self.texts[ci] == passage)
-            sel = select_negatives(cand_scores[i], is_pos, self.notes[ci] == note, float(pos_scores[i]), self.params)
-            rows.append(self._row(pair_id, query, passage, note, pos_ids[i], float(pos_scores[i]), ci[sel.indices], sel))
+            c = cands[i]
+            is_pos = (c.ids == pos_ids[i]) | (c.texts == passage)
+            sel = select_negatives(c.scores, is_pos, c.notes == note, float(pos_scores[i]), self.params)
+            rows.append(self._row(pair_id, query, passage, note, pos_ids[i], float(pos_scores[i]), c, sel))
         return pa.Table.from_pylist(rows, schema=M.MINED_SCHEMA)
+
+    def _held(self, idx: np.ndarray, scores: np.ndarray) -> Candidates:
+        return Candidates(self.ids[idx], self.notes[idx], self.texts[idx], np.asarray(scores))
+
+    def _dense(self, qvecs: np.ndarray) -> list[Candidates]:
+        """Top-k candidates per query by cosine: exact over the held vectors, or the index's hits (ann)."""
+        if self.mode == "exact":
+            return [self._held(ci, cs) for ci, cs in zip(*self.retriever.search_vectors(qvecs, self.top_k, "exact"))]
+        obj = lambda col: np.asarray(col.to_pylist(), dtype=object)
+        return [Candidates(obj(h[S.CHUNK_ID]), obj(h[S.DOC_ID]), obj(h[S.TEXT]), h[SCORE].to_numpy())
+                for h in self.retriever.ann_hits(qvecs, self.top_k, [S.CHUNK_ID, S.DOC_ID, S.TEXT])]
 
     def _hybrid(self, queries: list[str], qvecs: np.ndarray, pos_ids: list[str]
                 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
@@ -96,11 +121,12 @@ class NegativeMiner:
         return pos_scores, idx, val
 
     def _row(self, pair_id: str, query: str, passage: str, note: str, pos_id: str, pos_score: float,
-             neg: np.ndarray, sel: Selection) -> dict[str, Any]:
+             c: Candidates, sel: Selection) -> dict[str, Any]:
+        neg = sel.indices
         return {
-            M.QUERY: query, M.POSITIVE: passage, M.NEGATIVES: list(self.texts[neg]),
+            M.QUERY: query, M.POSITIVE: passage, M.NEGATIVES: list(c.texts[neg]),
             M.QUERY_ID: pair_id, M.QUERY_NOTE_ID: note, M.POSITIVE_ID: pos_id,
-            M.NEGATIVE_IDS: list(self.ids[neg]), M.NEGATIVE_NOTE_IDS: list(self.notes[neg]),
+            M.NEGATIVE_IDS: list(c.ids[neg]), M.NEGATIVE_NOTE_IDS: list(c.notes[neg]),
             M.POSITIVE_SCORE: pos_score, M.NEGATIVE_SCORES: sel.scores, M.N_NEGATIVES: len(sel.indices),
             M.SHORTFALL_REASON: sel.reason, M.ST_RETRIEVED: sel.retrieved, M.ST_SAME_NOTE: sel.removed_same_note,
             M.ST_CONSIDERED: sel.considered, M.ST_ABS_MARGIN: sel.removed_absolute,

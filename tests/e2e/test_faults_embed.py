@@ -21,11 +21,9 @@ import pytest
 
 from medembed import schema as S
 from tests.support.e2e_jobs import (
-    EMBED_RESUME,
-    EMBED_STREAMING,
     SAMPLE_TABLE,
     Jobs,
-    job_command,
+    embed_command,
     read_manifest,
     sample_chunk_ids,
     whole_documents_chunks,
@@ -42,9 +40,7 @@ def expected_ids(bundled_model_path) -> set[str]:
 
 
 def submit(jobs: Jobs, work: Path, run: str, resume: bool = False) -> str:
-    sets = [f"store.uri={work / 'db'}", f"output.run_dir={work / 'runs'}", f"output.run_name={run}",
-            *(EMBED_RESUME if resume else EMBED_STREAMING)]
-    return jobs.submit(job_command("embed", "embed", sets))
+    return jobs.submit(embed_command(work / "db", work / "runs", run, resume))
 
 
 def rows(work: Path) -> int:

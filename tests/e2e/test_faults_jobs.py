@@ -25,10 +25,9 @@ import pytest
 from medembed import schema as S
 from medembed.synth import columns as C
 from tests.support.e2e_jobs import (
-    EMBED_RESUME,
-    EMBED_STREAMING,
     SAMPLE_TABLE,
     Jobs,
+    embed_command,
     job_command,
     read_manifest,
     sample_chunk_ids,
@@ -167,9 +166,7 @@ def test_s3_rejecting_writes_fails_naming_the_location_then_resumes(jobs, s3, bu
             return None
 
     def submit(run: str, resume: bool = False) -> str:
-        sets = [f"store.uri={db}", f"output.run_dir={tmp_path / 'runs'}", f"output.run_name={run}",
-                *(EMBED_RESUME if resume else EMBED_STREAMING)]
-        return jobs.submit(job_command("embed", "embed", sets), **s3.env)
+        return jobs.submit(embed_command(db, tmp_path / "runs", run, resume), **s3.env)
 
     every = sample_chunk_ids(bundled_model_path)
 

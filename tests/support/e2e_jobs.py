@@ -118,6 +118,13 @@ def job_command(script: str, config: str, sets: list[str]) -> str:
     return shlex.join(["python", f"jobs/{script}.py", "--config", config, *[a for s in sets for a in ("--set", s)]])
 
 
+def embed_command(db: str | Path, run_dir: Path, run: str, resume: bool = False) -> str:
+    """The embed job on the bundled sample into ``db``: EMBED_STREAMING (the faulted run) or EMBED_RESUME."""
+    sets = [f"store.uri={db}", f"output.run_dir={run_dir}", f"output.run_name={run}",
+            *(EMBED_RESUME if resume else EMBED_STREAMING)]
+    return job_command("embed", "embed", sets)
+
+
 def read_manifest(run_dir: Path, run_name: str) -> dict:
     return json.loads((run_dir / run_name / "manifest.json").read_text())
 

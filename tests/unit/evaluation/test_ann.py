@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from medembed import schema as S
 from medembed.config import EmbedConfig, ModelConfig
@@ -47,7 +48,7 @@ def _reusable_table(tmp_path) -> tuple[Corpus, object, ModelConfig, np.ndarray, 
     return corpus, card, model, v, name
 
 
-def test_reused_table_gets_the_vector_index_and_ann_agrees_with_exact(tmp_path):
+def test_reused_table_gets_the_vector_index_and_ann_agrees_with_exact(tmp_path, monkeypatch):
     corpus, card, model, v, name = _reusable_table(tmp_path)
     high = EvalStoreConfig(uri=str(tmp_path), ann_min_rows=100_000)
     got = ensure_corpus_table("set", corpus, card, model, EmbedConfig(), high, DEFAULT_STORAGE, "run1")
@@ -62,8 +63,11 @@ def test_reused_table_gets_the_vector_index_and_ann_agrees_with_exact(tmp_path):
     assert r.has_ann_index
     q = v[[0, 10, 599]] + 0.01
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    ann = retrieve(r, ["q0", "q1", "q2"], q, 10, "ann")
+    with monkeypatch.context() as m:  # the ANN run reads its hits only, never the table's row arrays
+        m.setattr(Retriever, "rows", lambda self: pytest.fail("ann retrieval loaded every row"))
+        ann = retrieve(r, ["q0", "q1", "q2"], q, 10, "ann")
     exact = retrieve(r, ["q0", "q1", "q2"], q, 10, "exact")
+    assert all(len(ann[k]) == 10 and list(ann[k].values()) == sorted(ann[k].values(), reverse=True) for k in ann)
     assert [next(iter(ann[k])) for k in ("q0", "q1", "q2")] == ["doc0", "doc10", "doc599"]
     overlap = np.mean([len(set(ann[k]) & set(exact[k])) / 10 for k in exact])
     assert overlap >= 0.6  # random 384-dim vectors are the hard case for PQ; real embeddings: bench/index_recall.py

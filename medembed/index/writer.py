@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,10 @@ class Committer:
         self.pending: list[Any] = []
         self.pending_docs: list[str] = []
         self.stats = CommitStats()
-        self._ds = storage.lance_dataset(uri)
+        existing = storage.lance_dataset(uri)
+        # the version only, not the dataset: an open dataset holds its manifest (every fragment of the table) and
+        # the driver would hold it between commits for the whole run
+        self._version: int | None = existing.version if existing is not None else None
 
     def add(self, fragment_json: str, rows: int, doc_ids: list[str], tokens: int) -> None:
         from lance.fragment import FragmentMetadata
@@ -119,7 +122,7 @@ class Committer:
         try:
             self._commit()
         except Exception as e:
-            last = self.stats.versions[-1] if self.stats.versions else (self._ds.version if self._ds else None)
+            last = self._version
             at = f"version {last}" if last is not None else "its last committed version"
             raise WriteError(f"cannot commit to {self.uri}: {type(e).__name__}: {e} (the table stays readable at "
                              f"{at}; a re-run resumes from there)") from e
@@ -127,23 +130,26 @@ class Committer:
     def _commit(self) -> None:
         import lance
 
-        if self._ds is None:
+        if self._version is None:
             op = lance.LanceOperation.Overwrite(self.schema, self.pending)
-            self._ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.storage_options)
+            ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.storage_options)
         else:
+            read_version = self._version
             replaced = sorted({d for d in self.pending_docs if d in self.known})
             if replaced:  # changed documents: remove all their old chunks first
+                ds = lance.dataset(self.uri, version=read_version, storage_options=self.storage_options)
                 for k in range(0, len(replaced), 1000):
-                    self._ds.delete(in_filter(S.DOC_ID, replaced[k:k + 1000]))
+                    ds.delete(in_filter(S.DOC_ID, replaced[k:k + 1000]))
+                read_version = ds.version
                 self.stats.documents_replaced += len(replaced)
                 for d in replaced:  # once: a document's new chunks can span several commits; a later one must
                     del self.known[d]  # not delete the ones an earlier one just wrote
             op = lance.LanceOperation.Append(self.pending)
-            self._ds = lance.LanceDataset.commit(self.uri, op, read_version=self._ds.version,
-                                                 storage_options=self.storage_options)
+            ds = lance.LanceDataset.commit(self.uri, op, read_version=read_version, storage_options=self.storage_options)
+        self._version = ds.version
         self.stats.fragments += len(self.pending)
         self.stats.commits += 1
-        self.stats.versions.append(self._ds.version)
+        self.stats.versions.append(self._version)
         self.pending, self.pending_docs = [], []
 
 
@@ -156,6 +162,7 @@ class WriteResult:
     first_write_s: float | None = None  # start -> the first fragment reached the driver
     first_rows: int = 0  # rows and tokens of that first fragment (excluded from the steady state)
     first_tokens: int = 0
+    executions: int = 0  # Ray Data executions (waves) that wrote it; 0: none (fragments written elsewhere)
 
     @property
     def steady_s(self) -> float:
@@ -196,20 +203,34 @@ def fragment_writers(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, sto
     return written
 
 
-def write_dataset(rows: ray.data.Dataset, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,
-                  known: dict[str, str] | None = None, commit_every: int = 64, block_mib: float = 1.0,
-                  progress: str = "rows written", stall_timeout_s: float | None = None,
+def write_dataset(rows: ray.data.Dataset | Iterable[ray.data.Dataset], uri: str, schema: pa.Schema, *,
+                  storage: Storage = DEFAULT_STORAGE, known: dict[str, str] | None = None, commit_every: int = 64,
+                  block_mib: float = 1.0, progress: str = "rows written", stall_timeout_s: float | None = None,
                   writers: int = 1) -> WriteResult:
     """Stream ``rows`` (table rows, ``schema`` columns) into the table at ``uri``; return what was committed.
+
+    ``rows`` may be a series of datasets (waves), executed one after another through one committer: commits
+    run on across them as for one dataset, and each execution's per-block state in the driver ends with it.
 
     ``known`` (doc_id -> signature of stored documents) marks documents whose stored chunks are
     replaced by the incoming ones. A new table is created by the first commit. With ``stall_timeout_s``,
     no new fragment for that long raises :class:`~medembed.runtime.watchdog.StalledError` (what was committed
     stays committed) instead of waiting forever on a stuck actor pool.
     """
-    written = fragment_writers(rows, uri, schema, storage=storage, block_mib=block_mib, writers=writers)
-    return _commit(watch(written.iter_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, storage, known,
-                   commit_every, progress)
+    waves = [rows] if isinstance(rows, ray.data.Dataset) else rows
+    executions = 0
+
+    def fragment_rows() -> Iterator[dict[str, Any]]:
+        nonlocal executions
+        for wave in waves:
+            executions += 1
+            yield from fragment_writers(wave, uri, schema, storage=storage, block_mib=block_mib,
+                                        writers=writers).iter_rows()
+
+    result = _commit(watch(fragment_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, storage, known,
+                     commit_every, progress)
+    result.executions = executions
+    return result
 
 
 def commit_fragments(fragments: pa.Table, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,

@@ -23,6 +23,7 @@ class ReadTask:
     uri: str  # file URI, or dataset name/path for hf
     start: int = 0
     stop: int = 0
+    size: int = 0  # bytes of the file as stored, from its listing (0: not known, e.g. a dataset slice)
 
     @property
     def key(self) -> str:
@@ -64,21 +65,22 @@ def resolve_tasks(cfg: InputConfig, storage: Storage = DEFAULT_STORAGE) -> tuple
     fs, path = storage.fs(uri)
     protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     if any(ch in path for ch in "*?["):
-        files = sorted(fs.glob(path))
+        listed = fs.glob(path, detail=True)
     elif fs.isdir(path):
-        files = sorted(f for f in fs.find(path) if not os.path.basename(f).startswith((".", "_")))
+        listed = {f: i for f, i in fs.find(path, detail=True).items() if not os.path.basename(f).startswith((".", "_"))}
     elif fs.exists(path):
-        files = [path]
+        listed = {path: fs.info(path)}
     else:
         raise FileNotFoundError(f"input.uri: nothing found at {uri}")
+    sizes = {f: int(info.get("size") or 0) for f, info in listed.items() if info.get("type", "file") == "file"}
     tasks, skipped = [], []
-    for f in files:
+    for f in sorted(sizes):
         fmt = cfg.format if cfg.format != "auto" else format_of(f)
         if fmt is None:
             log.warning("skipping %s: unknown extension (set input.format to read it)", f)
             skipped.append(protocol + f if protocol else f)
             continue
-        tasks.append(ReadTask(fmt, protocol + f if protocol else f))
+        tasks.append(ReadTask(fmt, protocol + f if protocol else f, size=sizes[f]))
     if not tasks:
         raise FileNotFoundError(f"input.uri: no readable files (jsonl, csv, parquet) at {uri}")
     return tasks, skipped

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -183,6 +183,23 @@ class ReadPlan:
         tasks = [t for t in self.tasks if t.uri in wanted]
         self.start_registry()
         return ReadPlan(tasks, self.cfg, self.quarantine_dir, self.storage, self.registry, dict(wanted))
+
+    def waves(self, max_mib: float) -> list[ReadPlan]:
+        """This plan in consecutive parts of up to ``max_mib`` MiB of input files each (a file larger than that is a
+        part of its own; slices of unknown size stay together); ``max_mib`` 0: the whole plan as one part."""
+        if not max_mib or len(self.tasks) < 2:
+            return [self]
+        limit, parts, part, size = max_mib * (1 << 20), [], [], 0
+        for t in self.tasks:
+            if part and t.size and size + t.size > limit:
+                parts.append(part)
+                part, size = [], 0
+            part.append(t)
+            size += t.size
+        parts.append(part)
+        if len(parts) > 1:
+            self.start_registry()  # one id registry across the parts: a repeated id is caught in any of them
+        return [replace(self, tasks=p) for p in parts]
 
     def dataset(self) -> ray.data.Dataset:
         items = self.items()

@@ -83,11 +83,20 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
         fragments = one_actor.embed_and_write(worker, plan, params, embed_sets, counters, target.uri, schema,
                                               storage, cfg.embed.stall_timeout_s)
         return commit_fragments(fragments, target.uri, schema, **write)
-    chunks = plan.dataset().map_batches(
-        chunk_selected_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
-        num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
-    return write_dataset(EmbedStage.create(cfg.model, cfg.embed, storage, card)(chunks), target.uri, schema,
-                         block_mib=cfg.embed.block_mib, stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
+    stage = EmbedStage.create(cfg.model, cfg.embed, storage, card)
+    waves = plan.waves(cfg.embed.wave_mib)
+    if len(waves) > 1:
+        log.info("input in %d waves of up to embed.wave_mib=%g MiB: one Ray Data execution each, one committer",
+                 len(waves), cfg.embed.wave_mib)
+
+    def embedded(wave: ReadPlan) -> ray.data.Dataset:
+        chunks = wave.dataset().map_batches(
+            chunk_selected_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
+            num_cpus=cfg.chunking.num_cpus, fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
+        return stage(chunks)
+
+    return write_dataset((embedded(w) for w in waves), target.uri, schema, block_mib=cfg.embed.block_mib,
+                         stall_timeout_s=cfg.embed.stall_timeout_s, writers=cfg.embed.writer_actors, **write)
 
 
 def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
@@ -169,5 +178,6 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
         manifest.count(k, v)
     manifest.set("indexes", index_info)
     manifest.set("throughput", written.throughput())
+    manifest.set("ray_data_executions", written.executions)  # > 1: the input ran in waves (embed.wave_mib)
     manifest.set("output", {"artifact": target.uri})
     return counts

@@ -115,9 +115,10 @@ def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_p
     tmp, corpus, first, m = built
     assert m.data["execution"] == "one actor"
     counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
-                     "embed.writer_actors=2", "store.index_off_driver_rows=0", name="streamed")
-    # two writer actors (fragments in any order); compaction and indexes in a Ray task of their own, not the driver
-    assert m2.data["execution"] == "streaming"
+                     "embed.writer_actors=2", "store.index_off_driver_rows=0", "embed.wave_mib=0.0001", name="streamed")
+    # two writer actors (fragments in any order); compaction and indexes in a Ray task of their own, not the driver;
+    # a wave per file (three Ray Data executions, one committer; b.csv's repeated id n1 is caught across waves)
+    assert m2.data["execution"] == "streaming" and m2.data["ray_data_executions"] == 3
     assert m.data["indexes"]["ran_in"] == {"process": "driver"}
     ran_in = m2.data["indexes"]["ran_in"]
     assert ran_in["process"] == "ray task" and ran_in["peak_rss_mib"] > 50 and ran_in["seconds"] > 0
@@ -142,6 +143,7 @@ def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_p
     rows_before, n4_before = table(tmp_path).count_rows(), table(tmp_path).count_rows(filter="doc_id = 'n4'")
     again, m3 = run(tmp_path, changed, "embed.one_actor_max_mib=0", name="streamed-again")
     assert m3.data["execution"] == "streaming" and "change_detection" in m3.data["durations_s"]
+    assert m3.data["ray_data_executions"] == 1
     assert (again["documents_tokenized"], again["documents_unchanged_skipped"], again["documents_replaced"]) == (1, 3, 1)
     n4 = table(tmp_path).count_rows(filter="doc_id = 'n4'")
     assert again["chunks_written"] == n4 and table(tmp_path).count_rows() == rows_before - n4_before + n4

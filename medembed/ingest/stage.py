@@ -186,8 +186,10 @@ class ReadPlan:
 
     def waves(self, max_mib: float) -> list[ReadPlan]:
         """This plan in consecutive parts of up to ``max_mib`` MiB of input files each (a file larger than that is a
-        part of its own; slices of unknown size stay together); ``max_mib`` 0: the whole plan as one part."""
-        if not max_mib or len(self.tasks) < 2:
+        part of its own; slices of unknown size stay together); ``max_mib`` 0: the whole plan as one part. A second
+        read of selected records (``wanted``; the jobs restrict one to 200,000 documents at most) is one part: it reads a few
+        lines of each file, and a part per file size would reload the model for each."""
+        if not max_mib or len(self.tasks) < 2 or self.wanted is not None:
             return [self]
         limit, parts, part, size = max_mib * (1 << 20), [], [], 0
         for t in self.tasks:

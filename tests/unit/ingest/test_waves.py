@@ -26,6 +26,8 @@ def test_no_limit_one_file_or_unknown_sizes_is_one_wave():
     assert plan([100 * MIB] * 3).waves(0) == [plan([100 * MIB] * 3)]
     assert len(plan([900 * MIB]).waves(1)) == 1
     assert len(plan([0, 0, 0]).waves(1)) == 1  # dataset slices (size unknown) stay together
+    again = plan([100 * MIB] * 3).restrict(["/in/part-0.jsonl:line 3", "/in/part-2.jsonl:line 9"])
+    assert len(again.tasks) == 2 and again.waves(1) == [again]  # a second read of a few records: one execution
 
 
 def test_listed_files_carry_their_size(tmp_path):

@@ -74,6 +74,9 @@ def resolve_tasks(cfg: InputConfig, storage: Storage = DEFAULT_STORAGE) -> tuple
         raise FileNotFoundError(f"input.uri: nothing found at {uri}")
     sizes = {f: int(info.get("size") or 0) for f, info in listed.items() if info.get("type", "file") == "file"}
     tasks, skipped = [], []
+    for d in sorted(set(listed) - set(sizes)):  # a folder a glob matched: named, not read (a folder uri reads one)
+        log.warning("skipping %s: a folder matched by the input glob (give its path as input.uri to read it)", d)
+        skipped.append(protocol + d if protocol else d)
     for f in sorted(sizes):
         fmt = cfg.format if cfg.format != "auto" else format_of(f)
         if fmt is None:

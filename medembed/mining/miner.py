@@ -59,14 +59,15 @@ class NegativeMiner:
         self.mode = self.retriever.vector_mode({"auto": "vector", "exact": "exact", "ann": "ann"}[retrieval])
         self.lexical: BM25 | None = None
         self.lexical_weight = lexical_weight
-        if teacher == "hybrid" or self.mode == "exact":  # every candidate scored here: rows and vectors, once
+        held = teacher == "hybrid" or self.mode == "exact"  # every candidate scored here: rows and vectors, once
+        if held:
             rows = self.retriever.rows()
             self.ids, self.notes, self.texts = rows[S.CHUNK_ID], rows[S.DOC_ID], rows[S.TEXT]
             self.lexical = BM25(list(self.texts)) if teacher == "hybrid" else None
             self.retriever.vectors()
         # ann: the index search returns each hit's id, note and text; nothing table-wide is held
         log.info("miner: %s candidates, %s retrieval, %s teacher, top_k=%d",
-                 f"{len(self.ids):,}" if self.mode == "exact" or self.lexical is not None else "indexed",
+                 f"{len(self.ids):,}" if held else "indexed",
                  "exact" if self.lexical is not None else self.mode, teacher, top_k)
 
     def __call__(self, batch: pa.Table, query_vectors: np.ndarray | None = None) -> pa.Table:

@@ -40,3 +40,6 @@ def test_listed_files_carry_their_size(tmp_path):
     one, _ = resolve_tasks(InputConfig(uri=str(tmp_path / "b.jsonl")))
     glob, _ = resolve_tasks(InputConfig(uri=str(tmp_path / "*.jsonl")))
     assert [t.size for t in one] == [78] and [t.size for t in glob] == [25, 78]
+    (tmp_path / "more.jsonl").mkdir()  # a folder a glob matches is named as skipped, not dropped unseen
+    _, skipped = resolve_tasks(InputConfig(uri=str(tmp_path / "*.jsonl")))
+    assert skipped == [str(tmp_path / "more.jsonl")]

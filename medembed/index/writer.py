@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from medembed import schema as S
 from medembed.index.sql import in_filter
@@ -104,7 +105,8 @@ class Committer:
         from lance.fragment import FragmentMetadata
 
         self.pending.append(FragmentMetadata.from_json(fragment_json))
-        self.pending_docs.extend(doc_ids)
+        if self.known:  # only a stored document's ids matter at commit; a new table's would pile up for nothing
+            self.pending_docs.extend(doc_ids)
         self.stats.rows += rows
         self.stats.tokens += tokens
         if self._due():
@@ -210,7 +212,9 @@ def write_dataset(rows: ray.data.Dataset | Iterable[ray.data.Dataset], uri: str,
     """Stream ``rows`` (table rows, ``schema`` columns) into the table at ``uri``; return what was committed.
 
     ``rows`` may be a series of datasets (waves), executed one after another through one committer: commits
-    run on across them as for one dataset, and each execution's per-block state in the driver ends with it.
+    run on across them as for one dataset. Each execution runs in a wave runner (:func:`_run_wave`), a Ray
+    worker process of its own that exits afterwards, so the per-block state Ray keeps for an execution never
+    reaches the driver, which only commits.
 
     ``known`` (doc_id -> signature of stored documents) marks documents whose stored chunks are
     replaced by the incoming ones. A new table is created by the first commit. With ``stall_timeout_s``,
@@ -218,19 +222,46 @@ def write_dataset(rows: ray.data.Dataset | Iterable[ray.data.Dataset], uri: str,
     stays committed) instead of waiting forever on a stuck actor pool.
     """
     waves = [rows] if isinstance(rows, ray.data.Dataset) else rows
-    executions = 0
+    executions, running = 0, []
 
     def fragment_rows() -> Iterator[dict[str, Any]]:
         nonlocal executions
         for wave in waves:
             executions += 1
-            yield from fragment_writers(wave, uri, schema, storage=storage, block_mib=block_mib,
-                                        writers=writers).iter_rows()
+            yield from _wave_rows(fragment_writers(wave, uri, schema, storage=storage, block_mib=block_mib,
+                                                   writers=writers), running)
 
-    result = _commit(watch(fragment_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, storage, known,
-                     commit_every, progress)
+    try:
+        result = _commit(watch(fragment_rows(), stall_timeout_s, f"writing {uri}"), uri, schema, storage, known,
+                         commit_every, progress)
+    except BaseException:
+        for gen in running:  # a stall or a failed commit: stop the wave's execution, not leave it writing
+            ray.cancel(gen, force=True)
+        raise
     result.executions = executions
     return result
+
+
+@ray.remote(num_cpus=0, max_calls=1, max_retries=0, num_returns="streaming")
+def _run_wave(written: ray.data.Dataset) -> Iterator[list[dict[str, Any]]]:
+    """A wave runner: execute ``written`` (a ``fragment_writers`` dataset) here, yield its output rows a block at a
+    time. ``max_calls=1``: the process exits afterwards and takes the execution's per-block state (Ray Data's block
+    stats and metadata, Ray's own bookkeeping; 2-6 KB per block) with it. ``max_retries=0``: a retried runner would
+    execute the wave again and stream other fragments under the indexes already consumed, so a lost runner fails the
+    job, which resumes from its last commit as after a lost driver."""
+    for block in written.iter_batches(batch_size=None, batch_format="pyarrow"):
+        yield block.to_pylist()
+
+
+def _wave_rows(written: ray.data.Dataset, running: list[Any]) -> Iterator[dict[str, Any]]:
+    """The output rows of ``written``, executed by a wave runner on the driver's node (where the execution ran
+    before it had a process of its own); ``running`` holds the runner while it runs, to cancel it on failure."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    gen = _run_wave.options(scheduling_strategy=here, name="medembed.write_wave").remote(written)
+    running[:] = [gen]
+    for ref in gen:
+        yield from ray.get(ref)
+    running.clear()
 
 
 def commit_fragments(fragments: pa.Table, uri: str, schema: pa.Schema, *, storage: Storage = DEFAULT_STORAGE,

@@ -97,9 +97,10 @@ class EmbedConfig(_Model):
                              "embedded block becomes one Lance fragment (smaller: earlier, more frequent commits)")
     wave_mib: float = Field(256.0, ge=0, description="input read per Ray Data execution (MiB of files as stored; "
                             "~850k chunks of JSONL notes): a long run is a series of executions, one committer across "
-                            "them, because Ray Data's driver keeps state per block for a whole execution (driver "
-                            "memory grew 4.7x from 1M to 10M chunks in one). Each starts its actor pools anew (model "
-                            "load); GPU clusters set it higher. 0: one execution")
+                            "them. Each runs in a wave runner process of its own, which holds the state Ray Data "
+                            "keeps per block for a whole execution and exits after it (the driver only commits), so "
+                            "this bounds that process's memory. Each starts its actor pools anew (model load); GPU "
+                            "clusters set it higher. 0: one execution")
     writer_actors: int = Field(1, gt=0, description="Lance writer actors (each writes data files of embedded "
                                "blocks; the driver commits them). One core writes ~60k chunks/s of 384-dim vectors "
                                "(measured): on paper one writer per ~45 L4s or ~6 H200s at bge-base speed "

@@ -179,5 +179,7 @@ def embed(cfg: EmbedJobConfig, manifest: RunManifest) -> dict[str, Any]:
     manifest.set("indexes", index_info)
     manifest.set("throughput", written.throughput())
     manifest.set("ray_data_executions", written.executions)  # > 1: the input ran in waves (embed.wave_mib)
+    if written.runner_peak_rss_mib is not None:  # each execution ran in a process of its own, not in the driver
+        manifest.set("wave_runner_peak_rss_mib", round(written.runner_peak_rss_mib, 1))
     manifest.set("output", {"artifact": target.uri})
     return counts

@@ -110,15 +110,25 @@ def test_distributed_vectors_equal_local_encode(built, st_model):
     assert np.abs(local - ray_vecs).max() < 1e-4
 
 
-def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_path):
+def test_streaming_path_writes_the_same_table_as_the_one_actor_path(built, tmp_path, monkeypatch):
     """A small input runs in one actor (read, chunk, embed, write); the streaming pipeline must agree row for row."""
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
     tmp, corpus, first, m = built
     assert m.data["execution"] == "one actor"
-    counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
-                     "embed.writer_actors=2", "store.index_off_driver_rows=0", "embed.wave_mib=0.0001", name="streamed")
+
+    def in_driver(*a, **k):
+        raise AssertionError("a Ray Data execution ran in the driver: the wave runner should run it")
+
+    with monkeypatch.context() as mp:  # every execution in a wave runner's process, none in the driver (this one)
+        mp.setattr(StreamingExecutor, "execute", in_driver)
+        counts, m2 = run(tmp_path, corpus, "embed.one_actor_max_mib=0", "store.commit_every=1", "embed.block_mib=0.001",
+                         "embed.writer_actors=2", "store.index_off_driver_rows=0", "embed.wave_mib=0.0001",
+                         name="streamed")
     # two writer actors (fragments in any order); compaction and indexes in a Ray task of their own, not the driver;
     # a wave per file (three Ray Data executions, one committer; b.csv's repeated id n1 is caught across waves)
     assert m2.data["execution"] == "streaming" and m2.data["ray_data_executions"] == 3
+    assert m2.data["wave_runner_peak_rss_mib"] > 50  # the runners' own processes
     assert m.data["indexes"]["ran_in"] == {"process": "driver"}
     ran_in = m2.data["indexes"]["ran_in"]
     assert ran_in["process"] == "ray task" and ran_in["peak_rss_mib"] > 50 and ran_in["seconds"] > 0

@@ -181,6 +181,9 @@ class Sampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.stop = threading.Event()
         self.driver_rss = self.tree_rss = self.store = 0
+        self.tree_peak_top: list[tuple[str, int]] = []  # the largest processes at the tree's peak: (title, RSS bytes)
+        self.tree_peak_at = 0.0  # seconds from the sampler's start
+        self.t0 = time.time()
         self.cpu: dict[int, float] = {}
         self.gcs: str | None = None
         self.store_error: str | None = None
@@ -208,11 +211,12 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-                rss = 0
+                rss, each = 0, []
                 for p in procs:
                     try:
                         with p.oneshot():
                             rss += p.memory_info().rss
+                            each.append((" ".join(p.cmdline())[:70] or p.name(), p.memory_info().rss))
                             t = p.cpu_times()
                             self.cpu[p.pid] = t.user + t.system
                             if self.gcs is None and "raylet" in p.name():
@@ -221,7 +225,9 @@ class Sampler(threading.Thread):
                     except (ps.NoSuchProcess, ps.AccessDenied):
                         pass
                 self.driver_rss = max(self.driver_rss, self.root.memory_info().rss)
-                self.tree_rss = max(self.tree_rss, rss)
+                if rss > self.tree_rss:
+                    self.tree_rss, self.tree_peak_at = rss, round(time.time() - self.t0, 1)
+                    self.tree_peak_top = sorted(each, key=lambda e: -e[1])[:6]
             except ps.NoSuchProcess:
                 break
             self._object_store()
@@ -252,6 +258,8 @@ def run_job(corpus: Path, db: Path, runs: Path, max_tokens: int, overlap: int, e
     manifest = json.loads(next(runs.rglob("manifest.json")).read_text())
     return {"wall_s": round(wall, 2), "manifest": manifest, "driver_peak_rss": sampler.driver_rss,
             "tree_peak_rss": sampler.tree_rss, "tree_cpu_s": round(sum(sampler.cpu.values()), 1),
+            "tree_peak_at_s": sampler.tree_peak_at,
+            "tree_peak_top_mib": [[t, round(r / MiB)] for t, r in sampler.tree_peak_top],
             "object_store_peak": sampler.store if sampler.gcs else None, "object_store_error": sampler.store_error}
 
 
@@ -404,6 +412,9 @@ def summarize_job(n_target: int, job: dict, idx: dict, fig: dict, cpus: int, gen
             "tree_cpu_s": job["tree_cpu_s"], "driver_peak_rss_mib": round(job["driver_peak_rss"] / MiB),
             "driver_vmhwm_mib": m.get("driver_peak_rss_mib"),
             "tree_peak_rss_mib": round(job["tree_peak_rss"] / MiB),
+            "tree_peak_at_s": job["tree_peak_at_s"], "tree_peak_top_mib": job["tree_peak_top_mib"],
+            "wave_runner_peak_rss_mib": m.get("wave_runner_peak_rss_mib"),
+            "ray_data_executions": m.get("ray_data_executions"),
             "object_store_peak_mib": None if job["object_store_peak"] is None else round(job["object_store_peak"] / MiB),
             "fragments_committed": c.get("fragments"), "commits": c.get("commits"), **{f"table_{k}": v for k, v in fig.items()}}
 

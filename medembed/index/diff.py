@@ -39,6 +39,9 @@ STORED_HASH = "stored_hash"  # the table side's consistent doc_hash per document
 N_CHUNKS = "n_chunks"
 CORPUS_SCHEMA = pa.schema([(S.DOC_ID, pa.string()), (S.DOC_HASH, pa.string()), (S.SOURCE, pa.string())])
 STORED_COLUMNS = [S.DOC_ID, S.CHUNK_INDEX, S.DOC_HASH, S.DOC_CHUNKS]
+# up to this many documents to embed, a second read parses only their lines/rows (their locations pass through the
+# driver; ``ReadPlan.restrict``); past it, it reads every source again and keeps the selected documents
+LOCATE_MAX_DOCS = 200_000
 
 
 def partition_of(doc_ids: list[str], partitions: int) -> np.ndarray:
@@ -182,7 +185,7 @@ class Diff:
     def has_changes(self) -> bool:
         return bool(self.to_embed or self.counts["deleted"])
 
-    def sources(self, max_docs: int) -> list[str] | None:
+    def sources(self, max_docs: int = LOCATE_MAX_DOCS) -> list[str] | None:
         """Where the documents to embed were read ("file:line N"), for a second read that skips the rest;
         None (read everything again) when more than ``max_docs`` documents are to be embedded."""
         if self.to_embed > max_docs:

@@ -50,10 +50,6 @@ def target_table(cfg: EmbedJobConfig, model: ModelCard) -> TargetTable:
     return TargetTable(cfg.store.uri, name, table_uri(cfg.store.uri, name))
 
 
-# up to this many documents to embed, the second read parses only their lines/rows (see ``ReadPlan.restrict``)
-LOCATE_MAX_DOCS = 200_000
-
-
 def detect_changes(cfg: EmbedJobConfig, plan: ReadPlan, worker: Any, existing: Any, uri: str,
                    params: ChunkParams) -> Diff:
     """Hash every document of ``plan`` (no tokenizer) and join the hashes with the table's on Ray."""
@@ -77,7 +73,7 @@ def write_new_chunks(cfg: EmbedJobConfig, card: ModelCard, plan: ReadPlan, worke
     if diff is not None and not diff.to_embed:  # nothing to read again, no model pool to start
         return WriteResult(CommitStats())
     if diff is not None:
-        plan = plan.restrict(diff.sources(LOCATE_MAX_DOCS))
+        plan = plan.restrict(diff.sources())
     write = {"storage": storage, "known": known, "commit_every": cfg.store.commit_every, "progress": "chunks written"}
     if worker is not None:
         fragments = one_actor.embed_and_write(worker, plan, params, embed_sets, counters, target.uri, schema,

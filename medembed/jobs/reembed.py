@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 # while any occurs, documents missing from the corpus are not deleted
 LOSSY_REASONS = frozenset({S.R_UNREADABLE_FILE, S.R_MALFORMED_JSON, S.R_MALFORMED_CSV, S.R_UNDECODABLE,
                            S.R_NOT_AN_OBJECT, S.R_MISSING_ID})
-# up to this many documents to embed, the second read parses only their lines/rows (their locations pass
-# through the driver); past it, it reads every source again and keeps the selected documents
-LOCATE_MAX_DOCS = 200_000
-
-
 class VerificationError(RuntimeError):
     """A built table failed its checks; the serving name was not switched."""
 
@@ -196,7 +191,7 @@ def _reembed(cfg: ReembedJobConfig, manifest: RunManifest, name: str, lease: Wri
             if read_version is None:
                 docs, embed_sets = plan.dataset(), None
             else:
-                docs, embed_sets = plan.restrict(diff.sources(LOCATE_MAX_DOCS)).dataset(), diff.embed_sets
+                docs, embed_sets = plan.restrict(diff.sources()).dataset(), diff.embed_sets
             chunks = docs.map_batches(chunk_selected_documents, batch_format="pyarrow", batch_size=cfg.chunking.batch_size,
                                       num_cpus=cfg.chunking.num_cpus,
                                       fn_kwargs={"params": params, "embed_sets": embed_sets, "counters": counters})
